@@ -1,0 +1,14 @@
+# The README's two commands. Both run the idempotent set-up first.
+.PHONY: run test bench
+
+run:
+	./scripts/setup.sh
+	.venv/bin/streamlit run app.py --browser.gatherUsageStats false
+
+test:
+	./scripts/setup.sh --browser
+	.venv/bin/python -m pytest -ra
+
+bench:
+	./scripts/setup.sh
+	.venv/bin/python bench/bench_loading.py

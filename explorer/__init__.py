@@ -1,0 +1,1 @@
+"""LLM explorer core: load → capture → analyse → figure. No UI code lives here."""

@@ -1,0 +1,7 @@
+"""`python -m explorer ...` entry point; the commands live in explorer/cli.py."""
+import sys
+
+from explorer.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

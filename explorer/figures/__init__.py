@@ -1,0 +1,1 @@
+"""Figure builders: pure functions from arrays or graphs to plotly go.Figure, one module per view."""

@@ -1,0 +1,107 @@
+"""The streaming generation panel, shared by the chat page and the internals page.
+
+State per session: `chat_messages` (the history), `last_sequence_ids` (prompt + answer token ids of
+the latest turn, which the internals views capture), `last_stats`. The worker thread that runs
+`generate` never calls st.*; only this script thread draws.
+"""
+from __future__ import annotations
+
+import threading
+
+import streamlit as st
+
+from explorer.generation import GenerateOptions, GenerationError, conversation, stream_generate
+from explorer.loading import LoadedModel
+
+
+def generation_options(prefix: str) -> GenerateOptions:
+    with st.expander("Generation settings", expanded=False):
+        max_new = st.slider("max_new_tokens", 1, 1024, 128, key=f"{prefix}_max_new")
+        sample = st.toggle("Sampling (off = greedy)", value=False, key=f"{prefix}_sample")
+        c1, c2, c3 = st.columns(3)
+        temperature = c1.slider("temperature", 0.05, 2.0, 0.7, key=f"{prefix}_temp", disabled=not sample)
+        top_p = c2.slider("top-p", 0.05, 1.0, 0.9, key=f"{prefix}_top_p", disabled=not sample)
+        top_k = c3.number_input("top-k", 0, 1000, 50, key=f"{prefix}_top_k", disabled=not sample)
+        rep = st.slider("repetition penalty", 1.0, 2.0, 1.0, step=0.05, key=f"{prefix}_rep")
+        timeout = st.number_input("timeout per token (s)", 5, 600, 120, key=f"{prefix}_timeout")
+    return GenerateOptions(max_new_tokens=int(max_new), do_sample=sample, temperature=float(temperature),
+                           top_p=float(top_p), top_k=int(top_k), repetition_penalty=float(rep),
+                           timeout_s=float(timeout))
+
+
+def _stats_line(stats: dict) -> str:
+    ttft = f"{stats['ttft']:.2f} s" if stats.get("ttft") is not None else "–"
+    return (f"time to first token {ttft} · {stats['tps']:.1f} tokens/s · {stats['new_tokens']} new tokens "
+            f"({stats['prompt_tokens']} prompt){' · stopped' if stats.get('stopped') else ''}")
+
+
+def _finish_interrupted_turn() -> None:
+    """A rerun (stop button, widget change) interrupts write_stream; keep what had arrived."""
+    partial = st.session_state.pop("partial_answer", None)
+    if partial is not None:
+        st.session_state.chat_messages.append({"role": "assistant", "content": partial + " ⏹"})
+        event = st.session_state.get("stop_event")
+        if event is not None:
+            event.set()
+
+
+def chat_panel(loaded: LoadedModel | None, prefix: str = "chat") -> None:
+    st.session_state.setdefault("chat_messages", [])
+    _finish_interrupted_turn()
+    system = st.text_area("System prompt", value="", key=f"{prefix}_system", height=68,
+                          placeholder="Optional: how the assistant should behave")
+    options = generation_options(prefix)
+    cols = st.columns([1, 1, 4])
+    if cols[0].button("Clear chat", key=f"{prefix}_clear"):
+        st.session_state.chat_messages = []
+        st.session_state.pop("last_stats", None)
+    if cols[1].button("Stop", key=f"{prefix}_stop"):
+        event = st.session_state.get("stop_event")
+        if event is not None:
+            event.set()
+    for message in st.session_state.chat_messages:
+        with st.chat_message(message["role"]):
+            st.text(message["content"])  # text, not markdown: model output is never rendered as HTML
+    prompt = st.chat_input("Ask the model…", key=f"{prefix}_input", disabled=loaded is None)
+    if prompt is None:
+        if "last_stats" in st.session_state:
+            st.caption(_stats_line(st.session_state.last_stats))
+        return
+    if loaded is None:
+        st.error("No model is loaded.")
+        return
+    history = list(st.session_state.chat_messages)
+    with st.chat_message("user"):
+        st.text(prompt)
+    event = threading.Event()
+    st.session_state.stop_event = event
+    try:
+        stream = stream_generate(loaded, conversation(prompt, system, history), options, event)
+    except GenerationError as exc:
+        st.error(str(exc))
+        return
+    st.session_state.chat_messages.append({"role": "user", "content": prompt})
+    for notice in stream.prepared.notices:
+        st.info(notice)
+    st.session_state.partial_answer = ""
+
+    def chunks():
+        for chunk in stream:
+            st.session_state.partial_answer += chunk
+            yield chunk
+
+    with st.chat_message("assistant"):
+        try:
+            st.write_stream(chunks())
+        except GenerationError as exc:
+            st.session_state.pop("partial_answer", None)
+            st.error(str(exc))
+            return
+    st.session_state.pop("partial_answer", None)
+    result = stream.result
+    st.session_state.chat_messages.append({"role": "assistant", "content": result.text})
+    st.session_state.last_sequence_ids = result.sequence_ids
+    st.session_state.last_stats = dict(ttft=result.time_to_first_token, tps=result.tokens_per_second,
+                                       new_tokens=result.new_tokens, prompt_tokens=result.prompt_tokens,
+                                       stopped=result.stopped)
+    st.caption(_stats_line(st.session_state.last_stats))

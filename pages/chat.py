@@ -1,0 +1,84 @@
+"""Load & chat: choose a model and precision, see what it costs, talk to it, free it."""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from explorer.generation import GenerationError, conversation, generate_batch
+from explorer.loading import PRECISIONS, PRESETS, LoadConfig
+from pages._chat_panel import chat_panel, generation_options
+from pages._common import ensure_model, fmt_bytes, load_into_registry, memory_caption, registry
+
+SOURCE_KINDS = ("Preset", "Hub id", "Local folder or .gguf file")
+
+
+def loader_form() -> None:
+    with st.sidebar:
+        st.header("Model")
+        kind = st.radio("Source", SOURCE_KINDS, key="load_kind", horizontal=False)
+        if kind == "Preset":
+            key = st.selectbox("Preset", list(PRESETS), format_func=lambda k: PRESETS[k].label, key="load_preset")
+            st.caption(PRESETS[key].note)
+            source = key
+        elif kind == "Hub id":
+            source = st.text_input("Hub id", placeholder="owner/name", key="load_hub_id")
+        else:
+            source = st.text_input("Path", placeholder="/path/to/folder or model.gguf", key="load_path")
+        precision = st.selectbox("Precision", PRECISIONS, index=0, key="load_precision")
+        four_bit = precision in {"nf4", "fp4"}
+        double_quant = st.toggle("Double quantization", value=True, key="load_double_quant", disabled=not four_bit)
+        compute = st.selectbox("4-bit compute dtype", ("bf16", "fp16", "fp32"), key="load_compute",
+                               disabled=not four_bit)
+        c1, c2 = st.columns(2)
+        if c1.button("Load", type="primary", key="load_button"):
+            load_into_registry(LoadConfig(source=source, precision=precision, double_quant=double_quant,
+                                          compute_dtype=compute))
+        if c2.button("Unload", key="unload_button"):
+            registry().unload()
+            st.session_state["autoload_tried"] = True
+        if st.session_state.get("load_error"):
+            st.error(st.session_state["load_error"])
+        st.caption(memory_caption())
+
+
+def model_card(loaded) -> None:
+    if loaded is None:
+        st.info("No model is loaded. Choose one in the sidebar.")
+        return
+    st.subheader(loaded.name)
+    c1, c2, c3, c4 = st.columns(4)
+    c1.metric("Precision", loaded.precision)
+    c2.metric("Footprint", fmt_bytes(loaded.footprint_bytes), help="model.get_memory_footprint()")
+    c3.metric("Load time", f"{loaded.load_seconds:.1f} s")
+    c4.metric("Context", f"{loaded.context_length or '?'} tokens")
+    for notice in loaded.notices:
+        st.info(notice)
+    with st.expander("Device map (where each top-level module sits)"):
+        st.dataframe(pd.DataFrame(sorted(loaded.device_map.items()), columns=["module", "device"]),
+                     hide_index=True, key="device_map_table")
+
+
+def batch_section(loaded) -> None:
+    with st.expander("Batch: several prompts in one batched call"):
+        text = st.text_area("One prompt per line", key="batch_prompts", height=120)
+        options = generation_options("batch")
+        if st.button("Generate batch", key="batch_button", disabled=loaded is None):
+            prompts = [line for line in text.splitlines() if line.strip()]
+            try:
+                with st.spinner(f"Generating {len(prompts)} answers in one batch…"):
+                    results = generate_batch(loaded, [conversation(p) for p in prompts], options)
+            except GenerationError as exc:
+                st.error(str(exc))
+                return
+            st.dataframe(pd.DataFrame([{"prompt": p, "answer": r.text, "new tokens": r.new_tokens,
+                                        "seconds (whole batch)": round(r.seconds, 2)}
+                                       for p, r in zip(prompts, results)]),
+                         hide_index=True, key="batch_results")
+
+
+loader_form()
+loaded = ensure_model()
+model_card(loaded)
+st.divider()
+chat_panel(loaded)
+batch_section(loaded)

@@ -1,0 +1,28 @@
+"""The app in a real browser: it loads the embedded model and streams an answer to a prompt."""
+import re
+
+import pytest
+
+from tests.browser.conftest import wait_idle
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def test_chat_streams_an_answer_from_the_embedded_model(app_url, page):
+    page.goto(f"{app_url}/chat")
+    page.get_by_text("SmolLM2-135M-Instruct", exact=False).first.wait_for(timeout=300_000)
+    wait_idle(page, 300_000)
+    assert page.get_by_text("nf4").first.is_visible()
+    box = page.get_by_test_id("stChatInputTextArea")
+    box.fill("What is the capital of France?")
+    box.press("Enter")
+    answer = page.locator("[data-testid='stChatMessage']").nth(1)
+    answer.wait_for(timeout=60_000)
+    # streaming: text grows while the script is still running, before the stats line appears
+    page.wait_for_function(
+        "() => { const m = document.querySelectorAll(\"[data-testid='stChatMessage']\"); "
+        "return m.length > 1 && m[1].innerText.trim().length > 0; }", timeout=120_000)
+    wait_idle(page)
+    text = page.locator("[data-testid='stChatMessage']").nth(1).inner_text()
+    assert "Paris" in text
+    assert page.get_by_text(re.compile(r"tokens/s")).first.is_visible()
