@@ -10,4 +10,10 @@ PAGES = [
     st.Page("pages/compare.py", title="Compare", icon="⚖️", url_path="compare"),
 ]
 
-st.navigation(PAGES).run()
+current = st.navigation(PAGES, position="hidden")
+with st.sidebar:
+    st.markdown("### 🔬 LLM Explorer")
+    for page in PAGES:
+        st.page_link(page)
+    st.divider()
+current.run()

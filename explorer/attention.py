@@ -92,63 +92,62 @@ class AttentionStore:
             return torch.device("cpu")
         return dev
 
+    def prepare(self, layer: int, heads: list[int] | None = None, batch: int = 0,
+                device: str | torch.device | None = None) -> "PreparedLayer":
+        """Move one layer's Q/K (and mask) for `heads` to the compute device once; blocks of
+        query rows are then computed there without further transfers."""
+        rec = self._layer(layer)
+        dev = self._compute_device(rec, device)
+        all_heads = heads is None or list(heads) == list(range(self.num_heads))
+        heads = list(range(self.num_heads)) if heads is None else list(heads)
+        if all_heads:
+            q = rec.q[batch]                                                        # (H, Tq, D)
+            k = rec.k[batch]                                                        # (KV, Tk, D)
+            kv_local = None
+        else:
+            kvs = sorted({self.kv_head_of(h) for h in heads})
+            q = rec.q[batch, heads]
+            k = rec.k[batch, kvs]
+            kv_local = torch.tensor([kvs.index(self.kv_head_of(h)) for h in heads], device=dev)
+        q = q.to(dev, non_blocking=True)
+        k = k.to(dev, non_blocking=True).to(torch.float32)
+        mask = None
+        if rec.mask is not None:
+            m = self.masks[rec.mask]
+            m = m[batch if m.shape[0] > 1 else 0]                                   # (1|H, Tq, Tk)
+            if m.shape[0] > 1:
+                m = m[heads]
+            mask = m.to(dev, non_blocking=True)
+        return PreparedLayer(rec=rec, heads=heads, q=q, k=k, kv_local=kv_local, mask=mask, device=dev,
+                             groups=self.num_heads // self.num_kv_heads if all_heads else 1)
+
     def block_probs(self, layer: int, heads: list[int], row0: int, row1: int, batch: int = 0,
                     device: str | torch.device | None = None, trim_keys: bool = True,
                     ) -> tuple[torch.Tensor, int]:
-        """Probabilities of query rows [row0, row1) for `heads`, in float32.
-
-        Returns (probs, n_keys): probs is (len(heads), row1 - row0, n_keys); keys beyond n_keys
-        are masked for every row in the block (causal trimming), so they carry probability 0.
-        """
-        rec = self._layer(layer)
-        dev = self._compute_device(rec, device)
-        kv_idx = torch.tensor([self.kv_head_of(h) for h in heads])
-        q = rec.q[batch, heads, row0:row1].to(dev, torch.float32, non_blocking=True)     # (h, b, D)
-        t_k = rec.k.shape[2]
-        mask_rows = None
-        if rec.mask is not None:
-            m = self.masks[rec.mask]
-            m = m[batch if m.shape[0] > 1 else 0]
-            mask_rows = m[:, row0:row1].to(dev, non_blocking=True)                        # (1|h, b, Tk)
-            if m.shape[0] > 1:
-                mask_rows = mask_rows[heads]
-        n_keys = t_k
-        if trim_keys:
-            if mask_rows is not None:
-                allowed = mask_rows.any(dim=(0, 1)).nonzero()
-                n_keys = int(allowed.max()) + 1 if allowed.numel() else t_k
-            elif rec.causal:
-                n_keys = min(t_k, row1 + (t_k - rec.q.shape[2]))
-        k = rec.k[batch, :, :n_keys].index_select(0, kv_idx).to(dev, torch.float32, non_blocking=True)  # (h, Tk', D)
-        scores = torch.matmul(q, k.transpose(-1, -2)) * rec.scaling                          # (h, b, Tk')
-        if rec.softcap is not None:
-            scores = torch.tanh(scores / rec.softcap) * rec.softcap
-        min_value = torch.finfo(torch.float32).min
-        if mask_rows is not None:
-            scores = scores.masked_fill(~mask_rows[..., :n_keys], min_value)
-        elif rec.causal or rec.sliding_window:
-            offset = t_k - rec.q.shape[2]
-            qpos = torch.arange(row0, row1, device=dev)[:, None] + offset
-            kpos = torch.arange(n_keys, device=dev)[None, :]
-            allowed = kpos <= qpos if rec.causal else torch.ones_like(kpos <= qpos)
-            if rec.sliding_window:
-                allowed = allowed & (kpos > qpos - rec.sliding_window)
-            scores = scores.masked_fill(~allowed, min_value)
-        return torch.softmax(scores, dim=-1), n_keys
+        """Probabilities of query rows [row0, row1) for `heads`, float32: (len(heads), rows, n_keys).
+        Keys at n_keys and beyond are masked for every row of the block (causal trimming)."""
+        return self.prepare(layer, heads, batch, device).block(row0, row1, trim_keys)
 
     def probabilities(self, layer: int, head: int, batch: int = 0,
                       device: str | torch.device | None = None) -> torch.Tensor:
         """The full (Tq, Tk) map of one head, float32 on CPU. Equals eager output_attentions."""
-        rec = self._layer(layer)
-        t_q, t_k = rec.q.shape[2], rec.k.shape[2]
-        probs, n = self.block_probs(layer, [head], 0, t_q, batch=batch, device=device)
+        prep = self.prepare(layer, [head], batch, device)
+        t_q, t_k = prep.q.shape[1], prep.k.shape[1]
+        probs, n = prep.block(0, t_q)
+        if n == t_k:
+            return probs[0].cpu()
         out = torch.zeros(t_q, t_k, dtype=torch.float32)
         out[:, :n] = probs[0].cpu()
         return out
 
     def layer_probabilities(self, layer: int, batch: int = 0) -> torch.Tensor:
         """All heads of one layer, (H, Tq, Tk) float32 on CPU; for tests and small prompts."""
-        return torch.stack([self.probabilities(layer, h, batch) for h in range(self.num_heads)])
+        prep = self.prepare(layer, None, batch)
+        t_q, t_k = prep.q.shape[1], prep.k.shape[1]
+        probs, n = prep.block(0, t_q)
+        out = torch.zeros(self.num_heads, t_q, t_k, dtype=torch.float32)
+        out[..., :n] = probs.cpu()
+        return out
 
     def pooled(self, layer: int, head: int, max_size: int = 256, batch: int = 0,
                device: str | torch.device | None = None) -> tuple[torch.Tensor, int]:
@@ -163,16 +162,16 @@ class AttentionStore:
         factor = max(1, math.ceil(max(t_q, t_k) / max_size))
         if factor == 1:
             return self.probabilities(layer, head, batch, device), 1
+        prep = self.prepare(layer, [head], batch, device)
+        dev = prep.device
         n_q, n_k = math.ceil(t_q / factor), math.ceil(t_k / factor)
         rows_per_block = max(factor, (self.block_elements // max(t_k, 1)) // factor * factor)
-        dev = self._compute_device(rec, device)
         out = torch.zeros(n_q, n_k, dtype=torch.float32, device=dev)
         for r0 in range(0, t_q, rows_per_block):
             r1 = min(t_q, r0 + rows_per_block)
-            probs, n = self.block_probs(layer, [head], r0, r1, batch=batch, device=dev, trim_keys=False)
-            p = probs[0]                                                        # (b, Tk)
-            p = nn.functional.pad(p, (0, n_k * factor - t_k))
-            p = p.view(r1 - r0, n_k, factor).sum(-1)                            # (b, n_k)
+            probs, n = prep.block(r0, r1)
+            p = nn.functional.pad(probs[0], (0, n_k * factor - n))                 # (b, n_k·factor)
+            p = p.view(r1 - r0, n_k, factor).sum(-1)                                # (b, n_k)
             rows = torch.arange(r0, r1, device=dev) // factor
             out.index_add_(0, rows, p)
         counts = torch.full((n_q,), float(factor), device=dev)
@@ -186,26 +185,73 @@ class AttentionStore:
         query), computed block by block over query rows on the layer's own device."""
         layers = self.layer_indices if layers is None else list(layers)
         t_q = self.num_tokens
-        heads = list(range(self.num_heads))
         shape = (len(layers), self.num_heads, t_q)
         entropy, first, lookback = (torch.zeros(shape) for _ in range(3))
         for li, layer in enumerate(layers):
-            rec = self._layer(layer)
-            dev = self._compute_device(rec, device)
-            t_k = rec.k.shape[2]
+            prep = self.prepare(layer, None, batch, device)
+            dev = prep.device
+            t_k = prep.k.shape[1]
             offset = t_k - t_q
             rows = max(1, self.block_elements // (self.num_heads * t_k))
             ent_l, first_l, look_l = (torch.zeros(self.num_heads, t_q, device=dev) for _ in range(3))
             for r0 in range(0, t_q, rows):
                 r1 = min(t_q, r0 + rows)
-                p, n = self.block_probs(layer, heads, r0, r1, batch=batch, device=dev)  # (H, b, n)
+                p, n = prep.block(r0, r1)                                           # (H, b, n)
                 ent_l[:, r0:r1] = -torch.special.xlogy(p, p).sum(-1)
                 first_l[:, r0:r1] = p[..., 0]
                 dist = (torch.arange(r0, r1, device=dev)[:, None] + offset
-                        - torch.arange(n, device=dev)[None, :]).to(torch.float32)       # (b, n)
+                        - torch.arange(n, device=dev)[None, :]).to(torch.float32)   # (b, n)
                 look_l[:, r0:r1] = (p * dist).sum(-1)
             entropy[li], first[li], lookback[li] = ent_l.cpu(), first_l.cpu(), look_l.cpu()
         return HeadSummaries(layers=layers, entropy=entropy, first_token=first, lookback=lookback)
+
+
+@dataclass
+class PreparedLayer:
+    """One layer's Q/K on the compute device, ready for blocks of query rows."""
+    rec: LayerAttention
+    heads: list[int]
+    q: torch.Tensor                 # (h, Tq, D) model dtype
+    k: torch.Tensor                 # (kv', Tk, D) float32
+    kv_local: torch.Tensor | None   # (h,) index into k per head; None: all heads, grouped
+    mask: torch.Tensor | None       # (1|h, Tq, Tk) bool
+    device: torch.device
+    groups: int                     # query heads per KV head when kv_local is None
+
+    def block(self, row0: int, row1: int, trim_keys: bool = True) -> tuple[torch.Tensor, int]:
+        rec, dev = self.rec, self.device
+        t_q, t_k = self.q.shape[1], self.k.shape[1]
+        offset = t_k - t_q
+        mask_rows = self.mask[:, row0:row1] if self.mask is not None else None       # (1|h, b, Tk)
+        n = t_k
+        if trim_keys:
+            if mask_rows is not None:
+                allowed = mask_rows.any(dim=0).any(dim=0).nonzero()
+                n = int(allowed.max()) + 1 if allowed.numel() else t_k
+            elif rec.causal:
+                n = min(t_k, row1 + offset)
+        q = self.q[:, row0:row1].to(torch.float32)                                    # (h, b, D)
+        k = self.k[:, :n]                                                             # (kv', n, D)
+        if self.kv_local is None:
+            kv, b = k.shape[0], row1 - row0
+            scores = torch.matmul(q.reshape(kv, self.groups * b, -1), k.transpose(-1, -2))
+            scores = scores.view(kv * self.groups, b, n)                              # (H, b, n)
+        else:
+            scores = torch.matmul(q, k.index_select(0, self.kv_local).transpose(-1, -2))  # (h, b, n)
+        scores = scores * rec.scaling
+        if rec.softcap is not None:
+            scores = torch.tanh(scores / rec.softcap) * rec.softcap
+        min_value = torch.finfo(torch.float32).min
+        if mask_rows is not None:
+            scores = scores.masked_fill(~mask_rows[..., :n], min_value)
+        elif rec.causal or rec.sliding_window:
+            qpos = torch.arange(row0, row1, device=dev)[:, None] + offset
+            kpos = torch.arange(n, device=dev)[None, :]
+            allowed = kpos <= qpos if rec.causal else torch.ones_like(kpos <= qpos)
+            if rec.sliding_window:
+                allowed = allowed & (kpos > qpos - rec.sliding_window)
+            scores = scores.masked_fill(~allowed, min_value)
+        return torch.softmax(scores, dim=-1), n
 
 
 @dataclass
@@ -407,30 +453,66 @@ def explorer_attention_enabled(model: nn.Module) -> Iterator[bool]:
 
 
 class Offloader:
-    """Copies recorded tensors to CPU without stalling the forward: on CUDA the copy runs on a
-    side stream into pinned memory; on CPU a tensor is kept as is when it owns its storage."""
+    """Moves recorded tensors off the compute device without stalling the forward.
+
+    On CUDA, copies run on a side stream into pinned host memory (call finish() before reading).
+    On CPU nothing moves: a tensor that owns all of its storage is kept as is (RoPE outputs are
+    fresh tensors), and only views into something larger (a fused qkv output) are copied.
+    """
 
     def __init__(self, to_cpu: bool = True):
         self.to_cpu = to_cpu
         self._streams: dict[torch.device, torch.cuda.Stream] = {}
 
+    def _stream(self, device: torch.device) -> torch.cuda.Stream:
+        stream = self._streams.get(device)
+        if stream is None:
+            stream = self._streams[device] = torch.cuda.Stream(device=device)
+        stream.wait_stream(torch.cuda.current_stream(device))
+        return stream
+
+    @staticmethod
+    def owns_storage(t: torch.Tensor) -> bool:
+        return t.storage_offset() == 0 and t.untyped_storage().nbytes() == t.numel() * t.element_size()
+
     def __call__(self, t: torch.Tensor) -> torch.Tensor:
         t = t.detach()
         if t.device.type == "cpu":
-            owns = t.is_contiguous() and t.untyped_storage().nbytes() == t.numel() * t.element_size()
-            return t if owns else t.contiguous().clone()
+            return t if self.owns_storage(t) else t.clone(memory_format=torch.contiguous_format)
         if not self.to_cpu:
             return t.clone()
         if t.device.type != "cuda":
             return t.to("cpu")
-        stream = self._streams.get(t.device)
-        if stream is None:
-            stream = self._streams[t.device] = torch.cuda.Stream(device=t.device)
-        stream.wait_stream(torch.cuda.current_stream(t.device))
+        stream = self._stream(t.device)
         with torch.cuda.stream(stream):
             out = t.to("cpu", non_blocking=True)
         t.record_stream(stream)
         return out
+
+    def small(self, t: torch.Tensor) -> torch.Tensor:
+        """Per-token statistics stay where they are until gather(): hundreds of tiny transfers
+        would cost more than the statistics themselves."""
+        return t.detach()
+
+    @staticmethod
+    def gather(t: torch.Tensor | None) -> torch.Tensor | None:
+        return None if t is None else t.cpu()
+
+    def new_buffer(self, shape: tuple[int, ...], dtype: torch.dtype, like: torch.device) -> torch.Tensor:
+        """A host buffer that copy_into can fill asynchronously (pinned when the source is CUDA)."""
+        if like.type == "cuda" and not self.to_cpu:
+            return torch.empty(shape, dtype=dtype, device=like)
+        return torch.empty(shape, dtype=dtype, pin_memory=like.type == "cuda")
+
+    def copy_into(self, dst: torch.Tensor, src: torch.Tensor) -> None:
+        src = src.detach()
+        if src.device.type != "cuda" or dst.device == src.device:
+            dst.copy_(src)
+            return
+        stream = self._stream(src.device)
+        with torch.cuda.stream(stream):
+            dst.copy_(src, non_blocking=True)
+        src.record_stream(stream)
 
     def finish(self) -> None:
         for stream in self._streams.values():

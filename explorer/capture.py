@@ -192,17 +192,23 @@ def _first_tensor(output: Any) -> torch.Tensor | None:
 
 class _Session:
     """Hook bodies for one capture. Every hook first checks that the forward running it belongs
-    to this capture (the thread's active recorder), so two threads on one model never mix."""
+    to this capture (the thread's active recorder), so two threads on one model never mix.
 
-    def __init__(self, recorder: Recorder, offload: Offloader, keep: set[int], parts: frozenset[str],
+    Statistics are reductions straight from the model's dtype into float32 (no float copies of
+    activations), and residuals are copied once, into one preallocated (layers, T, d) buffer.
+    """
+
+    def __init__(self, recorder: Recorder, offload: Offloader, keep: list[int], parts: frozenset[str],
                  residual_dtype: torch.dtype | None):
         self.recorder = recorder
         self.offload = offload
         self.keep = keep
+        self.slot = {layer: i for i, layer in enumerate(keep)}
         self.parts = parts
         self.residual_dtype = residual_dtype
         self.embeddings: torch.Tensor | None = None
-        self.residual: dict[int, torch.Tensor] = {}
+        self.residual: torch.Tensor | None = None           # (len(keep), T, d) once the first layer ran
+        self.filled: set[int] = set()
         self.norm_stats: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self.attn_norm: dict[int, torch.Tensor] = {}
         self.mlp_norm: dict[int, torch.Tensor] = {}
@@ -210,26 +216,29 @@ class _Session:
     def mine(self) -> bool:
         return attn._ACTIVE.get() is self.recorder
 
-    def _store(self, t: torch.Tensor) -> torch.Tensor:
-        if self.residual_dtype is not None and t.dtype != self.residual_dtype:
-            t = t.to(self.residual_dtype)
-        return self.offload(t)
-
     def embeddings_hook(self, module, args, kwargs=None):
         # kwargs defaults: torch may call a pre-hook removed by another thread without them.
         if not self.mine():
             return None
         hidden = args[0] if args else (kwargs or {}).get("hidden_states")
         if isinstance(hidden, torch.Tensor):
-            self.embeddings = self._store(hidden[0])
+            dtype = self.residual_dtype or hidden.dtype
+            self.embeddings = self.offload.new_buffer(tuple(hidden.shape[1:]), dtype, hidden.device)
+            self.offload.copy_into(self.embeddings, hidden[0])
         return None
 
     def residual_hook(self, index: int):
         def hook(module, args, output):
-            if self.mine() and index in self.keep:
-                hidden = _first_tensor(output)
-                if hidden is not None:
-                    self.residual[index] = self._store(hidden[0])
+            if not self.mine() or index not in self.slot:
+                return
+            hidden = _first_tensor(output)
+            if hidden is None:
+                return
+            if self.residual is None:
+                dtype = self.residual_dtype or hidden.dtype
+                self.residual = self.offload.new_buffer((len(self.keep), *hidden.shape[1:]), dtype, hidden.device)
+            self.offload.copy_into(self.residual[self.slot[index]], hidden[0])
+            self.filled.add(index)
         return hook
 
     def norm_hook(self, name: str):
@@ -239,11 +248,13 @@ class _Session:
             out = _first_tensor(output)
             if out is None:
                 return
-            x = args[0][0].float()                                  # (T, d)
-            y = out[0].float()
-            rms = x.pow(2).mean(-1).sqrt()
-            std, mean = torch.std_mean(y, dim=-1, correction=0)
-            self.norm_stats[name] = (self.offload(rms), self.offload(mean), self.offload(std))
+            x, y = args[0][0], out[0]                                           # (T, d)
+            scale = x.shape[-1] ** -0.5
+            rms = torch.linalg.vector_norm(x, dim=-1, dtype=torch.float32) * scale
+            mean = y.mean(-1, dtype=torch.float32)
+            out_rms = torch.linalg.vector_norm(y, dim=-1, dtype=torch.float32) * scale
+            std = (out_rms.square() - mean.square()).clamp_min(0).sqrt()
+            self.norm_stats[name] = (self.offload.small(rms), self.offload.small(mean), self.offload.small(std))
         return hook
 
     def block_norm_hook(self, target: dict[int, torch.Tensor], index: int):
@@ -251,7 +262,8 @@ class _Session:
             if self.mine():
                 out = _first_tensor(output)
                 if out is not None:
-                    target[index] = self.offload(torch.linalg.vector_norm(out[0].float(), dim=-1))
+                    target[index] = self.offload.small(
+                        torch.linalg.vector_norm(out[0], dim=-1, dtype=torch.float32))
         return hook
 
 
@@ -401,7 +413,7 @@ def capture(model: nn.Module, tokenizer, prompt: Prompt, options: CaptureOptions
         if module is not None:
             layer_of[id(module)] = lp.index
     recorder = Recorder(store, layer_of, keep_set if "attention" in parts else set(), offload)
-    session = _Session(recorder, offload, keep_set if "residual" in parts else set(), parts,
+    session = _Session(recorder, offload, keep if "residual" in parts else [], parts,
                        options.residual_dtype)
 
     registrations: list[tuple[nn.Module, str, Callable]] = []
@@ -448,16 +460,18 @@ def capture(model: nn.Module, tokenizer, prompt: Prompt, options: CaptureOptions
     norms: dict[str, NormStats] = {}
     for name, (rms, mean, std) in session.norm_stats.items():
         weight = getattr(resolve(model, name), "weight", None)
-        norms[name] = NormStats(rms, mean, std,
+        norms[name] = NormStats(rms.cpu(), mean.cpu(), std.cpu(),
                                 weight.detach().float().cpu().clone() if isinstance(weight, torch.Tensor) else None)
 
     def stack(d: dict[int, torch.Tensor]) -> torch.Tensor | None:
         if len(d) != n_layers:
             return None
-        return torch.stack([d[i] for i in range(n_layers)])
+        return torch.stack([d[i].to(d[0].device) for i in range(n_layers)]).cpu()
 
-    residual_layers = sorted(session.residual)
-    residual = torch.stack([session.residual[i] for i in residual_layers]) if residual_layers else None
+    residual_layers = [layer for layer in session.keep if layer in session.filled]
+    residual = session.residual
+    if residual is not None and len(residual_layers) < len(session.keep):
+        residual = residual[[session.slot[layer] for layer in residual_layers]]
     if "attention" in parts and switched and len(store.layers) < len(keep_set):
         notes.append(f"attention recorded for {len(store.layers)} of {len(keep_set)} requested layers")
 

@@ -545,6 +545,15 @@ class ModelRegistry:
                 raise
             return self._current
 
+    def adopt(self, loaded: LoadedModel) -> None:
+        """Make an already loaded model the resident one (the CLI, tests, or a comparison reuse it)."""
+        with self._lock:
+            previous, self._current = self._current, loaded
+            if previous is not None and previous is not loaded:
+                unload(previous)
+            del previous
+            release_memory()
+
     def unload(self) -> None:
         with self._lock:
             previous, self._current = self._current, None

@@ -119,7 +119,8 @@ def planned_inventory(model: nn.Module, precision: str | PrecisionSpec) -> list[
                 r = replace(r, dtype="int8", bytes=r.numel, state_bytes=rows * 4,
                             quant=QuantInfo("int8", None))
             else:
-                r = replace(r, dtype="uint8", bytes=(r.numel + 1) // 2, state_bytes=_four_bit_state_bytes(r.numel, spec),
+                r = replace(r, dtype="uint8", bytes=(r.numel + 1) // 2,
+                            state_bytes=_four_bit_state_bytes(r.numel, spec),
                             quant=QuantInfo(spec.weight_kind, spec.blocksize, spec.double_quant))
         elif keep_fp32 and any(r.module == k or r.module.endswith("." + k) or f".{k}." in f".{r.module}."
                                for k in keep_fp32):

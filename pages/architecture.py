@@ -53,6 +53,12 @@ def config_json(config) -> str:
     return json.dumps(config_dict(config), sort_keys=True, default=str)
 
 
+@st.cache_data(show_spinner=False)
+def embedded_config_json() -> str:
+    """Read once: the embedded config may come from parsing the GGUF's metadata."""
+    return config_json(embedded_config())
+
+
 # --------------------------------------------------------------------------- source
 
 
@@ -70,6 +76,8 @@ def source_options(loaded) -> dict[str, str]:
 
 def pick_view(loaded) -> tuple[ArchitectureView, list] | None:
     options = source_options(loaded)
+    if st.session_state.get("arch_source") not in options:  # e.g. the loaded model was unloaded meanwhile
+        st.session_state.pop("arch_source", None)
     cols = st.columns([3, 2])
     source = cols[0].selectbox("Model", list(options), format_func=options.get, key="arch_source")
     if source == LOADED and loaded is not None:
@@ -81,7 +89,7 @@ def pick_view(loaded) -> tuple[ArchitectureView, list] | None:
                                                              "planned the way bitsandbytes would store them.")
     try:
         if source == EMBEDDED:
-            config, name = embedded_config(), "SmolLM2-135M-Instruct (embedded)"
+            return view_from_config(embedded_config_json(), "SmolLM2-135M-Instruct (embedded)", precision)
         elif source in PRESETS:
             config, name = preset_config(source), PRESETS[source].label
         elif source == PATH:
@@ -126,26 +134,23 @@ def header(view: ArchitectureView) -> None:
         st.warning("Could not find: " + "; ".join(a.missing))
 
 
-@st.fragment
-def flow_and_details(view: ArchitectureView) -> None:
-    """Data flow with one layer unfolded; a click on a block shows its module."""
+def flow_tab(view: ArchitectureView) -> None:
+    """Data flow with one layer unfolded; a click on a block picks it for the details below."""
     a = view.anatomy
     n = max(a.num_layers, 1)
     clicked = clicked_flow_node(a)
+    if clicked in view.graph:
+        st.session_state["arch_module"] = clicked
+    if st.session_state.get("arch_layer", 0) > n - 1:  # a model with fewer layers than the last one
+        st.session_state["arch_layer"] = 0
     cols = st.columns([1, 3])
     folded = cols[0].checkbox("Fold every layer", key="arch_fold")
     layer = cols[1].slider("Unfold layer", 0, n - 1, key="arch_layer", disabled=folded or a.num_layers < 2) \
         if a.num_layers > 1 else 0
-    flow = data_flow(a, None if folded else layer)
-    st.session_state["arch_flow_drawn"] = [(f.kind, f.module, f.span) for f in flow.nodes]
-    st.plotly_chart(dataflow_figure(flow, selected=clicked), key="arch_flow", on_select="rerun",
-                    selection_mode="points", width="stretch")
-    names = list(view.graph.nodes)
-    if clicked in view.graph:
-        st.session_state["arch_module"] = clicked
-    elif st.session_state.get("arch_module") not in names:
-        st.session_state.pop("arch_module", None)
-    module_details(view, names)
+    drawing = data_flow(a, None if folded else layer)
+    st.session_state["arch_flow_drawn"] = [(f.kind, f.module, f.span) for f in drawing.nodes]
+    st.plotly_chart(dataflow_figure(drawing, selected=st.session_state.get("arch_module")), key="arch_flow",
+                    on_select="rerun", selection_mode="points", width="stretch")
 
 
 def clicked_flow_node(anatomy) -> str | None:
@@ -168,11 +173,15 @@ def clicked_flow_node(anatomy) -> str | None:
     if kind == "folded" and span:
         st.session_state["arch_layer"] = span[0]
         st.session_state["arch_fold"] = False
+        return anatomy.layers[span[0]].name
     return module
 
 
-def module_details(view: ArchitectureView, names: list[str]) -> None:
-    name = st.selectbox("Module details (or click a block above)", names, key="arch_module",
+def module_details(view: ArchitectureView) -> None:
+    names = list(view.graph.nodes)
+    if st.session_state.get("arch_module") not in names:
+        st.session_state.pop("arch_module", None)
+    name = st.selectbox("Module details: pick one, or click a block in the data flow", names, key="arch_module",
                         format_func=lambda x: x or "(model)")
     d = view.graph.nodes[name]
     st.markdown(f"**{name or '(model)'}** · `{d['cls']}` — {d['explain']}")
@@ -262,10 +271,11 @@ def main() -> None:
         kind = cols[0].radio("Drawing", ["icicle", "treemap"], horizontal=True, key="arch_kind")
         size_by = cols[1].radio("Size by", ["params", "bytes"], horizontal=True, key="arch_size")
         st.plotly_chart(hierarchy_figure(view.graph, kind, size_by), key="arch_hierarchy", width="stretch")
-        st.caption("Click a block to zoom in; the bar on top is the path back. Colours: embeddings, attention, "
-                   "MLP, norms, LM head. Blocks without weights take no area.")
+        st.caption(f"Module tree sized by {'parameters' if size_by == 'params' else 'bytes'}. Click a block to "
+                   "zoom in; the bar on top is the path back; hover for what a block does. Colours: embeddings, "
+                   "attention, MLP, norms, LM head. Blocks without weights take no area.")
     with tabs[1]:
-        flow_and_details(view)
+        flow_tab(view)
     with tabs[2]:
         modules_tab(view)
     with tabs[3]:
@@ -274,6 +284,8 @@ def main() -> None:
         memory_tab(view, estimates, loaded)
     with tabs[5]:
         st.json(view.config, expanded=True)
+    st.divider()
+    module_details(view)
 
 
 main()

@@ -13,7 +13,7 @@ from tests.tiny_models import tiny_model
 
 
 @pytest.fixture(scope="module")
-def padded_gemma_capture():
+def gemma_capture():
     model = tiny_model("gemma2")
     cap = capture(model, None, torch.randint(3, 256, (21,)))   # > sliding window: masks are stored
     cap.head_summaries()
@@ -21,8 +21,8 @@ def padded_gemma_capture():
     return cap
 
 
-def test_round_trip(tmp_path, padded_gemma_capture):
-    cap = padded_gemma_capture
+def test_round_trip(tmp_path, gemma_capture):
+    cap = gemma_capture
     path = tmp_path / "x.capture"
     cap.save(str(path))
     with safe_open(str(path), framework="pt") as f:
@@ -50,10 +50,10 @@ def test_round_trip(tmp_path, padded_gemma_capture):
     assert "next token" in back.summary()
 
 
-def test_without_attention_is_smaller(tmp_path, padded_gemma_capture):
+def test_without_attention_is_smaller(tmp_path, gemma_capture):
     full, slim = tmp_path / "full.capture", tmp_path / "slim.capture"
-    padded_gemma_capture.save(str(full))
-    padded_gemma_capture.save(str(slim), include_attention=False)
+    gemma_capture.save(str(full))
+    gemma_capture.save(str(slim), include_attention=False)
     assert slim.stat().st_size < full.stat().st_size
     back = open_capture(slim)
     assert back.attention is None and back.head_summaries() is not None

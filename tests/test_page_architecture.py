@@ -107,3 +107,6 @@ def test_the_loaded_model_is_shown_with_unpacked_4bit_counts(tmp_path, empty_reg
     assert any("Measured on this load" in c.value and "(+0.00%)" in c.value for c in at.caption)
     at.selectbox(key="arch_module").set_value("model.layers.0.mlp.up_proj").run()
     assert any("nf4 · block 64 · double quant" in str(df.value) for df in at.dataframe)
+    empty_registry._current = None  # unloaded from another page: fall back to the embedded config
+    at.run()
+    assert not at.exception and at.selectbox(key="arch_source").value == "embedded"

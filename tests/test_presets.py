@@ -29,7 +29,8 @@ def test_preset_keys_match_the_loader_presets():
 
 
 def test_gemma_ties_its_head_and_llama_does_not():
-    assert describe_config(preset_config("gemma-2-2b-it"), "g").tied == {"model.embed_tokens.weight": ("lm_head.weight",)}
+    gemma = describe_config(preset_config("gemma-2-2b-it"), "g")
+    assert gemma.tied == {"model.embed_tokens.weight": ("lm_head.weight",)}
     assert describe_config(preset_config("llama-3.1-8b-instruct"), "l").tied == {}
 
 

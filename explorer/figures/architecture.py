@@ -67,7 +67,8 @@ def hierarchy_figure(g: nx.DiGraph, kind: str = "icicle", size_by: str = "params
               for d in nodes]
     trace_cls = go.Icicle if kind == "icicle" else go.Treemap
     trace = trace_cls(
-        ids=ids, labels=[_label(n, d) for n, d in zip(names, nodes)], parents=parents, values=values, branchvalues="total",
+        ids=ids, labels=[_label(n, d) for n, d in zip(names, nodes)], parents=parents, values=values,
+        branchvalues="total",
         marker=dict(colors=colors), customdata=custom, maxdepth=maxdepth,
         pathbar=dict(visible=True, side="top"),
         hovertemplate="<b>%{id}</b> (%{customdata[0]})<br>%{customdata[1]} params · %{customdata[2]}"
@@ -75,9 +76,7 @@ def hierarchy_figure(g: nx.DiGraph, kind: str = "icicle", size_by: str = "params
         **({"tiling": dict(orientation="v")} if kind == "icicle" else {}),
     )
     fig = go.Figure(trace)
-    fig.update_layout(height=height, margin=dict(l=4, r=4, t=30, b=4),
-                      title=dict(text=f"Module tree, sized by {'parameters' if size_by == 'params' else 'bytes'}",
-                                 x=0, font=dict(size=14)))
+    fig.update_layout(height=height, margin=dict(l=4, r=4, t=4, b=4))  # no title: it would sit on the path bar
     return fig
 
 
@@ -144,7 +143,9 @@ def breakdown_figure(rows: list[BreakdownRow], height: int = 300) -> go.Figure:
     fig = go.Figure(go.Bar(
         x=np.array([r.params for r in rows], dtype=np.float64), y=labels, orientation="h",
         marker=dict(color=[ROLE_COLORS.get(r.role, ROLE_COLORS[None]) for r in rows]),
-        text=[f"{fmt_count(r.params)} ({r.share:.1%})" for r in rows], textposition="auto",
+        text=["tied: counted under Embeddings" if r.role == "lm_head" and r.note else
+              f"{fmt_count(r.params)} ({r.share:.1%})" for r in rows],
+        textposition=["inside" if r.share > 0.15 else "outside" for r in rows], cliponaxis=False,
         customdata=[[fmt_bytes(r.bytes), r.note or ""] for r in rows],
         hovertemplate="%{y}: %{text}<br>%{customdata[0]}<br>%{customdata[1]}<extra></extra>",
     ))
