@@ -17,6 +17,7 @@ import argparse
 import gc
 import json
 import platform
+import resource
 import statistics
 import sys
 import time
@@ -72,11 +73,20 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process (all threads). On a shared machine it moves far less than wall
+    time, because time spent waiting for a core is not counted."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 class Measure:
-    """Wall time and, on CUDA, peak allocated memory above what was allocated before the call."""
+    """Wall time, process CPU time and, on CUDA, peak allocated memory above what was allocated
+    before the call."""
 
     def __init__(self, device: str):
         self.device = device
+        self.last_cpu = 0.0
 
     def __call__(self, fn: Callable[[], object]) -> tuple[float, float | None, object]:
         gc.collect()
@@ -85,10 +95,12 @@ class Measure:
             torch.cuda.synchronize()
             base = torch.cuda.memory_allocated()
             torch.cuda.reset_peak_memory_stats()
+        c0 = _cpu_seconds()
         t0 = time.perf_counter()
         result = fn()
         _sync(self.device)
         seconds = time.perf_counter() - t0
+        self.last_cpu = _cpu_seconds() - c0
         peak = (torch.cuda.max_memory_allocated() - base) / GIB if base is not None else None
         return seconds, peak, result
 
@@ -144,6 +156,7 @@ def bench_model(model, label: str, sizes: list[int], reps: int, device: str, see
                 model.set_attn_implementation(impl)
 
         times: dict[str, list[float]] = {"plain": [], "capture": [], "eager": []}
+        cpu: dict[str, list[float]] = {"plain": [], "capture": [], "eager": []}
         peaks: dict[str, list[float]] = {"plain": [], "capture": [], "eager": []}
         modes = {"plain": plain, "capture": do_capture, "eager": eager}
         eager_status = "ok" if not eager_dead else "skipped (OOM at a shorter prompt)"
@@ -171,6 +184,7 @@ def bench_model(model, label: str, sizes: list[int], reps: int, device: str, see
                     del result
                 if r > 0:
                     times[mode].append(seconds)
+                    cpu[mode].append(measure.last_cpu)
                     if peak is not None:
                         peaks[mode].append(peak)
             print(f"[{label}] T={t}: round {r} " + ", ".join(
@@ -190,6 +204,15 @@ def bench_model(model, label: str, sizes: list[int], reps: int, device: str, see
             "eager_s": med["eager"] if eager_status == "ok" else None, "eager_status": eager_status,
             "capture_ratio": med["capture"] / med["plain"],
             "eager_ratio": med["eager"] / med["plain"] if eager_status == "ok" else None,
+            # Robustness on a shared machine: ratios within each round, and of the fastest runs.
+            "capture_ratio_paired": _paired(times["capture"], times["plain"]),
+            "eager_ratio_paired": _paired(times["eager"], times["plain"]) if eager_status == "ok" else None,
+            "capture_ratio_min": min(times["capture"]) / min(times["plain"]),
+            "eager_ratio_min": (min(times["eager"]) / min(times["plain"])) if eager_status == "ok" else None,
+            "cpu_capture_ratio": statistics.median(cpu["capture"]) / statistics.median(cpu["plain"]),
+            "cpu_eager_ratio": (statistics.median(cpu["eager"]) / statistics.median(cpu["plain"])
+                                if eager_status == "ok" else None),
+            "times": times, "cpu_times": cpu,
             "summaries_s": statistics.median(summ),
             "summaries_over_plain": statistics.median(summ) / med["plain"],
             "head_map_ms": 1000 * statistics.median(head_map),
@@ -211,6 +234,11 @@ def bench_model(model, label: str, sizes: list[int], reps: int, device: str, see
         if device == "cuda":
             torch.cuda.empty_cache()
     return rows
+
+
+def _paired(a: list[float], b: list[float]) -> float | None:
+    pairs = [x / y for x, y in zip(a, b)]
+    return statistics.median(pairs) if pairs else None
 
 
 def _fresh(cap: Capture) -> Capture:
@@ -241,11 +269,13 @@ def write_report(device: str, info: dict, rows: list[dict], goals: dict, extra: 
              f"{info['load_average_at_start']}, at end {info['load_average_at_end']}"
              + (" — the machine was shared; read ratios, not absolute times." if device == "cpu" else "."), "",
              f"Run {payload['when']}. Median of the timed rounds (plain, capture and eager interleaved, "
-             "one warm-up round first). Ratios are to the plain forward of the same run.", ""]
+             "one warm-up round first). Ratios are to the plain forward of the same run: "
+             "ratio of medians, then in brackets the median of per-round ratios and the ratio of the fastest runs.", ""]
     for key, value in extra.items():
         lines.append(f"- {key}: {value}")
     lines.append("")
-    header = ["model", "T", "plain s", "capture s", "capture/plain", "eager s", "eager/plain",
+    header = ["model", "T", "plain s", "capture s", "capture/plain", "(paired, min)", "CPU-time capture/plain",
+              "eager s", "eager/plain", "CPU-time eager/plain",
               "summaries s", "summ./plain", "one head map ms", "pooled 256² ms", "capture store GiB"]
     if device == "cuda":
         header += ["plain peak GiB", "capture extra GiB", "eager extra GiB"]
@@ -253,8 +283,11 @@ def write_report(device: str, info: dict, rows: list[dict], goals: dict, extra: 
     for r in rows:
         cells = [r["model"], str(r["tokens"]), _fmt(r["plain_s"]), _fmt(r["capture_s"]),
                  _fmt(r["capture_ratio"], ".2f") + "×",
+                 f"{_fmt(r['capture_ratio_paired'], '.2f')}×, {_fmt(r['capture_ratio_min'], '.2f')}×",
+                 _fmt(r["cpu_capture_ratio"], ".2f") + "×",
                  _fmt(r["eager_s"]) if r["eager_status"] == "ok" else r["eager_status"],
                  (_fmt(r["eager_ratio"], ".2f") + "×") if r["eager_ratio"] else "–",
+                 (_fmt(r["cpu_eager_ratio"], ".2f") + "×") if r["cpu_eager_ratio"] else "–",
                  _fmt(r["summaries_s"]), _fmt(r["summaries_over_plain"], ".2f") + "×",
                  _fmt(r["head_map_ms"], ".1f"), _fmt(r["pooled_map_ms"], ".1f"), _fmt(r["capture_store_gib"], ".3f")]
         if device == "cuda":
@@ -312,7 +345,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--precisions", default="bf16,nf4", help="cpu: embedded model precisions to run")
     p.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")], help="prompt lengths")
     p.add_argument("--reps", type=int, default=5, help="timed rounds per length (after one warm-up)")
+    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     (run_cuda if args.device == "cuda" else run_cpu)(args)
     return 0

@@ -20,8 +20,21 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 from transformers import AttentionInterface
-from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
-from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+# Looked up through the registries rather than imported by name: names move between versions
+# (the GPU machine runs an older transformers than this one).
+sdpa_attention_forward = ALL_ATTENTION_FUNCTIONS["sdpa"]
+sdpa_mask = ALL_MASK_ATTENTION_FUNCTIONS["sdpa"]
+
+
+def repeat_kv(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """(B, KV, T, D) -> (B, KV·groups, T, D), each KV head repeated for its query heads."""
+    if groups == 1:
+        return x
+    b, kv, t, d = x.shape
+    return x[:, :, None].expand(b, kv, groups, t, d).reshape(b, kv * groups, t, d)
 
 IMPLEMENTATION = "explorer"
 
@@ -385,7 +398,7 @@ def explorer_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor
     if recorder is not None:
         recorder.record(module, query, key, attention_mask, scaling, softcap, sliding_window, is_causal)
     kwargs.pop("output_attentions", None)
-    if softcap is not None or kwargs.get("position_bias") is not None:
+    if softcap is not None:
         if scaling is None:
             scaling = query.shape[-1] ** -0.5
         causal = is_causal if is_causal is not None else bool(getattr(module, "is_causal", True))
@@ -416,9 +429,11 @@ def supports_attention_interface(model: nn.Module) -> bool:
     """Models that dispatch through transformers' AttentionInterface can be switched at run time."""
     check = getattr(model, "_can_set_attn_implementation", None)
     try:
-        return bool(check()) if callable(check) else False
+        if callable(check):
+            return bool(check())
     except Exception:   # noqa: BLE001 - any failure means "cannot"
         return False
+    return callable(getattr(model, "set_attn_implementation", None))
 
 
 @contextlib.contextmanager
@@ -484,8 +499,10 @@ class Offloader:
         if t.device.type != "cuda":
             return t.to("cpu")
         stream = self._stream(t.device)
+        # Explicitly pinned (and in the source's memory layout) so the copy is truly asynchronous.
+        out = torch.empty_like(t, device="cpu", pin_memory=True)
         with torch.cuda.stream(stream):
-            out = t.to("cpu", non_blocking=True)
+            out.copy_(t, non_blocking=True)
         t.record_stream(stream)
         return out
 

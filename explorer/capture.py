@@ -127,7 +127,8 @@ class Capture:
         return self.attention
 
     def attention_map(self, layer: int, head: int) -> torch.Tensor:
-        """(T, T) float32 probabilities of one head; row i is query i. Equals eager output."""
+        """(T, T) float32 probabilities of one head; row i is query i. Equals eager output.
+        T² floats: past a few thousand tokens, views should ask for attention_map_pooled."""
         return self._store().probabilities(layer, head)
 
     def attention_map_pooled(self, layer: int, head: int, max_size: int = 256) -> tuple[torch.Tensor, int]:
@@ -194,20 +195,21 @@ class _Session:
     """Hook bodies for one capture. Every hook first checks that the forward running it belongs
     to this capture (the thread's active recorder), so two threads on one model never mix.
 
-    Statistics are reductions straight from the model's dtype into float32 (no float copies of
-    activations), and residuals are copied once, into one preallocated (layers, T, d) buffer.
+    Statistics are reductions straight from the model dtype into float32 (no float copies of the
+    activations); residuals are copied into one preallocated (layers, T, d) buffer, asynchronously
+    on CUDA. Holding activations by reference and batching the statistics after the forward was
+    tried: it cost more (page faults on fresh memory) than the reductions it saved.
     """
 
-    def __init__(self, recorder: Recorder, offload: Offloader, keep: list[int], parts: frozenset[str],
+    def __init__(self, recorder: Recorder, offload: Offloader, keep: list[int],
                  residual_dtype: torch.dtype | None):
         self.recorder = recorder
         self.offload = offload
         self.keep = keep
         self.slot = {layer: i for i, layer in enumerate(keep)}
-        self.parts = parts
         self.residual_dtype = residual_dtype
         self.embeddings: torch.Tensor | None = None
-        self.residual: torch.Tensor | None = None           # (len(keep), T, d) once the first layer ran
+        self.residual: torch.Tensor | None = None           # (len(keep), T, d) buffer
         self.filled: set[int] = set()
         self.norm_stats: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self.attn_norm: dict[int, torch.Tensor] = {}
@@ -248,16 +250,13 @@ class _Session:
             out = _first_tensor(output)
             if out is None:
                 return
-            x, y = args[0][0], out[0]                                           # (T, d)
-            scale = x.shape[-1] ** -0.5
-            rms = torch.linalg.vector_norm(x, dim=-1, dtype=torch.float32) * scale
-            mean = y.mean(-1, dtype=torch.float32)
-            out_rms = torch.linalg.vector_norm(y, dim=-1, dtype=torch.float32) * scale
-            std = (out_rms.square() - mean.square()).clamp_min(0).sqrt()
+            rms, mean, std = _norm_stats(args[0][0], out[0])                           # (T,) each
             self.norm_stats[name] = (self.offload.small(rms), self.offload.small(mean), self.offload.small(std))
         return hook
 
-    def block_norm_hook(self, target: dict[int, torch.Tensor], index: int):
+    def block_norm_hook(self, kind: str, index: int):
+        target = self.attn_norm if kind == "attn" else self.mlp_norm
+
         def hook(module, args, output):
             if self.mine():
                 out = _first_tensor(output)
@@ -265,6 +264,17 @@ class _Session:
                     target[index] = self.offload.small(
                         torch.linalg.vector_norm(out[0], dim=-1, dtype=torch.float32))
         return hook
+
+
+def _norm_stats(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Input RMS, output mean and output std over the last dimension, in float32, without float
+    copies of the activations: std comes from the output's RMS and mean."""
+    scale = x.shape[-1] ** -0.5
+    rms = torch.linalg.vector_norm(x, dim=-1, dtype=torch.float32) * scale
+    mean = y.mean(-1, dtype=torch.float32)
+    out_rms = torch.linalg.vector_norm(y, dim=-1, dtype=torch.float32) * (y.shape[-1] ** -0.5)
+    std = (out_rms.square() - mean.square()).clamp_min(0).sqrt()
+    return rms, mean, std
 
 
 # --------------------------------------------------------------------------------------------
@@ -358,7 +368,11 @@ def plan_layers(n_layers: int, wanted: Sequence[int] | None, bytes_per_layer: in
     return kept, note
 
 
-def _default_budget() -> int:
+def _default_budget(device: torch.device, offload_to_cpu: bool) -> int:
+    """Half of what is free where the recorded tensors will live."""
+    if device.type == "cuda" and not offload_to_cpu:
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free * 0.5)
     try:
         import psutil
         return int(psutil.virtual_memory().available * 0.5)
@@ -399,7 +413,8 @@ def capture(model: nn.Module, tokenizer, prompt: Prompt, options: CaptureOptions
         per_layer += (n_heads + n_kv) * t * head_dim * act_bytes
     if "residual" in parts:
         per_layer += t * hidden * res_bytes
-    budget = options.memory_budget_bytes if options.memory_budget_bytes is not None else _default_budget()
+    budget = (options.memory_budget_bytes if options.memory_budget_bytes is not None
+              else _default_budget(_input_device(model), options.offload_to_cpu))
     keep, note = plan_layers(n_layers, options.layers, per_layer, budget)
     if note:
         notes.append(note)
@@ -413,8 +428,7 @@ def capture(model: nn.Module, tokenizer, prompt: Prompt, options: CaptureOptions
         if module is not None:
             layer_of[id(module)] = lp.index
     recorder = Recorder(store, layer_of, keep_set if "attention" in parts else set(), offload)
-    session = _Session(recorder, offload, keep if "residual" in parts else [], parts,
-                       options.residual_dtype)
+    session = _Session(recorder, offload, keep if "residual" in parts else [], options.residual_dtype)
 
     registrations: list[tuple[nn.Module, str, Callable]] = []
     layer_modules = [resolve(model, lp.name) for lp in anatomy.layers]
@@ -424,10 +438,10 @@ def capture(model: nn.Module, tokenizer, prompt: Prompt, options: CaptureOptions
         if "residual" in parts and lp.index in keep_set:
             registrations.append((module, "post", session.residual_hook(lp.index)))
         if "block_norms" in parts:
-            for name, target in ((lp.attention, session.attn_norm), (lp.mlp, session.mlp_norm)):
+            for name, kind in ((lp.attention, "attn"), (lp.mlp, "mlp")):
                 sub = resolve(model, name)
                 if sub is not None:
-                    registrations.append((sub, "post", session.block_norm_hook(target, lp.index)))
+                    registrations.append((sub, "post", session.block_norm_hook(kind, lp.index)))
     if "norms" in parts:
         for name in anatomy.all_norms():
             sub = resolve(model, name)

@@ -126,3 +126,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     return int(args.handler(args))
+
+
+def _register_other_commands() -> None:
+    """Commands that live beside their features; imported here so `python -m explorer` lists them."""
+    from explorer import cli_generate  # noqa: F401  (prepare, generate)
+    from explorer.compare_cli import HELP, cmd_compare, configure_compare
+
+    add_subcommand("compare", HELP, configure_compare, cmd_compare)
+
+
+_register_other_commands()

@@ -10,7 +10,7 @@ that run's `error`; the comparison carries on with the next one.
 
 Peak memory, `peak_method`:
   - "cuda_max_allocated": torch.cuda.max_memory_allocated over load + generation, all devices;
-  - "rss_sampled": on CPU, the highest process RSS seen by a sampler thread every 10 ms during
+  - "rss_sampled": on CPU, the highest process RSS seen by a sampler thread every 20 ms during
     load + generation, minus the RSS when the run started (what the run added).
 """
 from __future__ import annotations
@@ -26,7 +26,8 @@ import torch
 
 from explorer.drift import DriftResult, Fingerprint, by_rank, compare_fingerprints, fingerprint
 from explorer.generation import GenerateOptions, GenerationError, conversation, prepare
-from explorer.loading import PRECISIONS, LoadConfig, LoadedModel, LoadError, load_model, release_memory, unload
+from explorer.loading import PRECISIONS, LoadConfig, LoadedModel, LoadError, Preflight, load_model, preflight, \
+    release_memory, unload
 
 Progress = Callable[[str], None]
 
@@ -47,6 +48,8 @@ class CompareConfig:
     double_quant: bool = True                  # 4-bit: quantize the quantization constants too
     compute_dtype: str = "bf16"                # 4-bit: dtype of the matmuls
     warmup: bool = True                        # one short untimed generation before the timed ones
+    warmup_tokens: int = 2
+    repeats: int = 1                           # timed generations per prompt; the median-speed one is kept
 
     def validate(self) -> None:
         if not self.models:
@@ -60,6 +63,16 @@ class CompareConfig:
             raise ValueError("give at least one prompt")
         if self.max_new_tokens < 1:
             raise ValueError("max_new_tokens must be at least 1")
+        if self.repeats < 1:
+            raise ValueError("repeats must be at least 1")
+
+
+@dataclass
+class LoadAccess:
+    """Operator settings passed to every load; kept out of CompareConfig so they never reach a file."""
+    token: str | None = field(default=None, repr=False)
+    allow_pickle: bool = False
+    trust_remote_code: bool = False
 
 
 @dataclass
@@ -73,6 +86,7 @@ class PromptOutput:
     time_to_first_token: float | None = None   # prefill + first step, seconds
     tokens_per_second: float = 0.0             # decode rate after the first token
     error: str | None = None
+    repeat_tokens_per_second: list[float] = field(default_factory=list)   # every repeat, when repeats > 1
 
 
 @dataclass
@@ -121,7 +135,7 @@ class ComparisonResult:
 class PeakMemory:
     """Peak memory of a block: CUDA's own counter on GPU, a 10 ms RSS sampler on CPU."""
 
-    def __init__(self, interval_s: float = 0.01) -> None:
+    def __init__(self, interval_s: float = 0.02) -> None:
         self.interval_s = interval_s
         self.cuda = torch.cuda.is_available()
         self.method = "cuda_max_allocated" if self.cuda else "rss_sampled"
@@ -230,6 +244,44 @@ def timed_generation(loaded: LoadedModel, prompt: str, max_new_tokens: int, fixe
     return out
 
 
+def fit_problem(checked: Preflight, double_quant: bool = True) -> str | None:
+    """Why this load cannot fit in the memory free now, from the config alone; None when it fits
+    or cannot be estimated. On CPU a load that does not fit is not an exception but the kernel's
+    OOM killer ending the whole app, so the obvious cases are refused before loading."""
+    try:
+        from explorer.architecture import model_from_config
+        from explorer.memory_estimate import estimate_memory, precision_key
+
+        need = estimate_memory(model_from_config(checked.model_config),
+                               precision_key(checked.precision, double_quant)).allocated_bytes
+    except Exception:  # noqa: BLE001 - no estimate: try the load and let it say what happens
+        return None
+    if torch.cuda.is_available():
+        free = sum(torch.cuda.mem_get_info(i)[0] for i in range(torch.cuda.device_count()))
+        where = "free GPU memory"
+    else:
+        free = psutil.virtual_memory().available
+        where = "free RAM"
+    if need * 1.05 > free:
+        return (f"Does not fit: {checked.resolved.name} in {checked.precision} needs about {need / 1e9:.1f} GB, "
+                f"and {free / 1e9:.1f} GB of {where} is available. Try a smaller precision.")
+    return None
+
+
+def repeated_generation(loaded: LoadedModel, prompt: str, config: CompareConfig) -> PromptOutput:
+    """`config.repeats` timed generations of one prompt; the one with the median decode rate is kept,
+    so one slow first run (allocator growth, clocks) or one lucky run does not become the figure."""
+    outs = [timed_generation(loaded, prompt, config.max_new_tokens, config.fixed_length, config.system_prompt)
+            for _ in range(config.repeats)]
+    failed = next((o for o in outs if o.error is not None), None)
+    if failed is not None or len(outs) == 1:
+        return failed or outs[0]
+    ranked = sorted(outs, key=lambda o: o.tokens_per_second)
+    kept = ranked[len(ranked) // 2]
+    kept.repeat_tokens_per_second = [o.tokens_per_second for o in outs]
+    return kept
+
+
 def drift_ids(loaded: LoadedModel, prompt: str, system_prompt: str | None = None) -> torch.Tensor:
     """(T,) the prompt exactly as generation sends it (chat template included), on CPU."""
     return prepare(loaded, conversation(prompt, system_prompt), 1).input_ids[0].cpu()
@@ -279,7 +331,7 @@ def _mean(values: list[float]) -> float | None:
 
 
 def _run_one(config: CompareConfig, model: str, precision: str, prompts: list[str], drift_prompts: list[str],
-             reference: tuple[str, list[Fingerprint]] | None,
+             reference: tuple[str, list[Fingerprint]] | None, access: LoadAccess,
              progress: Progress | None) -> tuple[RunRecord, list[Fingerprint] | None]:
     """One load → generate → (fingerprint) → unload. Returns the record and, when this run should
     become the reference, its fingerprints."""
@@ -288,12 +340,22 @@ def _run_one(config: CompareConfig, model: str, precision: str, prompts: list[st
     release_memory()
     loaded: LoadedModel | None = None
     fingerprints: list[Fingerprint] | None = None
+    cfg = LoadConfig(source=model, precision=precision, double_quant=config.double_quant,
+                     compute_dtype=config.compute_dtype, token=access.token, allow_pickle=access.allow_pickle,
+                     trust_remote_code=access.trust_remote_code)
+    try:
+        checked = preflight(cfg, progress)
+    except LoadError as exc:
+        record.error = str(exc)
+        return record, None
+    record.error = fit_problem(checked, config.double_quant)
+    if record.error is not None:
+        return record, None
     try:
         peak = PeakMemory()
         with peak:
             try:
-                loaded = load_model(LoadConfig(source=model, precision=precision, double_quant=config.double_quant,
-                                               compute_dtype=config.compute_dtype), progress)
+                loaded = load_model(cfg, progress, checked)
             except LoadError as exc:
                 record.error = str(exc)
                 return record, None
@@ -302,11 +364,10 @@ def _run_one(config: CompareConfig, model: str, precision: str, prompts: list[st
             record.notices = list(loaded.notices)
             record.device = str(loaded.model.get_input_embeddings().weight.device)
             if config.warmup:
-                timed_generation(loaded, prompts[0], 2, system_prompt=config.system_prompt)
+                timed_generation(loaded, prompts[0], config.warmup_tokens, system_prompt=config.system_prompt)
             for i, prompt in enumerate(prompts):
                 say(f"{record.label}: prompt {i + 1} of {len(prompts)}…")
-                record.outputs.append(timed_generation(loaded, prompt, config.max_new_tokens,
-                                                       config.fixed_length, config.system_prompt))
+                record.outputs.append(repeated_generation(loaded, prompt, config))
         record.peak_bytes, record.peak_method = int(peak.peak_bytes), peak.method
         done = [o for o in record.outputs if o.error is None]
         record.time_to_first_token = _mean([o.time_to_first_token for o in done if o.time_to_first_token is not None])
@@ -337,24 +398,28 @@ def _run_one(config: CompareConfig, model: str, precision: str, prompts: list[st
 
 
 def run_comparison(config: CompareConfig, progress: Progress | None = None,
-                   on_record: Callable[[RunRecord], None] | None = None) -> ComparisonResult:
+                   on_record: Callable[[RunRecord], None] | None = None,
+                   access: LoadAccess | None = None) -> ComparisonResult:
     """Run every model × precision, one resident model at a time, and return every record.
 
-    `progress` receives one line per step; `on_record` each finished record (for a live table).
+    `progress` receives one line per step; `on_record` each finished record (for a live table);
+    `access` the token and operator opt-ins for loading (default: none, the secure defaults).
     """
+    access = access or LoadAccess()
     config.validate()
     prompts = [p for p in config.prompts if p.strip()]
     drift_prompts = [p for p in (config.drift_prompts or prompts) if p.strip()] or prompts
     result = ComparisonResult(config=config, machine=machine_info(), started=time.strftime("%Y-%m-%d %H:%M:%S"))
     started = time.perf_counter()
     order = by_rank(list(config.precisions))
-    total = len(config.models) * len(order)
+    models = list(dict.fromkeys(config.models))
+    total = len(models) * len(order)
     say = progress or (lambda _m: None)
-    for model in dict.fromkeys(config.models):
+    for model in models:
         reference: tuple[str, list[Fingerprint]] | None = None
         for precision in order:
             say(f"Run {len(result.runs) + 1} of {total}: {model} in {precision}")
-            record, prints = _run_one(config, model, precision, prompts, drift_prompts, reference, progress)
+            record, prints = _run_one(config, model, precision, prompts, drift_prompts, reference, access, progress)
             if prints is not None:
                 reference = (record.loaded_precision or precision, prints)
             result.runs.append(record)
@@ -366,5 +431,5 @@ def run_comparison(config: CompareConfig, progress: Progress | None = None,
     return result
 
 
-__all__ = ["CompareConfig", "ComparisonResult", "PeakMemory", "PromptOutput", "RunRecord", "TokenClock",
-           "machine_info", "run_comparison", "take_fingerprints", "timed_generation"]
+__all__ = ["CompareConfig", "ComparisonResult", "LoadAccess", "PeakMemory", "PromptOutput", "RunRecord", "TokenClock",
+           "fit_problem", "machine_info", "repeated_generation", "run_comparison", "take_fingerprints", "timed_generation"]

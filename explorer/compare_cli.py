@@ -6,6 +6,7 @@ add_compare_command(subparsers) on a plain argparse subparsers object.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -27,14 +28,19 @@ def configure_compare(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--fixed-length", action="store_true",
                    help="generate exactly --max-new-tokens (EOS cannot stop early): equal work per run")
+    p.add_argument("--repeats", type=int, default=1, help="timed generations per prompt; the median is kept")
     p.add_argument("--no-drift", action="store_true", help="skip quality drift (faster)")
     p.add_argument("--no-attention", action="store_true", help="skip the per-head attention difference")
     p.add_argument("--out", type=Path, required=True, help="results file to write (.json)")
     p.add_argument("--report", type=Path, help="also write a report: .md for Markdown, .html for HTML")
 
 
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes"}
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
-    from explorer.compare import CompareConfig, run_comparison
+    from explorer.compare import CompareConfig, LoadAccess, run_comparison
     from explorer.report import fmt_bytes, html_report, markdown_report, save_results
 
     prompts = list(args.prompt)
@@ -45,7 +51,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             print(f"error: cannot read {args.prompt_file}: {exc.strerror}", file=sys.stderr)
             return 2
     config = CompareConfig(models=_split(args.models), precisions=_split(args.precisions), prompts=prompts,
-                           max_new_tokens=args.max_new_tokens, fixed_length=args.fixed_length,
+                           max_new_tokens=args.max_new_tokens, fixed_length=args.fixed_length, repeats=args.repeats,
                            system_prompt=args.system, drift=not args.no_drift,
                            attention_drift=not args.no_attention)
     try:
@@ -53,7 +59,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    result = run_comparison(config, progress=lambda m: print(m, file=sys.stderr, flush=True))
+    access = LoadAccess(allow_pickle=_env_flag("EXPLORER_ALLOW_PICKLE"),        # the app's operator switches
+                        trust_remote_code=_env_flag("EXPLORER_ALLOW_REMOTE_CODE"))
+    result = run_comparison(config, progress=lambda m: print(m, file=sys.stderr, flush=True), access=access)
     save_results(result, args.out)
     if args.report is not None:
         text = html_report(result) if args.report.suffix.lower() in {".html", ".htm"} else markdown_report(result)

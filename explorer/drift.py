@@ -16,12 +16,13 @@ Measures, each against the reference (the highest precision that loaded):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from explorer.attention import AttentionStore
-from explorer.capture import CaptureOptions, capture
+if TYPE_CHECKING:   # imported where used: a capture engine that cannot load must not stop KL and top-1
+    from explorer.attention import AttentionStore
 
 # fp32 > bf16 > fp16 > int8 > nf4 ≈ fp4: the reference is the first of these that loads.
 PRECISION_RANK: dict[str, int] = {"fp32": 5, "bf16": 4, "fp16": 3, "int8": 2, "nf4": 1, "fp4": 0}
@@ -79,7 +80,16 @@ def fingerprint(model: nn.Module, tokenizer, token_ids: torch.Tensor, prompt: st
     The ids, not the text, are the input, so every precision sees exactly the same tokens.
     """
     parts = {"residual", "attention"} if attention else {"residual"}
-    cap = capture(model, tokenizer, token_ids, CaptureOptions(parts=frozenset(parts)))
+    try:
+        from explorer.capture import CaptureOptions, capture
+
+        cap = capture(model, tokenizer, token_ids, CaptureOptions(parts=frozenset(parts)))
+    except (torch.OutOfMemoryError, MemoryError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - a model the capture cannot hook still gets KL and top-1
+        return _plain_fingerprint(model, tokenizer, token_ids, prompt,
+                                  f"capture failed ({type(exc).__name__}: {str(exc)[:200]}); residuals come "
+                                  "from output_hidden_states and there is no attention difference")
     logits = _full_logits(cap, model, cap.token_ids)
     notes = list(cap.notes)
     store = cap.attention if attention else None
@@ -87,6 +97,24 @@ def fingerprint(model: nn.Module, tokenizer, token_ids: torch.Tensor, prompt: st
         notes.append("attention was not recorded for this model, so no per-head difference")
     return Fingerprint(prompt=prompt, token_ids=cap.token_ids, tokens=list(cap.token_texts), logits=logits,
                        residual=cap.residual, layers=list(cap.residual_layers), attention=store, notes=notes)
+
+
+def _plain_fingerprint(model: nn.Module, tokenizer, token_ids: torch.Tensor, prompt: str, note: str) -> Fingerprint:
+    """Fallback without hooks: logits and hidden states from one ordinary forward.
+
+    Both runs of a comparison take the same path, so their numbers stay comparable; the last
+    hidden state may already be normed, depending on the model's code, as the note says.
+    """
+    ids = token_ids.reshape(-1).to(torch.long).cpu()                             # (T,)
+    device = model.get_input_embeddings().weight.device
+    with torch.inference_mode():
+        out = model(input_ids=ids[None].to(device), use_cache=False, output_hidden_states=True)
+    hidden = getattr(out, "hidden_states", None)
+    residual = torch.stack([h[0].cpu() for h in hidden[1:]]) if hidden else None  # (L, T, d)
+    tokens = [tokenizer.decode([i]) for i in ids.tolist()] if tokenizer is not None else [str(i) for i in ids.tolist()]
+    return Fingerprint(prompt=prompt, token_ids=ids, tokens=tokens, logits=out.logits[0].float().cpu(),
+                       residual=residual, layers=list(range(residual.shape[0])) if residual is not None else [],
+                       attention=None, notes=[note])
 
 
 # --------------------------------------------------------------------------------------------

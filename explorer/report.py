@@ -195,7 +195,7 @@ def _machine_line(result: ComparisonResult) -> str:
 def _peak_note(result: ComparisonResult) -> str:
     methods = {r.peak_method for r in result.runs if r.peak_method}
     notes = {"cuda_max_allocated": "peak = torch.cuda.max_memory_allocated during load and generation",
-             "rss_sampled": "peak = highest process RSS (sampled every 10 ms) during load and generation, "
+             "rss_sampled": "peak = highest process RSS (sampled every 20 ms) during load and generation, "
                             "minus the RSS at the run's start"}
     return "; ".join(notes[m] for m in sorted(methods) if m in notes)
 
@@ -206,7 +206,8 @@ def markdown_report(result: ComparisonResult, extra: str = "") -> str:
     parts = ["# Model comparison\n\n",
              f"{result.started} · {_machine_line(result)} · {result.seconds:.0f} s in all\n\n",
              f"Models: {', '.join(c.models)} · precisions: {', '.join(c.precisions)} · {len(c.prompts)} prompt(s) · "
-             f"up to {c.max_new_tokens} new tokens{' (fixed length)' if c.fixed_length else ''}, greedy\n",
+             f"up to {c.max_new_tokens} new tokens{' (fixed length)' if c.fixed_length else ''}, greedy"
+             f"{f', median of {c.repeats} timed repeats' if c.repeats > 1 else ''}\n",
              "\n## Speed and memory\n\n", _markdown_table(speed_rows(result), _SPEED_FMT),
              f"\n{_peak_note(result)}. TTFT = prefill and the first decode step; tokens/s = decode rate after "
              "the first token (means over prompts).\n"]

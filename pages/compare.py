@@ -11,13 +11,13 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from explorer.compare import CompareConfig, ComparisonResult, run_comparison
+from explorer.compare import CompareConfig, ComparisonResult, LoadAccess, RunRecord, run_comparison
 from explorer.figures.compare import attention_diff_figure, drift_summary_figure, position_kl_figure, \
-    residual_drift_figure, speed_memory_figure
+    residual_drift_figure, run_labels, speed_memory_figure
 from explorer.loading import PRECISIONS, PRESETS, LoadError
-from explorer.report import drift_rows, html_report, markdown_report, output_rows, results_from_json, \
-    results_to_json, speed_rows
-from pages._common import registry
+from explorer.report import drift_rows, html_report, markdown_report, results_from_json, results_to_json, \
+    speed_rows
+from pages._common import hf_token, operator_allows, registry
 
 RESULT = "compare_result"
 DEFAULT_PROMPTS = "What is the capital of France?\nExplain in one sentence why the sky is blue."
@@ -56,7 +56,9 @@ def run(config: CompareConfig, reload: bool) -> ComparisonResult | None:
         if previous is not None:
             status.write(f"Unloading the chat model ({previous[1]}, {previous[2]}) so the comparison has the memory.")
             reg.unload()
-        result = run_comparison(config, progress=status.write)
+        access = LoadAccess(token=hf_token(), allow_pickle=operator_allows("EXPLORER_ALLOW_PICKLE"),
+                            trust_remote_code=operator_allows("EXPLORER_ALLOW_REMOTE_CODE"))
+        result = run_comparison(config, progress=status.write, access=access)
         if reload and previous is not None:
             status.write(f"Loading the chat model ({previous[1]}) again…")
             try:
@@ -105,12 +107,25 @@ def show_speed(result: ComparisonResult) -> None:
 
 def show_outputs(result: ComparisonResult) -> None:
     st.subheader("Outputs side by side")
-    rows = output_rows(result)
-    if not rows:
+    runs = [r for r in result.runs if r.outputs]
+    if not runs:
         st.info("No run produced output.")
         return
-    frame = pd.DataFrame(rows).pivot_table(index="prompt", columns="run", values="output", aggfunc="first", sort=False)
-    st.dataframe(frame, key="cmp_outputs_table")
+    labels = run_labels(runs)
+    for i, prompt in enumerate(dict.fromkeys(o.prompt for r in runs for o in r.outputs)):
+        st.markdown(f"**{i + 1}.** {prompt}")
+        per_row = min(len(runs), 3)
+        for start in range(0, len(runs), per_row):
+            cols = st.columns(per_row)
+            for col, label, r in zip(cols, labels[start:start + per_row], runs[start:start + per_row]):
+                out = next((o for o in r.outputs if o.prompt == prompt), None)
+                if out is None:
+                    continue
+                col.caption(f"{label} · {out.new_tokens} tokens" if out.error is None else label)
+                if out.error:
+                    col.warning(out.error)
+                else:
+                    col.text(out.text.strip() or "(empty)")
 
 
 def show_drift(result: ComparisonResult) -> None:
@@ -127,25 +142,36 @@ def show_drift(result: ComparisonResult) -> None:
     st.caption("Per layer: the cosine similarity and relative error of the residual stream against the reference. "
                "The layer where a line moves is where the drift enters.")
     st.plotly_chart(residual_drift_figure(result), key="cmp_residual_chart")
-    prompts = [p.prompt for p in drifted[0].drift.prompts]
-    pick = st.selectbox("Prompt", range(len(prompts)), format_func=lambda i: prompts[i], key="cmp_kl_prompt")
-    st.plotly_chart(position_kl_figure(result, int(pick or 0)), key="cmp_position_chart")
+    position_view(result, [p.prompt for p in drifted[0].drift.prompts])
     with_heads = [r for r in drifted if r.drift.attention_diff]
     if with_heads:
-        labels = [r.label for r in with_heads]
-        choice = st.selectbox("Attention difference of", range(len(labels)), format_func=lambda i: labels[i],
-                              key="cmp_head_run")
-        r = with_heads[int(choice or 0)]
-        st.plotly_chart(attention_diff_figure(r.drift, r.label), key="cmp_head_chart")
+        head_view(with_heads)
     for r in result.runs:
         if r.drift_error:
             st.warning(f"{r.label}: drift could not be measured: {r.drift_error}")
 
 
+@st.fragment
+def position_view(result: ComparisonResult, prompts: list[str]) -> None:
+    """Switching the prompt redraws this chart only."""
+    pick = st.selectbox("Prompt", range(len(prompts)), format_func=lambda i: prompts[i], key="cmp_kl_prompt")
+    st.plotly_chart(position_kl_figure(result, int(pick or 0)), key="cmp_position_chart")
+
+
+@st.fragment
+def head_view(runs: list[RunRecord]) -> None:
+    """Switching the run redraws this heatmap only."""
+    labels = [r.label for r in runs]
+    choice = st.selectbox("Attention difference of", range(len(labels)), format_func=lambda i: labels[i],
+                          key="cmp_head_run")
+    r = runs[int(choice or 0)]
+    st.plotly_chart(attention_diff_figure(r.drift, r.label), key="cmp_head_chart")
+
+
 def show_downloads(result: ComparisonResult) -> None:
     stamp = "".join(ch for ch in result.started if ch.isdigit())[:12] or "results"
     cols = st.columns(3)
-    cols[0].download_button("Download results (.json)", results_to_json(result), f"compare-{stamp}.json",
+    cols[0].download_button("Download results (.json)", lambda: results_to_json(result), f"compare-{stamp}.json",
                             "application/json", key="cmp_dl_json", on_click="ignore")
     cols[1].download_button("Download report (.md)", lambda: markdown_report(result), f"compare-{stamp}.md",
                             "text/markdown", key="cmp_dl_md", on_click="ignore")

@@ -1,3 +1,26 @@
+"""Internals: the conversation on the left, what happened inside the model on the right.
+
+Thin page: the chat panel and capture controls run in full reruns (they may run the model); the
+views are one fragment that reads a memoised capture, so switching layer, head, token or view
+never reruns the model. The parts live in pages/_internals_views.py.
+"""
+from __future__ import annotations
+
 import streamlit as st
 
-st.info("This view is being built.")
+from pages._chat_panel import chat_panel
+from pages._common import ensure_model
+from pages._internals_views import capture_controls, restore_link, settings_sidebar, views_fragment
+
+st.set_page_config(layout="wide")   # columns; app.py sets it too, but a first request may reach this page alone
+st.title("Internals")
+restore_link()
+settings_sidebar()
+left, right = st.columns([1, 2], gap="large")
+with left:
+    st.subheader("Conversation")
+    loaded = ensure_model()
+    chat_panel(loaded, prefix="internals")
+    capture_controls(loaded)
+with right:
+    views_fragment()

@@ -29,4 +29,4 @@ if [ "${1:-}" = "--browser" ] && ! command -v chromium >/dev/null 2>&1; then
 fi
 
 # Convert the embedded GGUF once (a no-op when the cache already holds it).
-"$VENV/bin/python" -c "from explorer.loading import embedded_model_dir as d; print('[setup] embedded model:', d(progress=print))"
+"$VENV/bin/python" -m explorer prepare

@@ -181,3 +181,4 @@ def test_unmappable_model_still_captures_what_it_can():
     assert any("attention" in n for n in cap.notes) and any("LM head" in n for n in cap.notes)
     assert "blocks.0.scale" in cap.norms
     assert _hooks(model) == before
+

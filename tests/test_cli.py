@@ -32,9 +32,11 @@ def test_show_subprocess(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "tokens: 7" in out.stdout and "layers: 3" in out.stdout and "first-token head" in out.stdout
-    bad = subprocess.run([sys.executable, "-m", "explorer", "show", str(tmp_path / "missing")], cwd=ROOT,
-                         capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and "error" in bad.stderr
+
+
+def test_show_reports_unreadable_file(tmp_path, capsys):
+    assert main(["show", str(tmp_path / "missing.capture")]) == 2
+    assert "error" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -89,10 +89,24 @@ def test_bf16_loaded_twice_has_zero_drift(tiny_folder):
 
 def test_a_prompt_too_long_for_the_context_is_an_error_in_its_run_not_a_crash(tiny_folder):
     config = CompareConfig(models=[tiny_folder], precisions=["fp32"], prompts=["Hi", "word " * 400],
-                           max_new_tokens=2, drift=False, warmup=False)
+                           max_new_tokens=3, fixed_length=True, drift=False, warmup=False, repeats=3)
     (run,) = run_comparison(config).runs
     assert run.loaded_precision == "fp32" and run.outputs[0].error is None
     assert "context" in run.outputs[1].error and run.error == run.outputs[1].error
+    speeds = run.outputs[0].repeat_tokens_per_second            # three timed repeats, the median kept
+    assert len(speeds) == 3 and run.outputs[0].tokens_per_second == sorted(speeds)[1]
+
+
+def test_a_model_too_big_for_this_machine_is_refused_before_loading(tmp_path):
+    """A config-only folder of a ~0.5 T-parameter model: estimated on the meta device, never loaded."""
+    from transformers import LlamaConfig
+
+    LlamaConfig(vocab_size=1024, hidden_size=65536, intermediate_size=131072, num_hidden_layers=16,
+                num_attention_heads=64, num_key_value_heads=8).save_pretrained(tmp_path)
+    config = CompareConfig(models=[str(tmp_path)], precisions=["fp32", "nf4"], prompts=["Hi"], drift=False)
+    runs = run_comparison(config).runs
+    assert [r.precision for r in runs] == ["fp32", "nf4"]
+    assert all(r.error.startswith("Does not fit") and "GB" in r.error and r.loaded_precision is None for r in runs)
 
 
 def test_peak_memory_sees_an_allocation_inside_the_block():

@@ -9,7 +9,7 @@ import torch
 from explorer.compare import CompareConfig, ComparisonResult, RunRecord
 from explorer.drift import compare_fingerprints, fingerprint
 from explorer.figures.compare import attention_diff_figure, drift_summary_figure, position_kl_figure, \
-    residual_drift_figure, speed_memory_figure
+    residual_drift_figure, run_labels, speed_memory_figure
 from tests.tiny_models import tiny_model
 
 IDS = torch.tensor([1, 5, 9, 33, 70, 2])
@@ -31,7 +31,7 @@ def result() -> ComparisonResult:
 def test_speed_memory_figure_has_one_bar_per_loaded_run_in_each_panel(result):
     fig = speed_memory_figure(result)
     assert isinstance(fig, go.Figure) and len(fig.data) == 4
-    assert all(list(t.x) == ["m · fp32", "m · bf16", "m · nf4"] for t in fig.data)
+    assert all(list(t.x) == ["fp32", "bf16", "nf4"] for t in fig.data)     # one model: precisions suffice
     np.testing.assert_allclose(np.asarray(fig.data[0].y), [0.004, 0.002, 0.002], rtol=1e-5)
     assert np.asarray(fig.data[3].y).dtype == np.float32
 
@@ -64,3 +64,19 @@ def test_position_kl_figure_labels_positions_with_tokens(result):
     assert len(fig.data) == 2 and len(fig.data[0].y) == len(IDS)
     assert list(fig.layout.xaxis.ticktext) == [str(i) for i in IDS.tolist()]
     assert len(position_kl_figure(result, 5).data) == 0      # no such prompt: an empty figure, not an error
+
+
+def test_labels_name_the_model_only_when_several_are_compared():
+    runs = [RunRecord("/models/Qwen2.5-0.5B-Instruct-with-a-very-long-name", "nf4"),
+            RunRecord("embedded", "bf16", model_name="SmolLM2")]
+    assert run_labels(runs) == ["Qwen2.5-0.5B-Instruct-w… · nf4", "SmolLM2 · bf16"]
+    assert run_labels(runs[1:]) == ["bf16"]
+
+
+def test_two_models_in_one_precision_get_the_same_colour_and_different_dashes(result):
+    drift = result.runs[2].drift
+    two = ComparisonResult(result.config, [RunRecord("a", "nf4", "a", "nf4", drift=drift),
+                                           RunRecord("b", "nf4", "b", "nf4", drift=drift)])
+    lines = residual_drift_figure(two).data[::2]
+    assert [t.name for t in lines] == ["a · nf4 vs fp32", "b · nf4 vs fp32"]
+    assert lines[0].line.color == lines[1].line.color and lines[0].line.dash != lines[1].line.dash

@@ -133,3 +133,15 @@ def test_embedded_nf4_drifts_from_bf16_and_bf16_does_not_drift_from_itself(embed
     assert nf4.kl_mean > 1e-4 and nf4.top1_agreement < 1.0
     assert min(nf4.residual_cosine) < 0.999 and nf4.residual_rel_error[-1] > 0.01
     assert max(v for row in nf4.attention_diff for v in row) > 1e-3
+
+
+def test_the_hookless_fallback_gives_the_same_logits_and_comparable_residuals():
+    from explorer.drift import _plain_fingerprint
+
+    model = tiny_model("llama")
+    hooked, plain = fingerprint(model, None, IDS, "p"), _plain_fingerprint(model, None, IDS, "p", "note")
+    torch.testing.assert_close(plain.logits, hooked.logits, rtol=1e-4, atol=1e-4)
+    assert plain.residual.shape == hooked.residual.shape and plain.attention is None and plain.notes == ["note"]
+    torch.testing.assert_close(plain.residual[:-1], hooked.residual[:-1])     # the last may be normed
+    d = compare_fingerprints([plain], [_plain_fingerprint(model, None, IDS, "p", "note")], "fp32", "fp32")
+    assert d.kl_mean == 0.0 and d.attention_diff == [] and d.notes == ["note"]

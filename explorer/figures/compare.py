@@ -9,7 +9,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from explorer.compare import ComparisonResult
+from explorer.compare import ComparisonResult, RunRecord
 from explorer.drift import DriftResult
 
 PRECISION_COLORS = {"fp32": "#4C78A8", "bf16": "#54A24B", "fp16": "#88D27A", "int8": "#F58518",
@@ -20,6 +20,28 @@ def _color(precision: str) -> str:
     return PRECISION_COLORS.get(precision, "#9D755D")
 
 
+def short_name(name: str, width: int = 24) -> str:
+    """A model name that fits under a bar: the folder's last part, cut with an ellipsis."""
+    name = name.rstrip("/").rsplit("/", 1)[-1]
+    return name if len(name) <= width else name[:width - 1] + "…"
+
+
+def run_labels(runs: list[RunRecord]) -> list[str]:
+    """Axis and legend labels: just the precision when every run is of one model."""
+    if len({r.model for r in runs}) <= 1:
+        return [r.precision for r in runs]
+    return [f"{short_name(r.model_name or r.model)} · {r.precision}" for r in runs]
+
+
+_DASHES = ("solid", "dash", "dot", "dashdot", "longdash")
+
+
+def _dashes(runs: list[RunRecord]) -> list[str]:
+    """Colour says the precision; the dash says the model, so two models' NF4 lines stay apart."""
+    models = list(dict.fromkeys(r.model for r in runs))
+    return [_DASHES[models.index(r.model) % len(_DASHES)] for r in runs]
+
+
 def _f32(values) -> np.ndarray:
     return np.asarray([np.nan if v is None else v for v in values], dtype=np.float32)
 
@@ -27,7 +49,7 @@ def _f32(values) -> np.ndarray:
 def speed_memory_figure(result: ComparisonResult, height: int = 380) -> go.Figure:
     """Footprint and peak memory, time to first token, and decode rate, one bar per run."""
     runs = [r for r in result.runs if r.loaded_precision is not None]
-    labels = [r.label for r in runs]
+    labels = run_labels(runs)
     colors = [_color(r.precision) for r in runs]
     fig = make_subplots(rows=1, cols=3, subplot_titles=("Memory (GB)", "Time to first token (s)",
                                                         "Decode (tokens/s)"))
@@ -51,7 +73,7 @@ def speed_memory_figure(result: ComparisonResult, height: int = 380) -> go.Figur
 def drift_summary_figure(result: ComparisonResult, height: int = 340) -> go.Figure:
     """Next-token KL (log scale) and top-1 agreement of each run against its reference."""
     runs = [r for r in result.runs if r.drift is not None]
-    labels = [f"{r.label} vs {r.drift.reference}" for r in runs]
+    labels = [f"{label} vs {r.drift.reference}" for label, r in zip(run_labels(runs), runs)]
     colors = [_color(r.precision) for r in runs]
     fig = make_subplots(rows=1, cols=2, subplot_titles=("Next-token KL, mean (nats)", "Top-1 agreement"))
     fig.add_trace(go.Bar(x=labels, y=_f32([max(r.drift.kl_mean, 1e-12) for r in runs]), marker_color=colors,
@@ -69,17 +91,17 @@ def residual_drift_figure(result: ComparisonResult, height: int = 400) -> go.Fig
     """Per-layer residual cosine and relative error: the layer where a line moves is where drift enters."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=("Residual cosine similarity",
                                                         "Residual relative error ‖a−b‖/‖a‖ (log)"))
-    for r in result.runs:
+    runs = [r for r in result.runs if r.drift is not None and r.drift.layers]
+    for label, dash, r in zip(run_labels(runs), _dashes(runs), runs):
         d = r.drift
-        if d is None or not d.layers:
-            continue
-        name = f"{r.label} vs {d.reference}"
+        name = f"{label} vs {d.reference}"
         color = _color(r.precision)
         fig.add_trace(go.Scatter(x=np.asarray(d.layers), y=_f32(d.residual_cosine), mode="lines+markers",
-                                 name=name, legendgroup=name, line_color=color,
+                                 name=name, legendgroup=name, line=dict(color=color, dash=dash),
                                  hovertemplate="layer %{x}<br>cos %{y:.6f}<extra>" + name + "</extra>"), row=1, col=1)
         fig.add_trace(go.Scatter(x=np.asarray(d.layers), y=_f32([max(v, 1e-12) for v in d.residual_rel_error]),
-                                 mode="lines+markers", name=name, legendgroup=name, showlegend=False, line_color=color,
+                                 mode="lines+markers", name=name, legendgroup=name, showlegend=False,
+                                 line=dict(color=color, dash=dash),
                                  hovertemplate="layer %{x}<br>rel. error %{y:.3e}<extra>" + name + "</extra>"),
                       row=1, col=2)
     fig.update_xaxes(title_text="decoder layer")
@@ -104,14 +126,13 @@ def position_kl_figure(result: ComparisonResult, prompt_index: int = 0, height: 
     """Next-token KL at each position of one drift prompt, one line per run: where in the prompt it differs."""
     fig = go.Figure()
     tokens: list[str] = []
-    for r in result.runs:
+    runs = [r for r in result.runs if r.drift is not None and prompt_index < len(r.drift.prompts)]
+    for label, dash, r in zip(run_labels(runs), _dashes(runs), runs):
         d = r.drift
-        if d is None or prompt_index >= len(d.prompts):
-            continue
         p = d.prompts[prompt_index]
         tokens = p.tokens
         fig.add_trace(go.Scatter(x=np.arange(len(p.kl)), y=_f32([max(v, 1e-12) for v in p.kl]), mode="lines",
-                                 name=f"{r.label} vs {d.reference}", line_color=_color(r.precision),
+                                 name=f"{label} vs {d.reference}", line=dict(color=_color(r.precision), dash=dash),
                                  customdata=np.asarray(p.tokens, dtype=object),
                                  hovertemplate="pos %{x} «%{customdata}»<br>KL %{y:.3e}<extra></extra>"))
     fig.update_layout(height=height, yaxis_type="log", xaxis_title="position (next token predicted after it)",
@@ -122,4 +143,4 @@ def position_kl_figure(result: ComparisonResult, prompt_index: int = 0, height: 
 
 
 __all__ = ["attention_diff_figure", "drift_summary_figure", "position_kl_figure", "residual_drift_figure",
-           "speed_memory_figure"]
+           "run_labels", "short_name", "speed_memory_figure"]
