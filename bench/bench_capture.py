@@ -310,6 +310,8 @@ def run_cpu(args) -> None:
         loaded = load_model(LoadConfig(source="embedded", precision=precision))
         label = f"SmolLM2-135M {precision}"
         rows += bench_model(loaded.model, label, args.sizes or [128, 512, 1024], args.reps, "cpu")
+        if args.profile and precision == args.precisions.split(",")[0]:
+            profile_capture(loaded.model, args.profile, "cpu")
         del loaded
         gc.collect()
     goals = {"capture/plain at 512": "≤ 1.15×"}
@@ -329,6 +331,8 @@ def run_cuda(args) -> None:
     load_s = time.perf_counter() - t0
     resident = torch.cuda.memory_allocated() / GIB
     rows = bench_model(model, "Llama-3.1-8B arch NF4", args.sizes or [512, 2048, 4096, 16384], args.reps, "cuda")
+    if args.profile:
+        profile_capture(model, args.profile, "cuda")
     goals = {"capture/plain at 4096": "≤ 1.25×", "capture extra peak at 4096": "≤ 2 GiB",
              "summaries at 4096": "≤ 1 plain forward", "one head map at 4096": "≤ 50 ms",
              "16384": "runs on one H100"}
@@ -336,6 +340,28 @@ def run_cuda(args) -> None:
                  {"model": f"{args.checkpoint} (Llama-3.1-8B architecture, random weights, NF4 double-quant, "
                            f"bf16 compute), random token ids",
                   "load_s": round(load_s, 1), "resident_gib": round(resident, 2)})
+
+
+def profile_capture(model, t: int, device: str) -> None:
+    """One capture under torch.profiler, as a table in bench/results/capture_profile_<device>.md:
+    where the capture's own time goes, for whoever tunes it next."""
+    from torch.profiler import ProfilerActivity, profile
+    vocab = model.get_input_embeddings().weight.shape[0]
+    ids = torch.randint(0, vocab, (t,), generator=torch.Generator().manual_seed(t))
+    capture(model, None, ids)                                     # warm-up
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    with profile(activities=activities) as prof:
+        cap = capture(model, None, ids)
+        _sync(device)
+        cap.head_summaries()
+        cap.attention_map(cap.num_layers // 2, 0)
+        _sync(device)
+    sort = "self_cuda_time_total" if device == "cuda" else "self_cpu_time_total"
+    table = prof.key_averages().table(sort_by=sort, row_limit=40)
+    out = ROOT / "bench" / "results" / f"capture_profile_{device}.md"
+    out.write_text(f"# Profile: capture + head summaries + one head map, T={t} ({device})\n\n"
+                   f"Machine: {machine_info(device).get('gpu', _cpu_name())}\n\n```\n{table}\n```\n")
+    print(table)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -346,6 +372,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")], help="prompt lengths")
     p.add_argument("--reps", type=int, default=5, help="timed rounds per length (after one warm-up)")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    p.add_argument("--profile", type=int, metavar="T",
+                   help="also profile one capture of T tokens into bench/results/capture_profile_<device>.md")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

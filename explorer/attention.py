@@ -147,11 +147,8 @@ class AttentionStore:
         prep = self.prepare(layer, [head], batch, device)
         t_q, t_k = prep.q.shape[1], prep.k.shape[1]
         probs, n = prep.block(0, t_q)
-        if n == t_k:
-            return probs[0].cpu()
-        out = torch.zeros(t_q, t_k, dtype=torch.float32)
-        out[:, :n] = probs[0].cpu()
-        return out
+        full = probs[0] if n == t_k else nn.functional.pad(probs[0], (0, t_k - n))
+        return _to_host(full)
 
     def layer_probabilities(self, layer: int, batch: int = 0) -> torch.Tensor:
         """All heads of one layer, (H, Tq, Tk) float32 on CPU; for tests and small prompts."""
@@ -195,28 +192,134 @@ class AttentionStore:
     def summaries(self, layers: list[int] | None = None, batch: int = 0,
                   device: str | torch.device | None = None) -> "HeadSummaries":
         """Entropy, attention on the first token and mean look-back distance per (layer, head,
-        query), computed block by block over query rows on the layer's own device."""
+        query), on each layer's own device.
+
+        Plain causal layers go through one fused attention kernel per layer (see
+        `_fused_summaries`); masked or softcapped layers are computed block by block over query
+        rows. On CUDA the next layer's Q/K are copied in while the current one is computed.
+        """
         layers = self.layer_indices if layers is None else list(layers)
-        t_q = self.num_tokens
-        shape = (len(layers), self.num_heads, t_q)
-        entropy, first, lookback = (torch.zeros(shape) for _ in range(3))
+        results: list[torch.Tensor] = []                                     # each (3, H, T)
+        upcoming = self._fetch(layers[0], batch, device) if layers else None
         for li, layer in enumerate(layers):
-            prep = self.prepare(layer, None, batch, device)
-            dev = prep.device
-            t_k = prep.k.shape[1]
-            offset = t_k - t_q
-            rows = max(1, self.block_elements // (self.num_heads * t_k))
-            ent_l, first_l, look_l = (torch.zeros(self.num_heads, t_q, device=dev) for _ in range(3))
-            for r0 in range(0, t_q, rows):
-                r1 = min(t_q, r0 + rows)
-                p, n = prep.block(r0, r1)                                           # (H, b, n)
-                ent_l[:, r0:r1] = -torch.special.xlogy(p, p).sum(-1)
-                first_l[:, r0:r1] = p[..., 0]
-                dist = (torch.arange(r0, r1, device=dev)[:, None] + offset
-                        - torch.arange(n, device=dev)[None, :]).to(torch.float32)   # (b, n)
-                look_l[:, r0:r1] = (p * dist).sum(-1)
-            entropy[li], first[li], lookback[li] = ent_l.cpu(), first_l.cpu(), look_l.cpu()
-        return HeadSummaries(layers=layers, entropy=entropy, first_token=first, lookback=lookback)
+            prep = upcoming
+            upcoming = self._fetch(layers[li + 1], batch, device) if li + 1 < len(layers) else None
+            prep.ready()
+            stats = _fused_summaries(prep) if prep.fusable() else None
+            if stats is None:
+                stats = self._blockwise_summaries(prep)
+            results.append(stats)
+        stacked = [r.cpu() for r in results]
+        if not stacked:
+            empty = torch.zeros(0, self.num_heads, 0)
+            return HeadSummaries(layers=[], entropy=empty, first_token=empty, lookback=empty)
+        all_stats = torch.stack(stacked, dim=1)                              # (3, L, H, T)
+        return HeadSummaries(layers=layers, entropy=all_stats[0], first_token=all_stats[1],
+                             lookback=all_stats[2])
+
+    def _fetch(self, layer: int, batch: int, device: str | torch.device | None) -> "PreparedLayer":
+        """prepare() on a side stream when the layer computes on CUDA, so copies overlap compute."""
+        rec = self._layer(layer)
+        dev = self._compute_device(rec, device)
+        if dev.type != "cuda":
+            return self.prepare(layer, None, batch, dev)
+        stream = _copy_stream(dev)
+        stream.wait_stream(torch.cuda.current_stream(dev))
+        with torch.cuda.stream(stream):
+            prep = self.prepare(layer, None, batch, dev)
+            prep.event = stream.record_event()
+        return prep
+
+    def _blockwise_summaries(self, prep: "PreparedLayer") -> torch.Tensor:
+        dev = prep.device
+        t_q, t_k = prep.q.shape[1], prep.k.shape[1]
+        offset = t_k - t_q
+        rows = max(1, self.block_elements // (self.num_heads * t_k))
+        out = torch.zeros(3, self.num_heads, t_q, device=dev)
+        for r0 in range(0, t_q, rows):
+            r1 = min(t_q, r0 + rows)
+            p, n = prep.block(r0, r1)                                              # (H, b, n)
+            out[0, :, r0:r1] = -torch.special.xlogy(p, p).sum(-1)
+            out[1, :, r0:r1] = p[..., 0]
+            dist = (torch.arange(r0, r1, device=dev)[:, None] + offset
+                    - torch.arange(n, device=dev)[None, :]).to(torch.float32)      # (b, n)
+            out[2, :, r0:r1] = (p * dist).sum(-1)
+        return out
+
+
+_COPY_STREAMS: dict[torch.device, "torch.cuda.Stream"] = {}
+_FUSED_BROKEN: set[str] = set()     # device types where the fused kernels raised once
+
+
+def _copy_stream(device: torch.device) -> "torch.cuda.Stream":
+    stream = _COPY_STREAMS.get(device)
+    if stream is None:
+        stream = _COPY_STREAMS[device] = torch.cuda.Stream(device=device)
+    return stream
+
+
+def _to_host(t: torch.Tensor) -> torch.Tensor:
+    """To CPU through pinned memory when on CUDA: pageable copies of large maps are several
+    times slower."""
+    if t.device.type != "cuda":
+        return t.cpu() if t.device.type != "cpu" else t
+    out = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+    out.copy_(t)
+    return out
+
+
+def _summary_dtype(prep: "PreparedLayer") -> torch.dtype:
+    """float32 for float32 models and on CPU (exact); on CUDA, 16-bit models get float16 tensor
+    cores (10-bit mantissa, better than bfloat16) unless their queries or keys exceed its range."""
+    if prep.device.type != "cuda" or prep.q.dtype == torch.float32:
+        return torch.float32
+    peak = max(float(prep.q.abs().amax()), float(prep.k.abs().amax()))
+    return torch.float16 if peak < 3.0e4 else torch.float32
+
+
+def _fused_summaries(prep: "PreparedLayer", dtype: torch.dtype | None = None) -> torch.Tensor | None:
+    """Summaries of all heads of a plainly causal (or full) layer from one fused attention call.
+
+    With s = scale·q·k and p = softmax(s): entropy = logsumexp(s) − Σ p·s, and Σ p·s =
+    scale·q·(Σ p·k). So attention with the keys themselves as values, plus the key position
+    (divided by T) appended as an extra dimension that queries ignore (their extra entries are
+    0), returns Σ p·k and Σ p·j; the kernel also returns logsumexp; p₀ = exp(s₀ − logsumexp).
+    Nothing of size T² is written. Returns None where the kernels are unavailable, and the
+    caller falls back to explicit blocks.
+    """
+    dev = prep.device
+    if dev.type in _FUSED_BROKEN:
+        return None
+    dtype = dtype or _summary_dtype(prep)
+    rec = prep.rec
+    q = prep.q.to(torch.float32)                                                   # (H, T, D)
+    h, t, d = q.shape
+    k = prep.k.repeat_interleave(prep.groups, dim=0) if prep.groups > 1 else prep.k   # (H, T, D) fp32
+    extra = 8                                                                      # keeps D a multiple of 8
+    pos = torch.arange(t, device=dev, dtype=torch.float32)
+    qa = torch.cat([q, q.new_zeros(h, t, extra)], dim=-1)[None].to(dtype)          # (1, H, T, D+8)
+    ka = torch.cat([k, (pos / t).view(1, t, 1).expand(h, t, 1), k.new_zeros(h, t, extra - 1)],
+                   dim=-1)[None].to(dtype)
+    try:
+        if dev.type == "cuda":
+            out, lse = torch.ops.aten._scaled_dot_product_efficient_attention(
+                qa, ka, ka, None, True, 0.0, rec.causal, scale=rec.scaling)[:2]
+        elif dev.type == "cpu":
+            out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+                qa, ka, ka, 0.0, rec.causal, scale=rec.scaling)
+        else:
+            return None
+    except (RuntimeError, AttributeError, NotImplementedError):
+        _FUSED_BROKEN.add(dev.type)
+        return None
+    out = out[0].to(torch.float32)                                                 # (H, T, D+8)
+    lse = lse[0, :, :t].to(torch.float32)                                          # (H, T)
+    expected_ps = rec.scaling * (q * out[..., :d]).sum(-1)                         # Σ p·s
+    entropy = (lse - expected_ps).clamp_min(0)
+    s0 = rec.scaling * (q * k[:, :1]).sum(-1)                                      # (H, T) score on key 0
+    first = torch.exp(s0 - lse).clamp_max(1)
+    lookback = (pos[None] - out[..., d] * t).clamp_min(0)
+    return torch.stack([entropy, first, lookback])
 
 
 @dataclass
@@ -230,6 +333,27 @@ class PreparedLayer:
     mask: torch.Tensor | None       # (1|h, Tq, Tk) bool
     device: torch.device
     groups: int                     # query heads per KV head when kv_local is None
+    event: object = None            # CUDA event after which the copies are complete
+
+    def ready(self) -> None:
+        """Make the current stream wait for a prefetch and keep its memory alive for that stream."""
+        if self.event is None:
+            return
+        current = torch.cuda.current_stream(self.device)
+        current.wait_event(self.event)
+        for t in (self.q, self.k, self.mask, self.kv_local):
+            if t is not None:
+                t.record_stream(current)
+        self.event = None
+
+    def fusable(self) -> bool:
+        """True where one fused attention kernel reproduces this layer's probabilities: no mask
+        tensor, no softcap, no window cutting in, queries aligned with keys, all heads."""
+        rec = self.rec
+        t_q, t_k = self.q.shape[1], self.k.shape[1]
+        window_ok = rec.sliding_window is None or t_k <= rec.sliding_window
+        return (self.mask is None and rec.softcap is None and window_ok and t_q == t_k
+                and self.kv_local is None)
 
     def block(self, row0: int, row1: int, trim_keys: bool = True) -> tuple[torch.Tensor, int]:
         rec, dev = self.rec, self.device
@@ -505,15 +629,6 @@ class Offloader:
             out.copy_(t, non_blocking=True)
         t.record_stream(stream)
         return out
-
-    def small(self, t: torch.Tensor) -> torch.Tensor:
-        """Per-token statistics stay where they are until gather(): hundreds of tiny transfers
-        would cost more than the statistics themselves."""
-        return t.detach()
-
-    @staticmethod
-    def gather(t: torch.Tensor | None) -> torch.Tensor | None:
-        return None if t is None else t.cpu()
 
     def new_buffer(self, shape: tuple[int, ...], dtype: torch.dtype, like: torch.device) -> torch.Tensor:
         """A host buffer that copy_into can fill asynchronously (pinned when the source is CUDA)."""

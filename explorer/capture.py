@@ -211,7 +211,8 @@ class _Session:
         self.embeddings: torch.Tensor | None = None
         self.residual: torch.Tensor | None = None           # (len(keep), T, d) buffer
         self.filled: set[int] = set()
-        self.norm_stats: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        self.norm_stats: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}  # ‖x‖, mean y, ‖y‖
+        self.norm_dims: dict[str, tuple[int, int]] = {}
         self.attn_norm: dict[int, torch.Tensor] = {}
         self.mlp_norm: dict[int, torch.Tensor] = {}
 
@@ -250,8 +251,12 @@ class _Session:
             out = _first_tensor(output)
             if out is None:
                 return
-            rms, mean, std = _norm_stats(args[0][0], out[0])                           # (T,) each
-            self.norm_stats[name] = (self.offload.small(rms), self.offload.small(mean), self.offload.small(std))
+            x, y = args[0][0], out[0]                                                 # (T, d)
+            # Raw reductions only; scaling and std are done once for all norms in gather_small.
+            self.norm_stats[name] = (torch.linalg.vector_norm(x, dim=-1, dtype=torch.float32),
+                                     y.mean(-1, dtype=torch.float32),
+                                     torch.linalg.vector_norm(y, dim=-1, dtype=torch.float32))
+            self.norm_dims[name] = (x.shape[-1], y.shape[-1])
         return hook
 
     def block_norm_hook(self, kind: str, index: int):
@@ -261,20 +266,34 @@ class _Session:
             if self.mine():
                 out = _first_tensor(output)
                 if out is not None:
-                    target[index] = self.offload.small(
-                        torch.linalg.vector_norm(out[0], dim=-1, dtype=torch.float32))
+                    target[index] = torch.linalg.vector_norm(out[0], dim=-1, dtype=torch.float32)
         return hook
 
 
-def _norm_stats(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Input RMS, output mean and output std over the last dimension, in float32, without float
-    copies of the activations: std comes from the output's RMS and mean."""
-    scale = x.shape[-1] ** -0.5
-    rms = torch.linalg.vector_norm(x, dim=-1, dtype=torch.float32) * scale
-    mean = y.mean(-1, dtype=torch.float32)
-    out_rms = torch.linalg.vector_norm(y, dim=-1, dtype=torch.float32) * (y.shape[-1] ** -0.5)
-    std = (out_rms.square() - mean.square()).clamp_min(0).sqrt()
-    return rms, mean, std
+def gather_small(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Many small tensors to CPU with one transfer per (device, shape, dtype) group: one
+    synchronising copy each would cost more than computing them did."""
+    out: list[torch.Tensor | None] = [None] * len(tensors)
+    groups: dict[tuple, list[int]] = {}
+    for i, t in enumerate(tensors):
+        groups.setdefault((t.device, tuple(t.shape), t.dtype), []).append(i)
+    for (device, _, _), idx in groups.items():
+        if device.type == "cpu":
+            for i in idx:
+                out[i] = tensors[i]
+            continue
+        host = torch.stack([tensors[i] for i in idx]).cpu()
+        for j, i in enumerate(idx):
+            out[i] = host[j]
+    return out  # type: ignore[return-value]
+
+
+def _norm_stats_from_raw(x_norm: torch.Tensor, y_mean: torch.Tensor, y_norm: torch.Tensor,
+                         dims: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Input RMS, output mean, output std from ‖x‖, mean(y), ‖y‖ over the last dimensions
+    (dims): std comes from the output's RMS and mean, so no float copy of an activation is made."""
+    out_rms = y_norm * dims[1] ** -0.5
+    return x_norm * dims[0] ** -0.5, y_mean, (out_rms.square() - y_mean.square()).clamp_min(0).sqrt()
 
 
 # --------------------------------------------------------------------------------------------
@@ -471,16 +490,32 @@ def capture(model: nn.Module, tokenizer, prompt: Prompt, options: CaptureOptions
         logits = output
     last_logits = logits[0, -1].float().cpu() if logits is not None and "logits" in parts else None
 
+    norm_names = list(session.norm_stats)
+    weights = {}
+    for name in norm_names:
+        w = getattr(resolve(model, name), "weight", None)
+        if isinstance(w, torch.Tensor) and w.dim() == 1:
+            weights[name] = w.detach()
+    small = gather_small([t for name in norm_names for t in session.norm_stats[name]]
+                         + list(weights.values())
+                         + [session.attn_norm[i] for i in sorted(session.attn_norm)]
+                         + [session.mlp_norm[i] for i in sorted(session.mlp_norm)])
     norms: dict[str, NormStats] = {}
-    for name, (rms, mean, std) in session.norm_stats.items():
-        weight = getattr(resolve(model, name), "weight", None)
-        norms[name] = NormStats(rms.cpu(), mean.cpu(), std.cpu(),
-                                weight.detach().float().cpu().clone() if isinstance(weight, torch.Tensor) else None)
+    for i, name in enumerate(norm_names):
+        rms, mean, std = _norm_stats_from_raw(*small[3 * i: 3 * i + 3], session.norm_dims[name])
+        norms[name] = NormStats(rms, mean, std, None)
+    pos = 3 * len(norm_names)
+    for name in weights:
+        norms[name].weight = small[pos].float().clone()
+        pos += 1
+    attn_small = dict(zip(sorted(session.attn_norm), small[pos: pos + len(session.attn_norm)]))
+    pos += len(session.attn_norm)
+    mlp_small = dict(zip(sorted(session.mlp_norm), small[pos: pos + len(session.mlp_norm)]))
 
     def stack(d: dict[int, torch.Tensor]) -> torch.Tensor | None:
         if len(d) != n_layers:
             return None
-        return torch.stack([d[i].to(d[0].device) for i in range(n_layers)]).cpu()
+        return torch.stack([d[i] for i in range(n_layers)])
 
     residual_layers = [layer for layer in session.keep if layer in session.filled]
     residual = session.residual
@@ -500,8 +535,8 @@ def capture(model: nn.Module, tokenizer, prompt: Prompt, options: CaptureOptions
         residual=residual,
         residual_layers=residual_layers,
         norms=norms,
-        attn_out_norm=stack(session.attn_norm),
-        mlp_out_norm=stack(session.mlp_norm),
+        attn_out_norm=stack(attn_small),
+        mlp_out_norm=stack(mlp_small),
         last_logits=last_logits,
         attention=store if store.layers else None,
         num_layers=n_layers, num_heads=n_heads, num_kv_heads=n_kv, hidden_size=hidden,

@@ -114,3 +114,18 @@ def test_pooled_map_preserves_rows_and_mass(pairs):
     assert pooled[i, j] == pytest.approx(float(expected), abs=1e-5)
     same, one = store.pooled(1, 2, max_size=t)
     assert one == 1 and torch.equal(same, full)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "phi3"])
+def test_fused_summaries_match_blockwise(pairs, family):
+    """Unmasked causal layers take the fused-kernel path; it must agree with the explicit maps."""
+    from explorer.attention import _fused_summaries
+    model, _ = pairs[family]
+    store, _ = record_attention(model, torch.randint(3, 256, (1, 45)))
+    for layer in store.layer_indices:
+        prep = store.prepare(layer)
+        assert prep.fusable()
+        fused = _fused_summaries(prep)
+        assert fused is not None, "fused kernel unavailable on this machine"
+        explicit = store._blockwise_summaries(prep)
+        assert (fused - explicit).abs().max() < TOL

@@ -21,8 +21,9 @@ def test_chat_streams_an_answer_from_the_embedded_model(app_url, page):
     # streaming: text grows while the script is still running, before the stats line appears
     page.wait_for_function(
         "() => { const m = document.querySelectorAll(\"[data-testid='stChatMessage']\"); "
-        "return m.length > 1 && m[1].innerText.trim().length > 0; }", timeout=120_000)
-    wait_idle(page)
+        "const running = document.querySelector(\"[data-test-script-state='running']\"); "
+        "return running && m.length > 1 && m[1].innerText.trim().length > 0; }", timeout=300_000)
+    wait_idle(page, 400_000)
     text = page.locator("[data-testid='stChatMessage']").nth(1).inner_text()
     assert "Paris" in text
     assert page.get_by_text(re.compile(r"tokens/s")).first.is_visible()
