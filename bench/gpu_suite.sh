@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs on the lent GPU machine (which reaches no registry): install the carried wheels, build the
 # random Llama-3.1-8B checkpoint once, and run the named steps. Results are copied to $OUT.
-#   bash bench/gpu_suite.sh smoke capture compare loading
+#   bash bench/gpu_suite.sh smoke capture compare multi stream
+# Carry .whl (../shared/tools/device-wheels.sh transformers==5.23.0) and .gpu-assets/tokenizer (the
+# embedded tokenizer files, from the converted folder in ~/.cache/llm-explorer).
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
@@ -15,8 +17,7 @@ for step in "$@"; do
     smoke)   python3 bench/gpu_smoke.py .gpu-assets/tokenizer 2>&1 | tee $OUT/smoke.log | grep -v "it/s" ;;
     capture) ckpt; python3 bench/bench_capture.py --device cuda --checkpoint $CKPT 2>&1 | grep -v "it/s" ;;
     compare) ckpt; python3 bench/bench_compare.py --device cuda --checkpoint $CKPT 2>&1 | grep -v "it/s" ;;
-    decode)  ckpt; python3 .gpu-assets/decode_check.py $CKPT 2>&1 | grep -v "it/s" ;;
-    stream)  ckpt; python3 .gpu-assets/stream_check.py $CKPT 2>&1 | grep -v "it/s" ;;
+    stream)  ckpt; python3 bench/gpu_stream_check.py $CKPT 2>&1 | grep -v "it/s" ;;
     multi)   python3 bench/bench_multi_gpu.py .gpu-assets/tokenizer 2>&1 | grep -v "it/s" ;;
   esac
 done
