@@ -3,7 +3,7 @@
 
 run:
 	./scripts/setup.sh
-	.venv/bin/streamlit run app.py --browser.gatherUsageStats false
+	.venv/bin/python scripts/serve.py
 
 test:
 	./scripts/setup.sh --browser

@@ -18,6 +18,7 @@ from torch import nn
 from explorer import attention as attn
 from explorer.anatomy import Anatomy, find_anatomy, resolve
 from explorer.attention import AttentionStore, HeadSummaries, Offloader, Recorder
+from explorer.loading import context_length as config_context_length
 
 PARTS: frozenset[str] = frozenset({"embeddings", "residual", "norms", "block_norms", "attention", "logits"})
 """What a capture can record. `block_norms` = norms of the attention and MLP outputs."""
@@ -324,11 +325,7 @@ def tokenize(tokenizer, prompt: Prompt, options: CaptureOptions) -> torch.Tensor
 
 def context_length(model: nn.Module) -> int | None:
     config = getattr(model, "config", None)
-    for attr in ("max_position_embeddings", "n_positions", "n_ctx", "seq_length"):
-        value = getattr(config, attr, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
+    return None if config is None else config_context_length(config)
 
 
 def model_shape(model: nn.Module, anatomy: Anatomy) -> tuple[int, int, int, int, int]:

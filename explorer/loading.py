@@ -113,7 +113,7 @@ class LoadedModel:
 def context_length(config) -> int | None:
     """The longest sequence the model was built for, read from whichever field the family uses."""
     text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
-    for attr in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+    for attr in ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length", "seq_length"):
         value = getattr(text_config, attr, None)
         if isinstance(value, int) and value > 0:
             return value

@@ -12,23 +12,6 @@ import streamlit as st
 from explorer.loading import LoadConfig, LoadedModel, LoadError, ModelRegistry, memory_snapshot
 
 
-def _leave_legacy_multipage_mode() -> None:
-    """Run every page through app.py, even the first request of a fresh server.
-
-    Streamlit treats a folder named pages/ as its legacy multipage mode until the entry script has
-    called st.navigation once in the process; until then a request straight to /internals runs
-    that page alone, without app.py's navigation and page config. Switch over and rerun.
-    """
-    from streamlit.runtime.pages_manager import PagesManager
-
-    if PagesManager.uses_pages_directory:
-        PagesManager.uses_pages_directory = False
-        st.rerun()
-
-
-_leave_legacy_multipage_mode()
-
-
 @st.cache_resource(show_spinner=False)
 def registry() -> ModelRegistry:
     return ModelRegistry()
