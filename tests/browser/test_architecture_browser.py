@@ -23,7 +23,7 @@ def test_architecture_page_draws_the_module_hierarchy(app_url, page):
 def test_a_preset_opens_from_its_config_alone(app_url, page):
     page.goto(f"{app_url}/architecture")
     wait_idle(page)
-    page.get_by_test_id("stSelectbox").first.click()
+    page.get_by_test_id("stSelectbox").filter(has_text="Model").first.click()
     page.get_by_role("option", name="Llama 3.1 8B Instruct — config only").click()
     page.get_by_text("8.03 B").first.wait_for(timeout=60_000)
     wait_idle(page)

@@ -9,7 +9,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 def test_chat_streams_an_answer_from_the_embedded_model(app_url, page):
-    page.goto(f"{app_url}/chat")
+    page.goto(f"{app_url}/")  # the default page lives at the root URL
     page.get_by_text("SmolLM2-135M-Instruct", exact=False).first.wait_for(timeout=300_000)
     wait_idle(page, 300_000)
     assert page.get_by_text("nf4").first.is_visible()
