@@ -47,7 +47,8 @@ def test_each_run_records_load_memory_speed_and_output(result, tiny_folder):
     for r in (r for r in result.runs if r.model == tiny_folder):
         assert r.error is None, r.error
         assert r.load_seconds > 0 and r.footprint_bytes > 0
-        assert r.peak_method == "rss_sampled" and r.peak_bytes > 0
+        # RSS above the run's start: a tiny model can fit in memory the allocator already holds, so 0 is possible
+        assert r.peak_method == "rss_sampled" and r.peak_bytes >= 0
         assert r.time_to_first_token > 0 and r.tokens_per_second > 0
         assert [o.prompt for o in r.outputs] == PROMPTS
         assert all(o.new_tokens == 4 and isinstance(o.text, str) for o in r.outputs)   # fixed length
