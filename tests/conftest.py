@@ -19,3 +19,16 @@ def embedded_nf4() -> LoadedModel:
 @pytest.fixture(scope="session")
 def embedded_fp32() -> LoadedModel:
     return load_model(LoadConfig(precision="fp32"))
+
+
+@pytest.fixture
+def empty_registry():
+    """The app's process-wide registry with no resident model; whatever a test puts there is freed after."""
+    from pages._common import registry
+
+    reg = registry()
+    before = reg._current
+    reg._current = None
+    yield reg
+    reg.unload()
+    reg._current = before

@@ -27,15 +27,8 @@ def plotly_specs(at: AppTest) -> list[dict]:
 
 
 @pytest.fixture(autouse=True)
-def empty_registry():
-    """No resident model unless a test puts one there (the registry is process-wide)."""
-    from pages._common import registry
-
-    reg = registry()
-    before = reg._current
-    reg._current = None
-    yield reg
-    reg._current = before
+def _no_resident_model(empty_registry):
+    yield empty_registry
 
 
 def test_page_opens_offline_on_the_embedded_config_without_weights():

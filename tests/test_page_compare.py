@@ -26,16 +26,8 @@ def tiny_folder(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
-def empty_registry():
-    """No resident model unless a test puts one there (the registry is process-wide)."""
-    from pages._common import registry
-
-    reg = registry()
-    before = reg._current
-    reg._current = None
-    yield reg
-    reg.unload()
-    reg._current = before
+def _no_resident_model(empty_registry):
+    yield empty_registry
 
 
 def table_with(at: AppTest, column: str):
