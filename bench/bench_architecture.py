@@ -18,10 +18,10 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from explorer.architecture import data_flow, describe_config, model_from_config  # noqa: E402
-from explorer.figures.architecture import breakdown_figure, dataflow_figure, hierarchy_figure, \
+from explorer.analyse.architecture import data_flow, describe_config, model_from_config  # noqa: E402
+from explorer.views.figures.architecture import breakdown_figure, dataflow_figure, hierarchy_figure, \
     memory_figure  # noqa: E402
-from explorer.memory_estimate import GIB, estimate_all  # noqa: E402
+from explorer.analyse.memory_estimate import GIB, estimate_all  # noqa: E402
 from explorer.presets import PRESETS, preset_config  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"

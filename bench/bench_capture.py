@@ -29,7 +29,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from explorer.capture import Capture, CaptureOptions, capture  # noqa: E402
+from explorer.record.capture import Capture, CaptureOptions, capture  # noqa: E402
 
 GIB = 2**30
 
@@ -304,7 +304,7 @@ def write_report(device: str, info: dict, rows: list[dict], goals: dict, extra: 
 # ---------------------------------------------------------------------------------------------
 
 def run_cpu(args) -> None:
-    from explorer.loading import LoadConfig, load_model
+    from explorer.model.loading import LoadConfig, load_model
     rows = []
     for precision in args.precisions.split(","):
         loaded = load_model(LoadConfig(source="embedded", precision=precision))

@@ -7,7 +7,7 @@ GPU (a Llama-3.1-8B-architecture checkpoint with random bf16 weights and a token
 it, see bench/make_random_checkpoint.py; NF4 with double quantization and bf16 compute, and bf16):
     python bench/bench_compare.py --device cuda --checkpoint DIR
 
-Every run goes through explorer.compare.run_comparison, one model resident at a time: load,
+Every run goes through explorer.compare.run.run_comparison, one model resident at a time: load,
 warm-up, greedy generation of a fixed number of tokens (min_new_tokens, so EOS cannot end a
 random-weight model early), peak memory, then drift against the highest precision. Writes
 bench/results/compare_<device>.json (reopens in the Compare page) and .md.
@@ -24,8 +24,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from explorer.compare import CompareConfig, ComparisonResult, RunRecord, run_comparison  # noqa: E402
-from explorer.report import fmt_bytes, markdown_report, save_results  # noqa: E402
+from explorer.compare.run import CompareConfig, ComparisonResult, RunRecord, run_comparison  # noqa: E402
+from explorer.compare.report import fmt_bytes, markdown_report, save_results  # noqa: E402
 
 CPU_PROMPTS = ["What is the capital of France?",
                "Explain in two sentences why the sky is blue.",

@@ -37,16 +37,16 @@ import plotly.io as pio  # noqa: E402
 import psutil  # noqa: E402
 import torch  # noqa: E402
 
-from explorer.capture import capture  # noqa: E402
-from explorer.figures.attention import attention_heatmap, gqa_figure, overview_figure, select_tile, \
+from explorer.record.capture import capture  # noqa: E402
+from explorer.views.figures.attention import attention_heatmap, gqa_figure, overview_figure, select_tile, \
     token_attention_figure  # noqa: E402
-from explorer.figures.embeddings import pca_figure  # noqa: E402
-from explorer.figures.internals import token_strip  # noqa: E402
-from explorer.figures.lens import lens_heatmap, trajectory_figure  # noqa: E402
-from explorer.figures.residual import contributions_figure, gain_heatmap, norm_stats_figure, \
+from explorer.views.figures.embeddings import pca_figure  # noqa: E402
+from explorer.views.figures.internals import token_strip  # noqa: E402
+from explorer.views.figures.lens import lens_heatmap, trajectory_figure  # noqa: E402
+from explorer.views.figures.residual import contributions_figure, gain_heatmap, norm_stats_figure, \
     residual_norm_heatmap  # noqa: E402
-from explorer.loading import LoadConfig, load_model  # noqa: E402
-from explorer.readout import Readout  # noqa: E402
+from explorer.model.loading import LoadConfig, load_model  # noqa: E402
+from explorer.views.internals_data import Readout  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 GOAL_MS = 150.0

@@ -1,6 +1,6 @@
 """GPU smoke check (not a test; CI has no GPU): the loader, generation and capture on CUDA.
 
-Loads a tiny random Llama in NF4 and bf16 through explorer.loading with device_map="auto",
+Loads a tiny random Llama in NF4 and bf16 through explorer.model.loading with device_map="auto",
 generates, captures, and checks the captured attention against eager output_attentions.
 
     python bench/gpu_smoke.py TOKENIZER_DIR
@@ -18,9 +18,9 @@ from transformers import AutoTokenizer
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from explorer.capture import capture  # noqa: E402
-from explorer.generation import GenerateOptions, conversation, generate  # noqa: E402
-from explorer.loading import LoadConfig, load_model, unload  # noqa: E402
+from explorer.record.capture import capture  # noqa: E402
+from explorer.model.generation import GenerateOptions, conversation, generate  # noqa: E402
+from explorer.model.loading import LoadConfig, load_model, unload  # noqa: E402
 from tests.tiny_models import save_tiny_folder  # noqa: E402
 
 

@@ -7,8 +7,8 @@ worker thread 13-15 tok/s, with the streamer 9-12 tok/s, whatever the GIL switch
 import sys, time, threading, torch
 sys.path.insert(0, ".")
 from transformers import TextIteratorStreamer, StoppingCriteriaList
-from explorer.loading import LoadConfig, load_model
-from explorer.generation import GenerateOptions, conversation, stream_generate, generate, _StopOnEvent
+from explorer.model.loading import LoadConfig, load_model
+from explorer.model.generation import GenerateOptions, conversation, stream_generate, generate, _StopOnEvent
 lm = load_model(LoadConfig(source=sys.argv[1], precision="bf16"))
 tok, m = lm.tokenizer, lm.model
 ids = torch.randint(0, 40000, (1, 64), device="cuda"); am = torch.ones_like(ids)

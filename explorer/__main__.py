@@ -1,7 +1,7 @@
-"""`python -m explorer ...` entry point; the commands live in explorer/cli.py."""
+"""`python -m explorer ...` entry point; the commands live in explorer/cli/main.py."""
 import sys
 
-from explorer.cli import main
+from explorer.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -10,8 +10,8 @@ import threading
 
 import streamlit as st
 
-from explorer.generation import GenerateOptions, GenerationError, conversation, stream_generate
-from explorer.loading import LoadedModel
+from explorer.model.generation import GenerateOptions, GenerationError, conversation, stream_generate
+from explorer.model.loading import LoadedModel
 
 
 def generation_options(prefix: str) -> GenerateOptions:

@@ -9,7 +9,7 @@ import os
 
 import streamlit as st
 
-from explorer.loading import LoadConfig, LoadedModel, LoadError, ModelRegistry, memory_snapshot
+from explorer.model.loading import LoadConfig, LoadedModel, LoadError, ModelRegistry, memory_snapshot
 
 
 @st.cache_resource(show_spinner=False)

@@ -20,16 +20,16 @@ from typing import Callable
 import plotly.graph_objects as go
 import streamlit as st
 
-from explorer.capture import Capture, CaptureOptions, PromptTooLongError, capture
-from explorer.figures.attention import attention_heatmap, gqa_figure, head_summary_figure, overview_figure, \
+from explorer.record.capture import Capture, CaptureOptions, PromptTooLongError, capture
+from explorer.views.figures.attention import attention_heatmap, gqa_figure, head_summary_figure, overview_figure, \
     select_cell, select_tile, token_attention_figure
-from explorer.figures.embeddings import pca_figure
-from explorer.figures.internals import token_strip
-from explorer.figures.lens import lens_heatmap, trajectory_figure
-from explorer.figures.residual import contributions_figure, gain_heatmap, norm_stats_figure, residual_norm_heatmap
-from explorer.readout import LENS_MAX_POSITIONS, MAX_SIDE, Readout
-from explorer.teaching import EXPLANATIONS, GLOSSARY, TOUR, escape_markdown, render, visible_whitespace
-from explorer.view_state import VIEWS, ViewState, changed_params
+from explorer.views.figures.embeddings import pca_figure
+from explorer.views.figures.internals import token_strip
+from explorer.views.figures.lens import lens_heatmap, trajectory_figure
+from explorer.views.figures.residual import contributions_figure, gain_heatmap, norm_stats_figure, residual_norm_heatmap
+from explorer.views.internals_data import LENS_MAX_POSITIONS, MAX_SIDE, Readout
+from explorer.views.teaching import EXPLANATIONS, GLOSSARY, TOUR, escape_markdown, render, visible_whitespace
+from explorer.views.url_state import VIEWS, ViewState, changed_params
 
 K = "internals_"
 CURRENT, PENDING, LINK_READ, SEEN_SEQ, UPLOAD_SEEN = (K + "current", K + "pending", K + "link_read",

@@ -11,11 +11,11 @@ import json
 import pandas as pd
 import streamlit as st
 
-from explorer.architecture import ROLE_LABELS, ArchitectureError, ArchitectureView, config_dict, data_flow, \
+from explorer.analyse.architecture import ROLE_LABELS, ArchitectureError, ArchitectureView, config_dict, data_flow, \
     describe_config, describe_model, model_from_config, module_table
-from explorer.figures.architecture import breakdown_figure, dataflow_figure, fmt_bytes, fmt_count, \
+from explorer.views.figures.architecture import breakdown_figure, dataflow_figure, fmt_bytes, fmt_count, \
     hierarchy_figure, memory_figure
-from explorer.memory_estimate import GIB, PRECISIONS, RUNTIME_RESERVE_GIB, estimate_all, gpu_fit, \
+from explorer.analyse.memory_estimate import GIB, PRECISIONS, RUNTIME_RESERVE_GIB, estimate_all, gpu_fit, \
     kv_cache_bytes, precision_key
 from explorer.presets import PRESETS, config_from_dict, config_from_hub, config_from_json, config_from_path, \
     embedded_config, preset_config

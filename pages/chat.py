@@ -4,8 +4,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from explorer.generation import GenerationError, conversation, generate_batch
-from explorer.loading import PRECISIONS, PRESETS, LoadConfig
+from explorer.model.generation import GenerationError, conversation, generate_batch
+from explorer.model.loading import PRECISIONS, PRESETS, LoadConfig
 from pages._chat_panel import chat_panel, generation_options
 from pages._common import ensure_model, fmt_bytes, load_into_registry, memory_caption, registry
 

@@ -1,6 +1,6 @@
 """Compare: the same prompts across models and precisions — speed, memory, output and drift.
 
-Thin page: widgets build a CompareConfig, explorer.compare runs it, explorer.figures draws it.
+Thin page: widgets build a CompareConfig, explorer.compare.run runs it, explorer.views.figures draws it.
 Coexistence with the app's resident model: a comparison loads its own models one at a time, so
 it first unloads the resident (chat) model — for every session, since there is one — and, unless
 told not to, loads it again when the comparison ends. The page says so before and while it runs.
@@ -11,11 +11,11 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from explorer.compare import CompareConfig, ComparisonResult, LoadAccess, RunRecord, run_comparison
-from explorer.figures.compare import attention_diff_figure, drift_summary_figure, position_kl_figure, \
+from explorer.compare.run import CompareConfig, ComparisonResult, LoadAccess, RunRecord, run_comparison
+from explorer.compare.figures import attention_diff_figure, drift_summary_figure, position_kl_figure, \
     residual_drift_figure, run_labels, speed_memory_figure
-from explorer.loading import PRECISIONS, PRESETS, LoadError
-from explorer.report import drift_rows, html_report, markdown_report, results_from_json, results_to_json, \
+from explorer.model.loading import PRECISIONS, PRESETS, LoadError
+from explorer.compare.report import drift_rows, html_report, markdown_report, results_from_json, results_to_json, \
     speed_rows
 from pages._common import hf_token, operator_allows, registry
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from explorer.loading import LoadConfig, LoadedModel, load_model
+from explorer.model.loading import LoadConfig, LoadedModel, load_model
 
 
 @pytest.fixture(scope="session")

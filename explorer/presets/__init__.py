@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from explorer.architecture import ArchitectureError
+from explorer.analyse.architecture import ArchitectureError
 
 HERE = Path(__file__).parent
 
@@ -21,7 +21,7 @@ class ConfigError(ArchitectureError):
 
 @dataclass(frozen=True)
 class PresetConfig:
-    key: str               # same keys as explorer.loading.PRESETS
+    key: str               # same keys as explorer.model.loading.PRESETS
     label: str
     file: str
     hub_id: str
@@ -98,7 +98,7 @@ def config_from_path(path: str | Path):
 
 def config_from_hub(repo_id: str, token: str | None = None):
     """The config of a hub model (a few KB; no weights). Clear errors offline and for gated repos."""
-    from explorer.loading import hub_reachable
+    from explorer.model.loading import hub_reachable
 
     repo_id = repo_id.strip()
     if repo_id.count("/") != 1 or " " in repo_id:
@@ -131,7 +131,7 @@ def config_from_hub(repo_id: str, token: str | None = None):
 def embedded_config():
     """The embedded SmolLM2's config: from the lead's loader when available, else the shipped copy."""
     try:
-        from explorer.loading import embedded_config as from_gguf
+        from explorer.model.loading import embedded_config as from_gguf
 
         return from_gguf()
     except Exception:  # noqa: BLE001 - package missing or GGUF unreadable: the copy is the same facts

@@ -1,0 +1,80 @@
+"""`python -m explorer compare`: the comparison from the command line, saved as JSON and a report.
+
+Listed in the command table of explorer/cli/main.py.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from explorer.compare.report import fmt_bytes, html_report, markdown_report, save_results
+from explorer.compare.run import CompareConfig, LoadAccess, run_comparison
+
+HELP = "compare models and precisions on the same prompts: speed, memory, output and quality drift"
+
+
+def _split(text: str) -> list[str]:
+    return [p.strip() for p in text.split(",") if p.strip()]
+
+
+def configure_compare(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--models", default="embedded",
+                   help="comma-separated preset keys, hub ids, folders or .gguf paths (default: embedded)")
+    p.add_argument("--precisions", default="nf4,bf16",
+                   help="comma-separated subset of nf4,fp4,int8,bf16,fp16,fp32 (default: nf4,bf16)")
+    p.add_argument("--prompt", action="append", default=[], help="a prompt; repeat for several")
+    p.add_argument("--prompt-file", type=Path, help="a file with one prompt per line")
+    p.add_argument("--system", help="system prompt sent with every prompt")
+    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--fixed-length", action="store_true",
+                   help="generate exactly --max-new-tokens (EOS cannot stop early): equal work per run")
+    p.add_argument("--repeats", type=int, default=1, help="timed generations per prompt; the median is kept")
+    p.add_argument("--no-drift", action="store_true", help="skip quality drift (faster)")
+    p.add_argument("--no-attention", action="store_true", help="skip the per-head attention difference")
+    p.add_argument("--out", type=Path, required=True, help="results file to write (.json)")
+    p.add_argument("--report", type=Path, help="also write a report: .md for Markdown, .html for HTML")
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes"}
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    prompts = list(args.prompt)
+    if args.prompt_file is not None:
+        try:
+            prompts += [line for line in args.prompt_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except OSError as exc:
+            print(f"error: cannot read {args.prompt_file}: {exc.strerror}", file=sys.stderr)
+            return 2
+    config = CompareConfig(models=_split(args.models), precisions=_split(args.precisions), prompts=prompts,
+                           max_new_tokens=args.max_new_tokens, fixed_length=args.fixed_length, repeats=args.repeats,
+                           system_prompt=args.system, drift=not args.no_drift,
+                           attention_drift=not args.no_attention)
+    try:
+        config.validate()
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    access = LoadAccess(allow_pickle=_env_flag("EXPLORER_ALLOW_PICKLE"),        # the app's operator switches
+                        trust_remote_code=_env_flag("EXPLORER_ALLOW_REMOTE_CODE"))
+    result = run_comparison(config, progress=lambda m: print(m, file=sys.stderr, flush=True), access=access)
+    save_results(result, args.out)
+    if args.report is not None:
+        text = html_report(result) if args.report.suffix.lower() in {".html", ".htm"} else markdown_report(result)
+        args.report.parent.mkdir(parents=True, exist_ok=True)
+        args.report.write_text(text, encoding="utf-8")
+    for run in result.runs:
+        if run.loaded_precision is None:
+            print(f"{run.label}: error: {run.error}")
+            continue
+        drift = (" · reference" if run.is_reference else
+                 f" · KL {run.drift.kl_mean:.2e}, top-1 {run.drift.top1_agreement:.1%}" if run.drift else "")
+        tps = f"{run.tokens_per_second:.1f} tok/s" if run.tokens_per_second else "— tok/s"
+        print(f"{run.label}: footprint {fmt_bytes(run.footprint_bytes)}, peak {fmt_bytes(run.peak_bytes)}, "
+              f"load {run.load_seconds:.1f} s, {tps}{drift}" + (f"  ({run.error})" if run.error else ""))
+    print(f"wrote {args.out}" + (f" and {args.report}" if args.report else ""))
+    return 0 if any(r.loaded_precision for r in result.runs) else 1
+

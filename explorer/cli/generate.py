@@ -1,0 +1,70 @@
+"""CLI commands of the foundation: `prepare` (convert the embedded model) and `generate` (stream an answer)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pathlib import Path
+
+from explorer.model.generation import GenerateOptions, GenerationError, conversation, generate_batch, stream_generate
+from explorer.model.loading import PRECISIONS, LoadConfig, LoadError, embedded_model_dir, load_model
+
+PREPARE_HELP = "convert the embedded model once into the cache"
+GENERATE_HELP = "stream an answer (or a batch of answers) from a model"
+
+
+def configure_prepare(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cache-dir", help="where converted models are cached (default ~/.cache/llm-explorer)")
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    try:
+        folder = embedded_model_dir(Path(args.cache_dir) if args.cache_dir else None, progress=print)
+    except LoadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"embedded model ready: {folder}")
+    return 0
+
+
+def configure_generate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="embedded", help="preset key, hub id, local folder or .gguf path")
+    p.add_argument("--precision", default="nf4", choices=PRECISIONS)
+    p.add_argument("--prompt", action="append", required=True,
+                   help="the user prompt; repeat it to generate several conversations in one batch")
+    p.add_argument("--system", help="system prompt")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--top-p", type=float, default=0.9)
+    p.add_argument("--top-k", type=int, default=50)
+    p.add_argument("--repetition-penalty", type=float, default=1.0)
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    try:
+        loaded = load_model(LoadConfig(source=args.model, precision=args.precision))
+    except LoadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for notice in loaded.notices:
+        print(f"note: {notice}", file=sys.stderr)
+    options = GenerateOptions(max_new_tokens=args.max_new_tokens, do_sample=args.sample, temperature=args.temperature,
+                              top_p=args.top_p, top_k=args.top_k, repetition_penalty=args.repetition_penalty)
+    convs = [conversation(p, args.system) for p in args.prompt]
+    try:
+        if len(convs) > 1:
+            for prompt, result in zip(args.prompt, generate_batch(loaded, convs, options)):
+                print(f"### {prompt}\n{result.text}\n")
+            return 0
+        stream = stream_generate(loaded, convs[0], options)
+        for chunk in stream:
+            print(chunk, end="", flush=True)
+    except GenerationError as exc:
+        print(f"\nerror: {exc}", file=sys.stderr)
+        return 2
+    r = stream.result
+    print(f"\n[{r.new_tokens} tokens, {r.tokens_per_second:.1f} tokens/s, first token after "
+          f"{r.time_to_first_token or 0:.2f} s]", file=sys.stderr)
+    return 0
+

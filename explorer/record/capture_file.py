@@ -1,0 +1,195 @@
+"""Save a Capture to one safetensors file (tensors + JSON metadata) and open it without the model.
+
+Why safetensors: no pickle (opening a file cannot run code), memory-mappable, and readable from
+other tools. Everything that is not a tensor travels as JSON in the file's metadata.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from explorer.model.anatomy import Anatomy, LayerParts
+from explorer.record.attention import AttentionStore, HeadSummaries, LayerAttention
+from explorer.record.capture import Capture, NormStats
+from explorer.analyse.lens import LensResult
+
+FORMAT = "llm-explorer-capture"
+VERSION = 1
+META_KEY = "explorer_capture"
+
+
+def _pack_mask(mask: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+    """Bool mask -> uint8 bits (8× smaller), with the shape needed to unpack."""
+    shape = list(mask.shape)
+    flat = mask.reshape(-1).to(torch.uint8)
+    pad = (-flat.numel()) % 8
+    if pad:
+        flat = torch.cat([flat, flat.new_zeros(pad)])
+    weights = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8)
+    packed = (flat.view(-1, 8) * weights).sum(-1, dtype=torch.int32).to(torch.uint8)
+    return packed, shape
+
+
+def _unpack_mask(packed: torch.Tensor, shape: list[int]) -> torch.Tensor:
+    weights = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8)
+    bits = (packed[:, None] & weights) != 0
+    n = 1
+    for s in shape:
+        n *= s
+    return bits.reshape(-1)[:n].reshape(shape)
+
+
+def save_capture(capture: Capture, path: str | Path, include_attention: bool = True) -> None:
+    """Write `capture` to `path`. include_attention=False drops Q/K (the largest part) but keeps
+    any head summaries already computed."""
+    tensors: dict[str, torch.Tensor] = {"token_ids": capture.token_ids}
+    for name in ("embeddings", "residual", "attn_out_norm", "mlp_out_norm", "last_logits"):
+        value = getattr(capture, name)
+        if value is not None:
+            tensors[name] = value
+    norm_names = list(capture.norms)
+    for i, name in enumerate(norm_names):
+        stats = capture.norms[name]
+        tensors[f"norm.{i}.input_rms"] = stats.input_rms
+        tensors[f"norm.{i}.output_mean"] = stats.output_mean
+        tensors[f"norm.{i}.output_std"] = stats.output_std
+        if stats.weight is not None:
+            tensors[f"norm.{i}.weight"] = stats.weight
+    attention_meta = None
+    store = capture.attention
+    if include_attention and store is not None:
+        layers_meta = {}
+        for layer, rec in store.layers.items():
+            tensors[f"attn.{layer}.q"] = rec.q
+            tensors[f"attn.{layer}.k"] = rec.k
+            meta = dataclasses.asdict(dataclasses.replace(rec, q=None, k=None))
+            del meta["q"], meta["k"]
+            layers_meta[str(layer)] = meta
+        mask_shapes = []
+        for i, mask in enumerate(store.masks):
+            packed, shape = _pack_mask(mask.cpu())
+            tensors[f"attn.mask.{i}"] = packed
+            mask_shapes.append(shape)
+        attention_meta = {"num_heads": store.num_heads, "num_kv_heads": store.num_kv_heads,
+                          "layers": layers_meta, "mask_shapes": mask_shapes}
+    if capture.summaries_cache is not None:
+        s = capture.summaries_cache
+        tensors.update({"summary.entropy": s.entropy, "summary.first_token": s.first_token,
+                        "summary.lookback": s.lookback})
+    lens_meta = {}
+    for k, result in capture.lens_cache.items():
+        tensors[f"lens.{k}.token_ids"] = result.token_ids
+        tensors[f"lens.{k}.probs"] = result.probs
+        lens_meta[str(k)] = {"layers": result.layers, "positions": result.positions}
+    meta = {
+        "format": FORMAT, "version": VERSION,
+        "model_name": capture.model_name,
+        "tokens": capture.tokens, "token_texts": capture.token_texts,
+        "residual_layers": capture.residual_layers,
+        "norm_names": norm_names,
+        "num_layers": capture.num_layers, "num_heads": capture.num_heads,
+        "num_kv_heads": capture.num_kv_heads, "hidden_size": capture.hidden_size,
+        "kv_head_of": capture.kv_head_of,
+        "anatomy": dataclasses.asdict(capture.anatomy),
+        "notes": capture.notes,
+        "vocab": {str(k): v for k, v in capture.vocab.items()},
+        "attention": attention_meta,
+        "summary_layers": capture.summaries_cache.layers if capture.summaries_cache is not None else None,
+        "lens": lens_meta,
+    }
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    save_file(tensors, str(path), metadata={META_KEY: json.dumps(meta)})
+
+
+def open_capture(path: str | Path) -> Capture:
+    """Read a file written by save_capture. No model is needed; the logit lens answers from what
+    was computed before saving."""
+    with safe_open(str(path), framework="pt") as f:
+        raw = (f.metadata() or {}).get(META_KEY)
+        if raw is None:
+            raise ValueError(f"{path} is not an LLM Explorer capture (no '{META_KEY}' metadata)")
+        meta = json.loads(raw)
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"{path}: unknown format {meta.get('format')!r}")
+        if int(meta.get("version", 0)) > VERSION:
+            raise ValueError(f"{path} was written by a newer version (format {meta['version']} > {VERSION})")
+        keys = set(f.keys())
+        get = lambda k: f.get_tensor(k) if k in keys else None  # noqa: E731
+
+        norms = {}
+        for i, name in enumerate(meta["norm_names"]):
+            norms[name] = NormStats(get(f"norm.{i}.input_rms"), get(f"norm.{i}.output_mean"),
+                                    get(f"norm.{i}.output_std"), get(f"norm.{i}.weight"))
+        store = None
+        am = meta.get("attention")
+        if am:
+            masks = [_unpack_mask(get(f"attn.mask.{i}"), shape) for i, shape in enumerate(am["mask_shapes"])]
+            store = AttentionStore(num_heads=am["num_heads"], num_kv_heads=am["num_kv_heads"], masks=masks)
+            for layer, lm in am["layers"].items():
+                store.layers[int(layer)] = LayerAttention(q=get(f"attn.{layer}.q"), k=get(f"attn.{layer}.k"), **lm)
+        a = meta["anatomy"]
+        anatomy = Anatomy(**{**a, "layers": [LayerParts(**lp) for lp in a["layers"]]})
+        cap = Capture(
+            model_name=meta["model_name"], token_ids=get("token_ids"), tokens=meta["tokens"],
+            token_texts=meta["token_texts"], embeddings=get("embeddings"), residual=get("residual"),
+            residual_layers=meta["residual_layers"], norms=norms, attn_out_norm=get("attn_out_norm"),
+            mlp_out_norm=get("mlp_out_norm"), last_logits=get("last_logits"), attention=store,
+            num_layers=meta["num_layers"], num_heads=meta["num_heads"], num_kv_heads=meta["num_kv_heads"],
+            hidden_size=meta["hidden_size"], kv_head_of=meta["kv_head_of"], anatomy=anatomy,
+            notes=meta["notes"], vocab={int(k): v for k, v in meta["vocab"].items()},
+        )
+        if meta.get("summary_layers") is not None:
+            cap.summaries_cache = HeadSummaries(meta["summary_layers"], get("summary.entropy"),
+                                                get("summary.first_token"), get("summary.lookback"))
+        for k, lm in meta.get("lens", {}).items():
+            cap.lens_cache[int(k)] = LensResult(lm["layers"], lm["positions"], get(f"lens.{k}.token_ids"),
+                                                get(f"lens.{k}.probs"))
+    return cap
+
+
+def describe_capture(capture: Capture, top: int = 5) -> str:
+    """A plain-text summary for the CLI: sizes, what was recorded, the next-token guess, notable heads."""
+    lines = [
+        f"model: {capture.model_name}",
+        f"tokens: {capture.num_tokens}  layers: {capture.num_layers}  heads: {capture.num_heads} "
+        f"(KV heads: {capture.num_kv_heads})  hidden: {capture.hidden_size}",
+    ]
+    preview = "".join(capture.token_texts[:40])
+    lines.append("prompt: " + repr(preview + ("…" if capture.num_tokens > 40 else "")))
+    parts = []
+    if capture.embeddings is not None:
+        parts.append("embeddings")
+    if capture.residual is not None:
+        n = len(capture.residual_layers)
+        parts.append(f"residual ({n}/{capture.num_layers} layers)")
+    if capture.norms:
+        parts.append(f"norms ({len(capture.norms)})")
+    if capture.attn_out_norm is not None:
+        parts.append("attention/MLP output norms")
+    if capture.attention is not None:
+        parts.append(f"attention ({len(capture.attention.layers)}/{capture.num_layers} layers)")
+    if capture.summaries_cache is not None:
+        parts.append("head summaries")
+    if capture.lens_cache:
+        parts.append(f"logit lens (k={sorted(capture.lens_cache)})")
+    lines.append("recorded: " + ", ".join(parts))
+    if capture.last_logits is not None:
+        probs = torch.softmax(capture.last_logits.float(), -1)
+        p, ids = probs.topk(min(top, probs.numel()))
+        guess = ", ".join(f"{capture.token_text(int(i))!r} {float(q):.3f}" for q, i in zip(p, ids))
+        lines.append(f"next token: {guess}")
+    if capture.summaries_cache is not None:
+        per = capture.summaries_cache.per_head()
+        sink = per["first_token"]
+        flat = int(sink.argmax())
+        li, h = divmod(flat, sink.shape[1])
+        lines.append(f"strongest first-token head: layer {capture.summaries_cache.layers[li]} head {h} "
+                     f"({float(sink.max()):.2f} of attention on token 0)")
+    for note in capture.notes:
+        lines.append(f"note: {note}")
+    return "\n".join(lines)

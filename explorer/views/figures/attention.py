@@ -1,0 +1,208 @@
+"""Attention figures: one head's map, all heads as small multiples, head summaries, GQA groups, and
+where one token looks across layers.
+
+Clickable heatmaps: Plotly heatmaps cannot be selected, so the overview and the summaries carry an
+invisible scatter point on every tile/cell whose customdata is [layer, head]; the page reads the
+selection from it.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+
+from explorer.views.figures.internals import CLICK_MARKER, FOCUS_COLOR, cell_of, f32, labels, layout, plotly_text, \
+    span_labels
+from explorer.views.internals_data import AttentionView, Overview, TokenAttention
+
+SUMMARY_METRICS = {
+    "entropy": ("Entropy (nats)", "Viridis"),
+    "first_token": ("First-token share", "Reds"),
+    "lookback": ("Look-back distance (tokens)", "Blues"),
+}
+
+
+def attention_heatmap(view: AttentionView, texts: Sequence[str], focus: int | None = None) -> go.Figure:
+    """One head: row = query, column = key, colour = attention probability.
+
+    Category axes with unique labels ("12 ␣the"): a token that occurs twice keeps two rows.
+    """
+    n_q, n_k = view.z.shape
+    y = span_labels(view.q_spans, texts)
+    x = span_labels(view.k_spans, texts)
+    how = "" if view.factor == 1 else f" · pooled {view.factor} tokens per cell"
+    if view.window:
+        how = f" · full resolution, queries {view.q_spans[0][0]}–{view.q_spans[-1][1] - 1}, " \
+              f"keys {view.k_spans[0][0]}–{view.k_spans[-1][1] - 1}"
+    shapes = []
+    row = cell_of(view.q_spans, focus)
+    if row is not None:
+        shapes.append(dict(type="rect", x0=-0.5, x1=n_k - 0.5, y0=row - 0.5, y1=row + 0.5,
+                           line=dict(color=FOCUS_COLOR, width=2)))
+    heat = go.Heatmap(z=f32(view.z), x=x, y=y, colorscale="Blues", zmin=0.0,
+                      colorbar=dict(title=dict(text="attention"), thickness=12),
+                      hovertemplate="query %{y}<br>key %{x}<br>attention %{z:.3f}<extra></extra>")
+    lay = layout(f"Layer {view.layer} · head {view.head} (KV head {view.kv_head}){how}",
+                 int(min(760, max(380, 11 * n_q + 140))), shapes=shapes,
+                 yaxis=dict(autorange="reversed", title=dict(text="query token"), type="category",
+                            tickfont=dict(size=10)),
+                 xaxis=dict(title=dict(text="key token (attended to)"), type="category", tickangle=-60,
+                            tickfont=dict(size=10)))
+    return go.Figure(data=[heat], layout=lay)
+
+
+def _group_offsets(kv_head_of: Sequence[int], width: int) -> list[int]:
+    """x offset of each head's tile: one empty column between heads, two between KV groups."""
+    offsets, x = [], 0
+    for h, kv in enumerate(kv_head_of):
+        if h > 0:
+            x += width + (2 if kv != kv_head_of[h - 1] else 1)
+        offsets.append(x)
+    return offsets
+
+
+OVERVIEW_GAP = 255   # uint8 value of the gaps between tiles, drawn white
+
+
+def overview_figure(ov: Overview, selected: tuple[int, int] | None = None) -> go.Figure:
+    """Every (layer, head) map as a tile, each scaled to its own maximum so faint patterns show.
+
+    The mosaic is one heatmap of uint8 (0–254 = share of the tile's maximum, 255 = gap): a quarter
+    of the float32 payload, and colour is all it carries (hover names the tile, not a value).
+    """
+    n_layers, n_heads, n, _ = ov.tiles.shape
+    xs = _group_offsets(ov.kv_head_of, n)
+    width = xs[-1] + n
+    height = n_layers * (n + 1) - 1
+    mosaic = np.full((height, width), OVERVIEW_GAP, dtype=np.uint8)
+    peak = ov.tiles.reshape(n_layers, n_heads, -1).max(-1)                    # (L, H)
+    scaled = np.rint(254 * ov.tiles / np.maximum(peak, 1e-9)[..., None, None]).astype(np.uint8)
+    for li in range(n_layers):
+        y0 = li * (n + 1)
+        for h in range(n_heads):
+            mosaic[y0:y0 + n, xs[h]:xs[h] + n] = scaled[li, h]
+    blues = [[0.0, "#f7fbff"], [0.25, "#c6dbef"], [0.5, "#6baed6"], [0.75, "#2171b5"], [254 / 255, "#08306b"],
+             [1.0, "#ffffff"]]
+    heat = go.Heatmap(z=mosaic, colorscale=blues, zmin=0, zmax=255, showscale=False, hoverinfo="skip")
+    cx = [xs[h] + (n - 1) / 2 for h in range(n_heads)]
+    cy = [li * (n + 1) + (n - 1) / 2 for li in range(n_layers)]
+    gx, gy = np.meshgrid(np.arange(n_heads), np.arange(n_layers))
+    # [layer, head] per tile as plain lists: a typed array would reach the page's callback as {"0": l, "1": h}
+    custom = np.stack([np.asarray(ov.layers)[gy.ravel()], gx.ravel()], -1).astype(np.int32)
+    hover = labels([f"layer {ov.layers[li]} · head {h} (KV {ov.kv_head_of[h]})<br>click to open"
+                    for li, h in zip(gy.ravel(), gx.ravel())])
+    clicks = go.Scatter(x=f32(np.asarray(cx)[gx.ravel()]), y=f32(np.asarray(cy)[gy.ravel()]), mode="markers",
+                        customdata=custom.tolist(), hovertext=hover, hoverinfo="text", showlegend=False,
+                        marker=dict(symbol="square", size=max(8, min(30, 3 * n)), color=CLICK_MARKER))
+    lay = layout(f"All layers × heads ({ov.factor} token{'s' if ov.factor > 1 else ''} per cell; "
+                 "each tile scaled to its own maximum) · click a tile", int(min(1400, max(420, 26 * n_layers + 110))),
+                 xaxis=dict(tickvals=cx, ticktext=[f"h{h}<br>kv{ov.kv_head_of[h]}" for h in range(n_heads)],
+                            side="top", showgrid=False, zeroline=False, fixedrange=True),
+                 yaxis=dict(tickvals=cy, ticktext=[f"L{layer}" for layer in ov.layers], autorange="reversed",
+                            showgrid=False, zeroline=False, fixedrange=True),
+                 clickmode="event+select", dragmode=False)
+    lay["margin"] = dict(l=10, r=10, t=110, b=10)
+    fig = go.Figure(data=[heat, clicks], layout=lay)
+    return select_tile(fig, ov, selected)
+
+
+def select_tile(fig: go.Figure, ov: Overview, selected: tuple[int, int] | None) -> go.Figure:
+    """Outline the selected (layer, head) tile, replacing any earlier outline, in place.
+
+    Why in place: the mosaic itself does not change when the selection does, so the page keeps one
+    figure per capture and only moves this box (rebuilding the figure costs tens of ms).
+    """
+    n = ov.tiles.shape[2]
+    shapes = []
+    if selected is not None and selected[0] in ov.layers and 0 <= selected[1] < len(ov.kv_head_of):
+        xs = _group_offsets(ov.kv_head_of, n)
+        li, h = ov.layers.index(selected[0]), selected[1]
+        shapes.append(dict(type="rect", x0=xs[h] - 0.8, x1=xs[h] + n - 0.2, y0=li * (n + 1) - 0.8,
+                           y1=li * (n + 1) + n - 0.2, line=dict(color=FOCUS_COLOR, width=2)))
+    fig.layout.shapes = shapes
+    return fig
+
+
+def select_cell(fig: go.Figure, layers: Sequence[int], selected: tuple[int, int] | None) -> go.Figure:
+    """Outline the selected (layer, head) cell of a summary heatmap, in place (see select_tile)."""
+    shapes = []
+    if selected is not None and selected[0] in layers and selected[1] is not None:
+        li = list(layers).index(selected[0])
+        shapes.append(dict(type="rect", x0=selected[1] - 0.5, x1=selected[1] + 0.5, y0=li - 0.5, y1=li + 0.5,
+                           line=dict(color=FOCUS_COLOR, width=2)))
+    fig.layout.shapes = shapes
+    return fig
+
+
+def head_summary_figure(values: np.ndarray, layers: Sequence[int], kv_head_of: Sequence[int], metric: str,
+                        selected: tuple[int, int] | None = None, at_token: int | None = None) -> go.Figure:
+    """One summary metric as layers × heads; click a cell to open that head."""
+    title, scale = SUMMARY_METRICS[metric]
+    n_layers, n_heads = values.shape
+    x = labels([f"h{h}·kv{kv_head_of[h]}" for h in range(n_heads)])
+    y = labels([f"L{layer}" for layer in layers])
+    heat = go.Heatmap(z=f32(values), x=x, y=y, colorscale=scale, hoverinfo="skip", colorbar=dict(thickness=10))
+    gx, gy = np.meshgrid(np.arange(n_heads), np.arange(n_layers))
+    custom = np.stack([np.asarray(layers)[gy.ravel()], gx.ravel()], -1).astype(np.int32)
+    hover = labels([f"layer {layers[i]} · head {h}<br>{title}: {values[i, h]:.3f}<br>click to open"
+                    for i, h in zip(gy.ravel(), gx.ravel())])
+    clicks = go.Scatter(x=x[gx.ravel()], y=y[gy.ravel()], mode="markers", customdata=custom.tolist(),
+                        hovertext=hover, hoverinfo="text", showlegend=False,
+                        marker=dict(symbol="square", size=14, color=CLICK_MARKER))
+    where = "mean over query tokens" if at_token is None else f"at token {at_token}"
+    lay = layout(f"{title}<br><sup>{where}</sup>", int(min(900, max(360, 16 * n_layers + 120))),
+                 yaxis=dict(autorange="reversed", type="category", fixedrange=True),
+                 xaxis=dict(type="category", tickangle=-60, fixedrange=True),
+                 clickmode="event+select", dragmode=False)
+    lay["margin"] = dict(l=10, r=10, t=60, b=10)
+    return select_cell(go.Figure(data=[heat, clicks], layout=lay), layers, selected)
+
+
+def gqa_figure(kv_head_of: Sequence[int], selected_head: int | None = None) -> go.Figure:
+    """Query heads (top) joined to the KV head each one reads (bottom)."""
+    n_heads = len(kv_head_of)
+    n_kv = max(kv_head_of) + 1 if n_heads else 0
+    kv_x = [float(np.mean([h for h in range(n_heads) if kv_head_of[h] == g])) for g in range(n_kv)]
+    lx: list = []
+    ly: list = []
+    for h, g in enumerate(kv_head_of):
+        lx += [h, kv_x[g], None]
+        ly += [1, 0, None]
+    traces = [
+        go.Scatter(x=lx, y=ly, mode="lines", line=dict(color="#9AA5B1", width=1.5), hoverinfo="skip", showlegend=False),
+        go.Scatter(x=f32(range(n_heads)), y=f32([1] * n_heads), mode="markers+text",
+                   text=labels([f"q{h}" for h in range(n_heads)]), textposition="top center", name="query heads",
+                   marker=dict(size=16, color=labels([FOCUS_COLOR if h == selected_head else "#4C78A8"
+                                                      for h in range(n_heads)])),
+                   hovertext=labels([f"query head {h} reads KV head {kv_head_of[h]}" for h in range(n_heads)]),
+                   hoverinfo="text"),
+        go.Scatter(x=f32(kv_x), y=f32([0] * n_kv), mode="markers+text", text=labels([f"kv{g}" for g in range(n_kv)]),
+                   textposition="bottom center", marker=dict(size=20, symbol="diamond", color="#F58518"),
+                   name="KV heads", hoverinfo="text",
+                   hovertext=labels([f"KV head {g}: shared by {sum(1 for k in kv_head_of if k == g)} query heads"
+                                     for g in range(n_kv)])),
+    ]
+    lay = layout(f"GQA: {n_heads} query heads → {n_kv} KV heads", 220, showlegend=False,
+                 xaxis=dict(visible=False, range=[-0.8, n_heads - 0.2], fixedrange=True),
+                 yaxis=dict(visible=False, range=[-0.6, 1.6], fixedrange=True))
+    return go.Figure(data=traces, layout=lay)
+
+
+def token_attention_figure(ta: TokenAttention, texts: Sequence[str]) -> go.Figure:
+    """Rows = layers (first at the bottom), columns = earlier tokens, colour = attention from the token."""
+    keep = [i for i, (a, _) in enumerate(ta.k_spans) if a <= ta.token] or [0]
+    x = span_labels([ta.k_spans[i] for i in keep], texts)
+    heat = go.Heatmap(z=f32(ta.z[:, keep]), x=x, y=labels([f"L{layer}" for layer in ta.layers]), colorscale="Purples",
+                      zmin=0, colorbar=dict(title=dict(text="attention"), thickness=12),
+                      hovertemplate="%{y}<br>key %{x}<br>attention %{z:.3f}<extra></extra>")
+    who = "mean over heads" if ta.head is None else f"head {ta.head}"
+    lay = layout(f"Attention from token {ta.token} “{plotly_text(texts[ta.token], 24)}” in every layer ({who})",
+                 int(min(900, max(360, 14 * len(ta.layers) + 140))),
+                 xaxis=dict(type="category", tickangle=-60, tickfont=dict(size=10), title=dict(text="key token")),
+                 yaxis=dict(type="category", title=dict(text="layer")))
+    return go.Figure(data=[heat], layout=lay)
+
+
+__all__ = ["SUMMARY_METRICS", "attention_heatmap", "gqa_figure", "head_summary_figure", "overview_figure",
+           "select_cell", "select_tile", "token_attention_figure"]

@@ -1,0 +1,138 @@
+"""Shared pieces of the internals figures: safe token labels, the clickable token strip, layout.
+
+Why escaping lives here: Plotly renders a subset of HTML (<b>, <br>, <a href>, <span style>) in
+every text it draws, tick labels and hover text included. Token text comes from the prompt, so it
+is untrusted; every label goes through `plotly_text`, which writes <, > and & as entities.
+"""
+from __future__ import annotations
+
+import html
+from typing import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+
+from explorer.views.teaching import visible_whitespace
+
+Span = tuple[int, int]
+LABEL_CHARS = 12
+FOCUS_COLOR = "#E45756"
+CLICK_MARKER = "rgba(0,0,0,0)"   # invisible, but still hoverable and clickable
+
+STRIP_ROW_CHARS = 64       # characters per line of the token strip
+STRIP_MAX_TOKENS = 160
+
+def plotly_text(text: str, max_chars: int = LABEL_CHARS) -> str:
+    """Token text as Plotly should draw it: whitespace visible, cut to max_chars, HTML-escaped."""
+    shown = visible_whitespace(text)
+    if len(shown) > max_chars:
+        shown = shown[: max_chars - 1] + "…"
+    shown = html.escape(shown, quote=False)
+    if shown.startswith("$") and shown.endswith("$"):   # Plotly would hand "$…$" to MathJax
+        shown = "\u200b" + shown
+    return shown
+
+
+def span_label(span: Span, texts: Sequence[str], max_chars: int = LABEL_CHARS) -> str:
+    """Unique axis label of one heatmap cell: "12 ␣the" or, pooled, "8–15 ␣the…"."""
+    a, b = span
+    if b - a <= 1:
+        return f"{a} {plotly_text(texts[a], max_chars)}"
+    return f"{a}–{b - 1} {plotly_text(texts[a], max(4, max_chars // 2))}…"
+
+
+def span_labels(spans: Sequence[Span], texts: Sequence[str], max_chars: int = LABEL_CHARS) -> np.ndarray:
+    """Unique labels of heatmap cells, as an object array (see `labels`)."""
+    return labels([span_label(s, texts, max_chars) for s in spans])
+
+
+def cell_of(spans: Sequence[Span], position: int | None) -> int | None:
+    """Index of the cell holding `position`, or None when it is outside these spans."""
+    if position is None:
+        return None
+    for i, (a, b) in enumerate(spans):
+        if a <= position < b:
+            return i
+    return None
+
+
+def f32(x) -> np.ndarray:
+    """float32 for Plotly: sent as a compact typed array (float64 is twice the bytes, float16 a list)."""
+    return np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+
+
+def labels(values: Sequence[str]) -> np.ndarray:
+    """Axis labels as an object array: Plotly validates it in one step instead of item by item."""
+    out = np.empty(len(values), dtype=object)
+    out[:] = list(values)
+    return out
+
+
+def layout(title: str, height: int, **more) -> dict:
+    """Common layout, as a dict: building a figure in one call skips Plotly's per-update validation
+    (a 512-token heatmap builds in ~10 ms instead of ~50 ms)."""
+    return dict(title=dict(text=title, font=dict(size=14)), height=height,
+                margin=dict(l=10, r=10, t=40, b=10), uirevision="keep", **more)
+
+
+def base_layout(fig: go.Figure, title: str, height: int) -> go.Figure:
+    fig.update_layout(layout(title, height))
+    return fig
+
+
+def strip_window(num_tokens: int, focus: int, max_tokens: int = STRIP_MAX_TOKENS) -> Span:
+    """At most max_tokens consecutive tokens, containing `focus` (centred where possible)."""
+    if num_tokens <= max_tokens:
+        return 0, num_tokens
+    start = min(max(0, focus - max_tokens // 2), num_tokens - max_tokens)
+    return start, start + max_tokens
+
+
+def _strip_layout(widths: Sequence[int], row_chars: int) -> tuple[list[int], list[int]]:
+    """(row, start column) of each token when they are written one after another and wrapped."""
+    rows, starts, row, col = [], [], 0, 0
+    for w in widths:
+        if col > 0 and col + w > row_chars:
+            row, col = row + 1, 0
+        rows.append(row)
+        starts.append(col)
+        col += w
+    return rows, starts
+
+
+def token_strip(texts: Sequence[str], focus: int | None, max_tokens: int = STRIP_MAX_TOKENS,
+                row_chars: int = STRIP_ROW_CHARS) -> go.Figure:
+    """The prompt written out token by token, one box per token, wrapped like text; clicking a box
+    selects the token (its point's customdata is the position). Long prompts show a window around
+    the focused token.
+
+    Boxes are horizontal bars (bars can be selected, heatmap cells cannot), each as wide as its label.
+    """
+    t = len(texts)
+    start, stop = strip_window(t, focus or 0, max_tokens)
+    positions = list(range(start, stop))
+    shown = [visible_whitespace(texts[p]) for p in positions]
+    shown = [s if len(s) <= 16 else s[:15] + "…" for s in shown]
+    widths = [max(2, len(s) + 1) for s in shown]
+    rows, starts = _strip_layout(widths, row_chars)
+    n_rows = max(rows) + 1 if rows else 1
+    what = f"tokens {start}–{stop - 1} of {t}" if (start, stop) != (0, t) else f"{t} tokens"
+    bar = go.Bar(
+        orientation="h", x=f32(widths), base=f32(starts), y=np.asarray(rows, dtype=np.int32),
+        customdata=np.asarray(positions, dtype=np.int32),
+        text=labels([html.escape(s, quote=False) for s in shown]), textposition="inside", insidetextanchor="middle",
+        constraintext="none", textangle=0, textfont=dict(size=12, color="#1f2933"),
+        marker=dict(color=labels([FOCUS_COLOR if p == focus else "#DCE6F2" for p in positions]),
+                    line=dict(width=1, color="#FFFFFF")),
+        hovertext=labels([f"{p}: {plotly_text(texts[p], 40)}" for p in positions]), hoverinfo="text", showlegend=False)
+    lay = layout(f"Prompt ({what}) · click a token to focus the views", 56 + 26 * n_rows,
+                 xaxis=dict(visible=False, range=[0, max(row_chars, max(s + w for s, w in zip(starts, widths)))],
+                            fixedrange=True),
+                 yaxis=dict(visible=False, autorange="reversed", fixedrange=True),
+                 dragmode=False, clickmode="event+select", bargap=0.12)
+    lay["margin"] = dict(l=10, r=10, t=36, b=4)
+    return go.Figure(data=[bar], layout=lay)
+
+
+__all__ = ["CLICK_MARKER", "FOCUS_COLOR", "base_layout", "cell_of", "f32", "labels", "layout", "plotly_text",
+           "span_label", "span_labels", "strip_window", "token_strip"]

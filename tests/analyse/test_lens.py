@@ -1,0 +1,37 @@
+"""The logit lens at the last layer is the model's own next-token distribution; subsets agree."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from explorer.record.capture import CaptureOptions, capture
+from tests.tiny_models import FAMILIES, tiny_model
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_last_layer_is_the_model_output(family):
+    model = tiny_model(family)
+    ids = torch.randint(3, 256, (11,))
+    cap = capture(model, None, ids)
+    lens = cap.logit_lens(k=4)
+    n = model.config.num_hidden_layers
+    assert lens.token_ids.shape == (n, 11, 4) and lens.layers == list(range(n))
+    with torch.no_grad():
+        logits = model(input_ids=ids[None]).logits[0].float()          # (T, V), softcapped for Gemma-2
+    top = torch.softmax(logits, -1).topk(4)
+    assert torch.equal(lens.token_ids[-1], top.indices)
+    assert torch.allclose(lens.probs[-1], top.values, atol=1e-5)
+    assert torch.all(lens.probs[..., :-1] >= lens.probs[..., 1:])        # sorted
+    assert torch.all(lens.probs.sum(-1) <= 1 + 1e-5)
+
+
+def test_subsets_agree_with_full_and_cache():
+    model = tiny_model("qwen2")
+    cap = capture(model, None, torch.randint(3, 256, (9,)))
+    part = cap.logit_lens(k=3, layers=[1], positions=[0, -1])
+    assert part.positions == [0, 8] and 3 not in cap.lens_cache         # subsets are not cached
+    full = cap.logit_lens(k=3)
+    assert torch.equal(part.token_ids[0], full.token_ids[1, [0, 8]])
+    assert cap.lens_cache[3] is full
+    with pytest.raises(KeyError, match="not captured"):
+        capture(model, None, torch.randint(3, 256, (5,)), CaptureOptions(layers=[0])).logit_lens(layers=[2])

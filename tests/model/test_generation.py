@@ -1,0 +1,110 @@
+"""Generation on a tiny random model: templates, streaming, stopping, batching and bad prompts."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from explorer.model.generation import (
+    GenerateOptions, GenerationError, conversation, generate, generate_batch, prepare, render_prompt,
+    stream_generate,
+)
+from explorer.model.loading import LoadConfig, embedded_model_dir, load_model
+from tests.tiny_models import save_tiny_folder
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    tokenizer = AutoTokenizer.from_pretrained(str(embedded_model_dir()))
+    folder = save_tiny_folder("llama", tmp_path_factory.mktemp("gen") / "llama", tokenizer)
+    return load_model(LoadConfig(source=str(folder), precision="fp32"))
+
+
+GREEDY = GenerateOptions(max_new_tokens=6)
+
+
+def test_streamed_text_equals_plain_generate(tiny):
+    stream = stream_generate(tiny, conversation("Tell me a story"), GREEDY)
+    chunks = list(stream)
+    plain = generate(tiny, conversation("Tell me a story"), GREEDY)
+    assert "".join(chunks) == stream.result.text == plain.text
+    assert stream.result.new_tokens == plain.new_tokens
+    assert stream.result.time_to_first_token is not None and stream.result.time_to_first_token <= stream.result.seconds
+
+
+def test_stop_event_ends_generation_early(tiny):
+    event = threading.Event()
+    event.set()
+    stream = stream_generate(tiny, conversation("Count to a hundred"), GenerateOptions(max_new_tokens=50), event)
+    list(stream)
+    assert stream.result.stopped and stream.result.new_tokens <= 1
+
+
+def test_failure_inside_generate_surfaces_as_an_error_not_a_hang(tiny):
+    bad = GenerateOptions(max_new_tokens=4, do_sample=True, temperature=-1.0, timeout_s=20)
+    with pytest.raises(GenerationError, match="Generation failed"):
+        list(stream_generate(tiny, conversation("Hi"), bad))
+    assert generate(tiny, conversation("Hi"), GREEDY).new_tokens >= 1  # still usable
+
+
+def test_out_of_memory_is_reported_and_model_stays_usable(tiny, monkeypatch):
+    real = tiny.model.generate
+
+    def exhausted(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
+
+    monkeypatch.setattr(tiny.model, "generate", exhausted)
+    with pytest.raises(GenerationError, match="Out of memory"):
+        list(stream_generate(tiny, conversation("Hi"), GREEDY))
+    monkeypatch.setattr(tiny.model, "generate", real)
+    assert generate(tiny, conversation("Hi"), GREEDY).new_tokens >= 1
+
+
+def test_batched_generation_matches_one_by_one(tiny):
+    convs = [conversation("Hi"), conversation("A much longer prompt that needs left padding in a batch")]
+    batched = generate_batch(tiny, convs, GREEDY)
+    single = [generate(tiny, c, GREEDY) for c in convs]
+    assert [b.text for b in batched] == [s.text for s in single]
+    assert batched[0].prompt_tokens < batched[1].prompt_tokens
+
+
+def test_empty_prompt_is_refused(tiny):
+    with pytest.raises(GenerationError, match="empty"):
+        prepare(tiny, conversation("   "), 10)
+
+
+def test_prompt_longer_than_context_is_refused(tiny):
+    limit = tiny.context_length
+    with pytest.raises(GenerationError, match="context holds"):
+        prepare(tiny, conversation("word " * (limit + 10)), 10)
+
+
+def test_new_tokens_are_clamped_to_the_context(tiny):
+    limit = tiny.context_length
+    prepared = prepare(tiny, conversation("word " * (limit - 60)), 500)
+    assert prepared.input_ids.shape[1] + prepared.max_new_tokens == limit
+    assert any("fit in the context" in n for n in prepared.notices)
+
+
+def test_system_prompt_is_merged_when_the_template_rejects_it(tiny):
+    tok = tiny.tokenizer
+    original = tok.chat_template
+    tok.chat_template = ("{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no system') }}"
+                         "{% endif %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}")
+    try:
+        text, notices = render_prompt(tok, conversation("Question?", "Be brief."))
+    finally:
+        tok.chat_template = original
+    assert "Be brief." in text and "Question?" in text and notices
+
+
+def test_plain_prompt_fallback_without_template(tiny):
+    tok = tiny.tokenizer
+    original, tok.chat_template = tok.chat_template, None
+    try:
+        text, notices = render_prompt(tok, conversation("Just text"))
+    finally:
+        tok.chat_template = original
+    assert text == "Just text" and "no chat template" in notices[0]

@@ -1,0 +1,215 @@
+"""AppTest for pages/internals.py: every view draws its figures at the capture's dimensions, switches
+redraw without a model run, a saved file opens without a model, and (slow) the embedded model is
+captured from a shared link and under a memory budget."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+from transformers import AutoModelForCausalLM
+
+from explorer.record.capture import Capture, capture
+from explorer.views.internals_data import Readout
+from tests.tiny_models import tiny_config, tiny_model
+
+PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "internals.py")
+T = 24
+
+
+def specs(at: AppTest) -> dict[str, dict]:
+    """Figures on the page by their title (the first line of it)."""
+    out = {}
+    for el in at.get("plotly_chart"):
+        spec = json.loads(el.proto.spec)
+        title = spec["layout"].get("title", {}).get("text", "")
+        out[title.split("<br>")[0]] = spec
+    return out
+
+
+def shape(spec: dict, trace: int = 0) -> tuple[int, ...]:
+    z = spec["data"][trace]["z"]
+    if isinstance(z, dict):
+        return tuple(int(s) for s in str(z["shape"]).split(","))
+    return (len(z), len(z[0]))
+
+
+def title_starting(at: AppTest, prefix: str) -> str:
+    found = [t for t in specs(at) if t.startswith(prefix)]
+    assert found, f"no figure titled {prefix!r}; have {list(specs(at))}"
+    return found[0]
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """No resident model, and none autoloaded: these tests run on a capture alone."""
+    from pages._common import registry
+
+    monkeypatch.setenv("EXPLORER_AUTOLOAD", "0")
+    reg = registry()
+    before = reg._current
+    reg._current = None
+    yield
+    reg._current = before
+
+
+@pytest.fixture(scope="module")
+def tiny_capture() -> Capture:
+    cap = capture(tiny_model("llama"), None, list(range(5, 5 + T)))
+    cap.token_texts[2] = "<script>alert(1)</script>"
+    return cap
+
+
+def page_with(cap: Capture, origin: str = "test prompt", prompt: str | None = "x") -> AppTest:
+    from pages._internals_views import Current
+
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.session_state["internals_current"] = Current(Readout(cap), prompt, "text", origin)
+    at.session_state["internals_layer"] = 1
+    at.session_state["internals_head"] = 0
+    at.session_state["internals_token"] = cap.num_tokens - 1
+    at.session_state["internals_link_read"] = True
+    at.session_state["internals_view"] = "attention"
+    return at.run()
+
+
+def test_every_view_draws_its_figures_at_the_captures_dimensions(no_model, tiny_capture):
+    at = page_with(tiny_capture)
+    assert not at.exception and not at.error
+    figs = specs(at)
+    assert shape(figs["Layer 1 · head 0 (KV head 0)"]) == (T, T)
+    assert shape(figs[title_starting(at, "Attention from token 23")]) == (3, T)
+    assert title_starting(at, "GQA: 4 query heads → 2 KV heads")
+    assert title_starting(at, "All layers × heads")
+
+    at.segmented_control(key="internals_w_more").set_value("Head summaries").run()
+    for name in ("Entropy (nats)", "First-token share", "Look-back distance (tokens)"):
+        assert shape(specs(at)[name]) == (3, 4)
+
+    at.segmented_control(key="internals_view").set_value("residual").run()
+    figs = specs(at)
+    assert shape(figs[title_starting(at, "Residual norm after each layer")]) == (4, T)
+    assert len(figs[title_starting(at, "What each layer adds")]["data"][0]["x"]["bdata"]) > 0
+    assert title_starting(at, "Norm modules across layers")
+    assert shape(figs[title_starting(at, "Learned gain")]) == (7, 64)
+
+    at.segmented_control(key="internals_view").set_value("embeddings").run()
+    figs = specs(at)
+    assert set(figs) >= {"Input embeddings", "Hidden states after layer 1"}
+
+    at.segmented_control(key="internals_view").set_value("lens").run()
+    assert shape(specs(at)[title_starting(at, "Logit lens")]) == (3, 16)
+    assert title_starting(at, "Final prediction at position 23")
+
+    at.segmented_control(key="internals_view").set_value("glossary").run()
+    assert any("Residual stream" in m.value for m in at.markdown)
+    assert not at.exception
+
+
+def test_switching_layer_head_and_token_redraws_the_views(no_model, tiny_capture):
+    at = page_with(tiny_capture)
+    at.select_slider(key="internals_layer").set_value(2).run()
+    at.selectbox(key="internals_head").set_value(3).run()
+    assert "Layer 2 · head 3 (KV head 1)" in specs(at)
+    at.select_slider(key="internals_token").set_value(7).run()
+    assert title_starting(at, "Attention from token 7")
+    strip = specs(at)[title_starting(at, "Prompt (24 tokens)")]
+    colors = strip["data"][0]["marker"]["color"]
+    assert colors[7] != colors[6]                                 # the focused token is highlighted
+    params = at.query_params
+    assert (params["layer"], params["head"], params["token"]) in ((["2"], ["3"], ["7"]), ("2", "3", "7"))
+
+
+def test_hostile_token_text_reaches_the_page_only_escaped(no_model, tiny_capture):
+    at = page_with(tiny_capture)
+    raw = "".join(el.proto.spec for el in at.get("plotly_chart"))
+    assert "<script>" not in raw and "&lt;script&gt;" in raw
+
+
+def test_the_guided_tour_walks_from_tokens_to_the_lm_head(no_model, tiny_capture):
+    at = page_with(tiny_capture)
+    at.segmented_control(key="internals_view").set_value("tour").run()
+    assert any("**24 tokens**" in m.value for m in at.markdown)  # the tour quotes this capture
+    seen = []
+    for _ in range(10):
+        seen.append(next(h.value for h in at.subheader if " · " in h.value))
+        assert not at.exception and not [i for i in at.info if "does not hold" in i.value], seen[-1]
+        at.button(key="internals_tour_next").click().run()
+    assert seen[0].startswith("1 · Tokens") and seen[-1].startswith("10 · The LM head")
+    assert title_starting(at, "Final prediction")
+
+
+def test_a_long_prompt_is_pooled_with_a_notice_and_a_window_gives_full_resolution(no_model):
+    config = tiny_config("llama")
+    config.max_position_embeddings = 2048
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config).eval()
+    cap = capture(model, None, torch.randint(3, 250, (700,)).tolist())
+    at = page_with(cap)
+    assert any("block-pooled" in i.value for i in at.info)
+    pooled = title_starting(at, "Layer 1 · head 0 (KV head 0) · pooled 2 tokens per cell")
+    assert shape(specs(at)[pooled]) == (350, 350)
+    at.toggle(key="internals_w_fullres").set_value(True).run()
+    title = title_starting(at, "Layer 1 · head 0 (KV head 0) · full resolution")
+    assert shape(specs(at)[title]) == (128, 128)
+
+
+def test_a_saved_capture_opens_without_any_model(no_model, tiny_capture, tmp_path):
+    from pages._common import registry
+
+    data = Readout(tiny_capture).capture_file(include_lens=True)
+    path = tmp_path / "saved.safetensors"
+    path.write_bytes(data)
+    at = page_with(Capture.open(str(path)), origin="file saved.safetensors", prompt=None)
+    assert registry().current is None
+    assert shape(specs(at)["Layer 1 · head 0 (KV head 0)"]) == (T, T)
+    at.segmented_control(key="internals_view").set_value("lens").run()
+    assert not at.exception
+    assert title_starting(at, "Final prediction at position 23")
+    assert "prompt" not in at.query_params                       # a file is not reproducible from a link
+
+
+# ---- with the embedded model ---------------------------------------------------------------------
+
+@pytest.fixture
+def resident(embedded_nf4, monkeypatch):
+    from pages._common import registry
+
+    monkeypatch.setenv("EXPLORER_AUTOLOAD", "0")
+    reg = registry()
+    before = reg._current
+    reg._current = embedded_nf4
+    yield embedded_nf4
+    reg._current = before
+
+
+@pytest.mark.slow
+def test_a_shared_link_captures_its_prompt_and_opens_at_its_layer_head_and_token(resident):
+    at = AppTest.from_file(PAGE, default_timeout=300)
+    at.query_params.update({"model": resident.name, "prompt": "The capital of France is", "layer": "7",
+                            "head": "4", "token": "-2", "view": "attention"})
+    at.run()
+    assert not at.exception and not at.error
+    assert at.text_area(key="internals_prompt").value == "The capital of France is"
+    cap = at.session_state["internals_current"].readout.capture
+    t = cap.num_tokens
+    assert cap.model_name == resident.name and cap.num_layers == 30
+    assert "Layer 7 · head 4 (KV head 1)" in specs(at)
+    assert shape(specs(at)["Layer 7 · head 4 (KV head 1)"]) == (t, t)
+    assert title_starting(at, f"Attention from token {t - 2}")
+
+
+@pytest.mark.slow
+def test_a_capture_over_the_memory_budget_keeps_fewer_layers_and_says_so(resident):
+    at = AppTest.from_file(PAGE, default_timeout=300).run()
+    at.number_input(key="internals_budget_mib").set_value(1)
+    at.text_area(key="internals_prompt").set_value("Attention is all you need, they said, and then they measured it.")
+    at.button(key="FormSubmitter:internals_capture_form-Capture this prompt").click().run()
+    assert not at.exception
+    assert any("memory budget" in w.value for w in at.warning)
+    layers = at.select_slider(key="internals_layer").options
+    assert 1 < len(layers) < 30 and layers[-1] == "29"
+    at.segmented_control(key="internals_view").set_value("residual").run()
+    assert shape(specs(at)[title_starting(at, "Residual norm")])[0] == len(layers) + 1

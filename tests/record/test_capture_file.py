@@ -1,0 +1,67 @@
+"""A capture saved to one file opens without the model and answers the same questions."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from explorer.record.capture import Capture, capture
+from explorer.record.capture_file import open_capture
+from tests.tiny_models import tiny_model
+
+
+@pytest.fixture(scope="module")
+def gemma_capture():
+    model = tiny_model("gemma2")
+    cap = capture(model, None, torch.randint(3, 256, (21,)))   # > sliding window: masks are stored
+    cap.head_summaries()
+    cap.logit_lens(k=2)
+    return cap
+
+
+def test_round_trip(tmp_path, gemma_capture):
+    cap = gemma_capture
+    path = tmp_path / "x.capture"
+    cap.save(str(path))
+    with safe_open(str(path), framework="pt") as f:
+        meta = json.loads(f.metadata()["explorer_capture"])
+    assert meta["format"] == "llm-explorer-capture"
+    back = Capture.open(str(path))
+    assert back.lens_head is None
+    for name in ("token_ids", "embeddings", "residual", "attn_out_norm", "mlp_out_norm", "last_logits"):
+        assert torch.equal(getattr(back, name), getattr(cap, name)), name
+    assert back.tokens == cap.tokens and back.residual_layers == cap.residual_layers
+    assert list(back.norms) == list(cap.norms)
+    for name, stats in cap.norms.items():
+        assert torch.equal(back.norms[name].output_std, stats.output_std)
+        assert torch.equal(back.norms[name].weight, stats.weight)
+    assert back.anatomy == cap.anatomy and back.kv_head_of == cap.kv_head_of
+    assert len(back.attention.masks) == len(cap.attention.masks) >= 1
+    for m_back, m in zip(back.attention.masks, cap.attention.masks):
+        assert torch.equal(m_back, m)
+    for layer in cap.attention_layers:
+        assert torch.equal(back.attention_map(layer, 3), cap.attention_map(layer, 3))
+    assert torch.equal(back.head_summaries().entropy, cap.head_summaries().entropy)
+    assert torch.equal(back.logit_lens(k=2).token_ids, cap.logit_lens(k=2).token_ids)
+    with pytest.raises(LookupError, match="needs the model"):
+        back.logit_lens(k=7)
+    assert "next token" in back.summary()
+
+
+def test_without_attention_is_smaller(tmp_path, gemma_capture):
+    full, slim = tmp_path / "full.capture", tmp_path / "slim.capture"
+    gemma_capture.save(str(full))
+    gemma_capture.save(str(slim), include_attention=False)
+    assert slim.stat().st_size < full.stat().st_size
+    back = open_capture(slim)
+    assert back.attention is None and back.head_summaries() is not None
+
+
+def test_rejects_other_files(tmp_path):
+    from safetensors.torch import save_file
+    other = tmp_path / "weights.safetensors"
+    save_file({"w": torch.zeros(2)}, str(other))
+    with pytest.raises(ValueError, match="not an LLM Explorer capture"):
+        open_capture(other)
