@@ -46,7 +46,7 @@ from explorer.views.figures.lens import lens_heatmap, trajectory_figure  # noqa:
 from explorer.views.figures.residual import contributions_figure, gain_heatmap, norm_stats_figure, \
     residual_norm_heatmap  # noqa: E402
 from explorer.model.loading import LoadConfig, load_model  # noqa: E402
-from explorer.views.internals_data import Readout  # noqa: E402
+from explorer.views.readout import Readout  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 GOAL_MS = 150.0

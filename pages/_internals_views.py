@@ -27,7 +27,9 @@ from explorer.views.figures.embeddings import pca_figure
 from explorer.views.figures.internals import token_strip
 from explorer.views.figures.lens import lens_heatmap, trajectory_figure
 from explorer.views.figures.residual import contributions_figure, gain_heatmap, norm_stats_figure, residual_norm_heatmap
-from explorer.views.internals_data import LENS_MAX_POSITIONS, MAX_SIDE, Readout
+from explorer.views.lens_data import LENS_MAX_POSITIONS
+from explorer.views.pooling import MAX_SIDE
+from explorer.views.readout import Readout
 from explorer.views.teaching import EXPLANATIONS, GLOSSARY, TOUR, escape_markdown, render, visible_whitespace
 from explorer.views.url_state import VIEWS, ViewState, changed_params
 
@@ -525,7 +527,7 @@ def downloads(cur: Current, shown: Shown) -> None:
     with st.expander("Download and share"):
         c1, c2 = st.columns([2, 3])
         with c1:
-            can_lens = r.capture.lens_head is not None and r.capture.residual is not None
+            can_lens = r.lens_from_model
             rows = r.num_tokens * len(r.residual_layers)
             with_lens = st.toggle(f"Include the logit lens ({rows} layer × position rows)",
                                   value=can_lens and rows <= 4096,

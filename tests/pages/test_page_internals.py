@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 from transformers import AutoModelForCausalLM
 
 from explorer.record.capture import Capture, capture
-from explorer.views.internals_data import Readout
+from explorer.views.readout import Readout
 from tests.tiny_models import tiny_config, tiny_model
 
 PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "internals.py")

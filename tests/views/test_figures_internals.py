@@ -19,7 +19,9 @@ from explorer.views.figures.internals import plotly_text, span_labels, token_str
 from explorer.views.figures.lens import lens_heatmap, trajectory_figure
 from explorer.views.figures.residual import contributions_figure, gain_heatmap, norm_stats_figure, residual_norm_heatmap
 from explorer.analyse.lens import LensHead
-from explorer.views.internals_data import LENS_MAX_POSITIONS, MAX_SIDE, Readout, cpu_float_lens_head, pool_sum
+from explorer.views.lens_data import LENS_MAX_POSITIONS, cpu_float_lens_head
+from explorer.views.pooling import MAX_SIDE, pool_sum
+from explorer.views.readout import Readout
 from tests.tiny_models import tiny_config, tiny_model
 
 HOSTILE = "<img src=x onerror=alert(1)>"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from explorer.record.capture import capture
-from explorer.views.internals_data import Readout
+from explorer.views.readout import Readout
 from explorer.views.teaching import EXPLANATIONS, GLOSSARY, TOUR, escape_markdown, render, visible_whitespace
 from explorer.views.url_state import VIEWS
 from tests.tiny_models import tiny_model

@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 
 from explorer.views.figures.internals import CLICK_MARKER, FOCUS_COLOR, cell_of, f32, labels, layout, plotly_text, \
     span_labels
-from explorer.views.internals_data import AttentionView, Overview, TokenAttention
+from explorer.views.attention_data import AttentionView, Overview, TokenAttention
 
 SUMMARY_METRICS = {
     "entropy": ("Entropy (nats)", "Viridis"),

@@ -8,7 +8,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from explorer.views.figures.internals import FOCUS_COLOR, f32, labels, layout, plotly_text, span_labels
-from explorer.views.internals_data import LensWindow, Trajectory
+from explorer.views.lens_data import LensWindow, Trajectory
 
 CELL_CHARS = 6
 

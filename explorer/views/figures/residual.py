@@ -13,7 +13,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from explorer.views.figures.internals import FOCUS_COLOR, cell_of, f32, labels, layout, plotly_text, span_labels
-from explorer.views.internals_data import NormRow, ResidualNorms
+from explorer.views.residual_data import NormRow, ResidualNorms
 
 ROLE_COLORS = ("#4C78A8", "#F58518", "#54A24B", "#B279A2", "#E45756", "#72B7B2", "#9D755D")
 

@@ -1,0 +1,119 @@
+"""Attention as the internals views show it: one head's map, every head as tiles, one token's row.
+
+Pure functions of a Capture (plus a screen budget); the Readout memoises them.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from explorer.record.capture import Capture
+from explorer.views.pooling import BLOCK_ELEMENTS, MAX_SIDE, Span, block_counts, block_spans, clip_window, \
+    pool_factor, pool_sum
+
+
+@dataclass
+class AttentionView:
+    """One head's map, full resolution, pooled, or a full-resolution window of it."""
+    layer: int
+    head: int
+    kv_head: int
+    z: np.ndarray            # (n_q, n_k) float32; row = query cell, column = key cell
+    q_spans: list[Span]
+    k_spans: list[Span]
+    factor: int              # tokens per cell (1 = every token)
+    window: bool             # True: a crop of the full map
+
+
+@dataclass
+class Overview:
+    """Every (layer, head) map pooled to a small tile, for small multiples."""
+    tiles: np.ndarray        # (L, H, n, n) float32
+    layers: list[int]
+    factor: int              # tokens per tile cell
+    kv_head_of: list[int]
+
+
+@dataclass
+class TokenAttention:
+    """Where one query token looks, layer by layer."""
+    token: int
+    head: int | None         # None: mean over the layer's heads
+    z: np.ndarray            # (L, n_k) float32, each row sums to 1 (pooled by summing)
+    layers: list[int]
+    k_spans: list[Span]
+    factor: int
+
+
+def attention_view(cap: Capture, layer: int, head: int, q_window: Span | None = None,
+                   k_window: Span | None = None, max_side: int = MAX_SIDE) -> AttentionView:
+    """The head's map: every token when the prompt fits max_side, else pooled; a window
+    (queries and keys, each at most max_side wide) is always full resolution."""
+    t = cap.num_tokens
+    kv = cap.kv_head_of[head]
+    if q_window is None and k_window is None:
+        if t <= max_side:
+            z = cap.attention_map(layer, head)                                # (T, T)
+            spans = block_spans(t, 1)
+            return AttentionView(layer, head, kv, z.numpy(), spans, spans, 1, False)
+        pooled, factor = cap.attention_map_pooled(layer, head, max_side)
+        spans = block_spans(t, factor)
+        return AttentionView(layer, head, kv, pooled.numpy(), spans, spans, factor, False)
+    q0, q1 = clip_window(q_window, t, max_side)
+    k0, k1 = clip_window(k_window, t, max_side)
+    probs, _ = cap.attention.block_probs(layer, [head], q0, q1, trim_keys=False)      # (1, q, T)
+    z = probs[0, :, k0:k1].cpu().contiguous()                                         # (q, k)
+    return AttentionView(layer, head, kv, z.numpy(), block_spans(q1, 1)[q0:], block_spans(k1, 1)[k0:], 1, True)
+
+
+def pooled_heads(cap: Capture, layer: int, factor: int) -> torch.Tensor:
+    """(H, n, n) float32: every head of a layer pooled like AttentionStore.pooled, in row blocks."""
+    store = cap.attention
+    t = cap.num_tokens
+    heads = list(range(cap.num_heads))
+    n = math.ceil(t / factor)
+    rows = max(factor, (BLOCK_ELEMENTS // max(1, len(heads) * t)) // factor * factor)
+    out = torch.zeros(len(heads), n, n)
+    for r0 in range(0, t, rows):
+        r1 = min(t, r0 + rows)
+        p, _ = store.block_probs(layer, heads, r0, r1, trim_keys=False)     # (H, b, T)
+        p = pool_sum(p.cpu(), factor)                                        # (H, b, n)
+        cells = torch.arange(r0, r1) // factor
+        out.index_add_(1, cells, p)
+    return out / block_counts(t, factor)[None, :, None]
+
+
+def overview(cap: Capture, tile: int) -> Overview:
+    """All layers × heads as tiles of at most `tile` cells a side."""
+    factor = pool_factor(cap.num_tokens, tile)
+    tiles = torch.stack([pooled_heads(cap, layer, factor) for layer in cap.attention_layers])   # (L, H, n, n)
+    return Overview(tiles.numpy(), list(cap.attention_layers), factor, list(cap.kv_head_of))
+
+
+def head_summaries(cap: Capture, token: int | None = None) -> dict[str, np.ndarray]:
+    """entropy / first_token / lookback as (L, H) float32: means over queries, or at one query."""
+    s = cap.head_summaries()
+    if token is None:
+        return {k: v.numpy().astype(np.float32) for k, v in s.per_head().items()}
+    return {"entropy": s.entropy[..., token].numpy(), "first_token": s.first_token[..., token].numpy(),
+            "lookback": s.lookback[..., token].numpy()}
+
+
+def token_attention(cap: Capture, token: int, head: int | None = None, max_side: int = MAX_SIDE) -> TokenAttention:
+    """Row `token` of every layer's attention (one head, or the mean over heads)."""
+    heads = list(range(cap.num_heads)) if head is None else [head]
+    rows = []
+    for layer in cap.attention_layers:
+        p, _ = cap.attention.block_probs(layer, heads, token, token + 1, trim_keys=False)   # (h, 1, T)
+        rows.append(p[:, 0].mean(0).cpu())                                                  # (T,)
+    z = torch.stack(rows)                                                                     # (L, T)
+    factor = pool_factor(cap.num_tokens, max_side)
+    return TokenAttention(token, head, pool_sum(z, factor).numpy(), list(cap.attention_layers),
+                          block_spans(cap.num_tokens, factor), factor)
+
+
+__all__ = ["AttentionView", "Overview", "TokenAttention", "attention_view", "head_summaries", "overview",
+           "pooled_heads", "token_attention"]
