@@ -12,6 +12,7 @@ import streamlit as st
 
 from explorer.model.generation import GenerateOptions, GenerationError, conversation, stream_generate
 from explorer.model.loading import LoadedModel
+from pages._state import CHAT_MESSAGES, LAST_SEQUENCE_IDS, LAST_STATS, PARTIAL_ANSWER, STOP_EVENT
 
 
 def generation_options(prefix: str) -> GenerateOptions:
@@ -37,71 +38,71 @@ def _stats_line(stats: dict) -> str:
 
 def _finish_interrupted_turn() -> None:
     """A rerun (stop button, widget change) interrupts write_stream; keep what had arrived."""
-    partial = st.session_state.pop("partial_answer", None)
+    partial = st.session_state.pop(PARTIAL_ANSWER, None)
     if partial is not None:
-        st.session_state.chat_messages.append({"role": "assistant", "content": partial + " ⏹"})
-        event = st.session_state.get("stop_event")
+        st.session_state[CHAT_MESSAGES].append({"role": "assistant", "content": partial + " ⏹"})
+        event = st.session_state.get(STOP_EVENT)
         if event is not None:
             event.set()
 
 
 def chat_panel(loaded: LoadedModel | None, prefix: str = "chat") -> None:
-    st.session_state.setdefault("chat_messages", [])
+    st.session_state.setdefault(CHAT_MESSAGES, [])
     _finish_interrupted_turn()
     system = st.text_area("System prompt", value="", key=f"{prefix}_system", height=68,
                           placeholder="Optional: how the assistant should behave")
     options = generation_options(prefix)
     cols = st.columns([1, 1, 4])
     if cols[0].button("Clear chat", key=f"{prefix}_clear"):
-        st.session_state.chat_messages = []
-        st.session_state.pop("last_stats", None)
+        st.session_state[CHAT_MESSAGES] = []
+        st.session_state.pop(LAST_STATS, None)
     if cols[1].button("Stop", key=f"{prefix}_stop"):
-        event = st.session_state.get("stop_event")
+        event = st.session_state.get(STOP_EVENT)
         if event is not None:
             event.set()
-    for message in st.session_state.chat_messages:
+    for message in st.session_state[CHAT_MESSAGES]:
         with st.chat_message(message["role"]):
             st.text(message["content"])  # text, not markdown: model output is never rendered as HTML
     prompt = st.chat_input("Ask the model…", key=f"{prefix}_input", disabled=loaded is None)
     if prompt is None:
-        if "last_stats" in st.session_state:
-            st.caption(_stats_line(st.session_state.last_stats))
+        if LAST_STATS in st.session_state:
+            st.caption(_stats_line(st.session_state[LAST_STATS]))
         return
     if loaded is None:
         st.error("No model is loaded.")
         return
-    history = list(st.session_state.chat_messages)
+    history = list(st.session_state[CHAT_MESSAGES])
     with st.chat_message("user"):
         st.text(prompt)
     event = threading.Event()
-    st.session_state.stop_event = event
+    st.session_state[STOP_EVENT] = event
     try:
         stream = stream_generate(loaded, conversation(prompt, system, history), options, event)
     except GenerationError as exc:
         st.error(str(exc))
         return
-    st.session_state.chat_messages.append({"role": "user", "content": prompt})
+    st.session_state[CHAT_MESSAGES].append({"role": "user", "content": prompt})
     for notice in stream.prepared.notices:
         st.info(notice)
-    st.session_state.partial_answer = ""
+    st.session_state[PARTIAL_ANSWER] = ""
 
     def chunks():
         for chunk in stream:
-            st.session_state.partial_answer += chunk
+            st.session_state[PARTIAL_ANSWER] += chunk
             yield chunk
 
     with st.chat_message("assistant"):
         try:
             st.write_stream(chunks())
         except GenerationError as exc:
-            st.session_state.pop("partial_answer", None)
+            st.session_state.pop(PARTIAL_ANSWER, None)
             st.error(str(exc))
             return
-    st.session_state.pop("partial_answer", None)
+    st.session_state.pop(PARTIAL_ANSWER, None)
     result = stream.result
-    st.session_state.chat_messages.append({"role": "assistant", "content": result.text})
-    st.session_state.last_sequence_ids = result.sequence_ids
-    st.session_state.last_stats = dict(ttft=result.time_to_first_token, tps=result.tokens_per_second,
+    st.session_state[CHAT_MESSAGES].append({"role": "assistant", "content": result.text})
+    st.session_state[LAST_SEQUENCE_IDS] = result.sequence_ids
+    st.session_state[LAST_STATS] = dict(ttft=result.time_to_first_token, tps=result.tokens_per_second,
                                        new_tokens=result.new_tokens, prompt_tokens=result.prompt_tokens,
                                        stopped=result.stopped)
-    st.caption(_stats_line(st.session_state.last_stats))
+    st.caption(_stats_line(st.session_state[LAST_STATS]))

@@ -10,6 +10,7 @@ import os
 import streamlit as st
 
 from explorer.model.loading import LoadConfig, LoadedModel, LoadError, ModelRegistry, memory_snapshot
+from pages._state import AUTOLOAD_TRIED, LOAD_ERROR
 
 
 @st.cache_resource(show_spinner=False)
@@ -47,11 +48,11 @@ def load_into_registry(cfg: LoadConfig) -> LoadedModel | None:
             loaded = registry().load(cfg, progress=status.write)
         except LoadError as exc:
             status.update(label="Load failed", state="error", expanded=True)
-            st.session_state["load_error"] = str(exc)
+            st.session_state[LOAD_ERROR] = str(exc)
             return None
         status.update(label=f"Loaded {loaded.name} ({loaded.precision}) in {loaded.load_seconds:.1f} s",
                       state="complete", expanded=False)
-    st.session_state.pop("load_error", None)
+    st.session_state.pop(LOAD_ERROR, None)
     return loaded
 
 
@@ -59,8 +60,8 @@ def ensure_model() -> LoadedModel | None:
     """The resident model, loading the embedded default on first launch (unless turned off)."""
     loaded = current_model()
     autoload = os.environ.get("EXPLORER_AUTOLOAD", "1") != "0"
-    if loaded is None and autoload and not st.session_state.get("autoload_tried"):
-        st.session_state["autoload_tried"] = True
+    if loaded is None and autoload and not st.session_state.get(AUTOLOAD_TRIED):
+        st.session_state[AUTOLOAD_TRIED] = True
         loaded = load_into_registry(LoadConfig())
     return loaded
 

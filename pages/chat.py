@@ -8,6 +8,7 @@ from explorer.model.generation import GenerationError, conversation, generate_ba
 from explorer.model.loading import PRECISIONS, PRESETS, LoadConfig
 from pages._chat_panel import chat_panel, generation_options
 from pages._common import ensure_model, fmt_bytes, load_into_registry, memory_caption, registry
+from pages._state import AUTOLOAD_TRIED, LOAD_ERROR
 
 SOURCE_KINDS = ("Preset", "Hub id", "Local folder or .gguf file")
 
@@ -35,9 +36,9 @@ def loader_form() -> None:
                                           compute_dtype=compute))
         if c2.button("Unload", key="unload_button"):
             registry().unload()
-            st.session_state["autoload_tried"] = True
-        if st.session_state.get("load_error"):
-            st.error(st.session_state["load_error"])
+            st.session_state[AUTOLOAD_TRIED] = True
+        if st.session_state.get(LOAD_ERROR):
+            st.error(st.session_state[LOAD_ERROR])
         st.caption(memory_caption())
 
 

@@ -2,7 +2,8 @@
 
 Thin page: the chat panel and capture controls run in full reruns (they may run the model); the
 views are one fragment that reads a memoised capture, so switching layer, head, token or view
-never reruns the model. The parts live in pages/_internals_views.py.
+never reruns the model. The parts live in pages/_internals/. The page config (wide layout) comes
+from app.py, which every request runs first (scripts/serve.py makes that so from the first one).
 """
 from __future__ import annotations
 
@@ -10,9 +11,8 @@ import streamlit as st
 
 from pages._chat_panel import chat_panel
 from pages._common import ensure_model
-from pages._internals_views import capture_controls, restore_link, settings_sidebar, views_fragment
+from pages._internals import capture_controls, restore_link, settings_sidebar, views_fragment
 
-st.set_page_config(layout="wide")   # columns; app.py sets it too, but a first request may reach this page alone
 st.title("Internals")
 restore_link()
 settings_sidebar()

@@ -63,15 +63,16 @@ def tiny_capture() -> Capture:
 
 
 def page_with(cap: Capture, origin: str = "test prompt", prompt: str | None = "x") -> AppTest:
-    from pages._internals_views import Current
+    from pages import _state
+    from pages._internals.current import Current
 
     at = AppTest.from_file(PAGE, default_timeout=120)
-    at.session_state["internals_current"] = Current(Readout(cap), prompt, "text", origin)
-    at.session_state["internals_layer"] = 1
-    at.session_state["internals_head"] = 0
-    at.session_state["internals_token"] = cap.num_tokens - 1
-    at.session_state["internals_link_read"] = True
-    at.session_state["internals_view"] = "attention"
+    at.session_state[_state.CURRENT] = Current(Readout(cap), prompt, "text", origin)
+    at.session_state[_state.LAYER] = 1
+    at.session_state[_state.HEAD] = 0
+    at.session_state[_state.TOKEN] = cap.num_tokens - 1
+    at.session_state[_state.LINK_READ] = True
+    at.session_state[_state.VIEW] = "attention"
     return at.run()
 
 

@@ -15,7 +15,7 @@ from explorer.views.url_state import VIEWS
 from tests.tiny_models import tiny_model
 
 ROOT = Path(__file__).resolve().parents[2]
-PAGE = ROOT / "pages" / "_internals_views.py"
+PAGE_PARTS = sorted((ROOT / "pages" / "_internals").glob("*.py"))
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def facts() -> dict:
 
 
 def test_every_view_and_every_explained_figure_of_the_page_has_text():
-    used = set(re.findall(r'explain\("([a-z_]+)"\)', PAGE.read_text()))
+    used = set(re.findall(r'explain\("([a-z_]+)"\)', "".join(p.read_text() for p in PAGE_PARTS)))
     assert used, "the page no longer calls explain(...)"
     for key in set(VIEWS) | used:
         e = EXPLANATIONS[key]

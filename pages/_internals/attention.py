@@ -1,0 +1,73 @@
+"""The attention view: one head's map, where the focused token looks, GQA, every head, head summaries."""
+from __future__ import annotations
+
+import contextlib
+
+import streamlit as st
+
+from explorer.views.figures.attention import attention_heatmap, gqa_figure, head_summary_figure, overview_figure, \
+    select_cell, select_tile, token_attention_figure
+from explorer.views.pooling import MAX_SIDE
+from explorer.views.readout import Readout
+from pages._internals.drawing import Shown, pick_head_from, explain
+from pages._state import INTERNALS as K
+
+
+def attention_view(r: Readout, layer: int, head: int, token: int, shown: Shown) -> None:
+    if not r.has_attention:
+        st.info("This capture holds no attention (it was not recorded, or the file was saved without it).")
+        return
+    q_window = k_window = None
+    if r.is_pooled:
+        full = st.toggle("Full-resolution window", key=K + "w_fullres")
+        if full:
+            t = r.num_tokens
+            c1, c2 = st.columns(2)
+            default_q = (max(0, token - 127), min(t - 1, max(token, 127)))   # 128 positions ending at the focus
+            q_window = c1.slider("Query positions", 0, t - 1, default_q, key=K + "w_qwin")
+            k_window = c2.slider("Key positions", 0, t - 1, default_q, key=K + "w_kwin")
+            q_window, k_window = (q_window[0], q_window[1] + 1), (k_window[0], k_window[1] + 1)
+            if max(q_window[1] - q_window[0], k_window[1] - k_window[0]) > MAX_SIDE:
+                st.caption(f"Windows are cut to the last {MAX_SIDE} positions.")
+    shown.figure("attention_map", lambda: attention_heatmap(r.attention_view(layer, head, q_window, k_window), r.texts,
+                                                            token), key=(layer, head, q_window, k_window, token))
+    explain("attention_map")
+    c1, c2 = st.columns([3, 2])
+    with c1:
+        only_head = st.toggle("Only the chosen head", key=K + "w_token_head")
+        which = head if only_head else None
+        shown.figure("token_attention", lambda: token_attention_figure(r.token_attention(token, which), r.texts),
+                     key=(token, which))
+        explain("token_attention")
+    with c2:
+        shown.figure("gqa", lambda: gqa_figure(r.capture.kv_head_of, head), key=(head,))
+        explain("gqa")
+    more = st.segmented_control("More", ["All heads", "Head summaries"], key=K + "w_more", required=True,
+                                default="All heads", label_visibility="collapsed")
+    if more == "Head summaries":
+        head_summaries_panel(r, layer, head, token, shown)
+    else:
+        with contextlib.nullcontext() if r.is_cached("overview", 16) else st.spinner("Pooling every head's map…"):
+            ov = r.overview()
+        shown.figure("overview", lambda: overview_figure(ov), key=(), on_select=pick_head_from(K + "fig_overview"),
+                     mark=lambda fig: select_tile(fig, ov, (layer, head)))
+        explain("attention_overview")
+
+
+def head_summaries_panel(r: Readout, layer: int, head: int, token: int, shown: Shown) -> None:
+    at_token = st.toggle("At the focused token (instead of the mean over tokens)", key=K + "w_sum_token")
+    if not r.summaries_ready:
+        with st.spinner("Computing entropy, first-token share and look-back for every head…"):
+            r.head_summaries()
+    values = r.head_summaries(token if at_token else None)
+    cols = st.columns(3)
+    for col, metric in zip(cols, ("entropy", "first_token", "lookback")):
+        with col:
+            name = f"summary_{metric}"
+            shown.figure(name, lambda m=metric: head_summary_figure(values[m], r.attention_layers, r.capture.kv_head_of,
+                                                                    m, None, token if at_token else None),
+                         key=(token if at_token else None,), on_select=pick_head_from(K + "fig_" + name),
+                         mark=lambda fig: select_cell(fig, r.attention_layers, (layer, head)))
+    explain("head_summaries")
+    shown.table("head_summaries", r.head_table)
+

@@ -1,0 +1,41 @@
+"""Left column, under the chat: follow the conversation, or capture a typed prompt."""
+from __future__ import annotations
+
+import hashlib
+
+import streamlit as st
+
+from pages._internals.current import run_capture
+from pages._internals.link import capture_from_link
+from pages._state import CHAT_TEMPLATE, FOLLOW, INTERNALS as K, PROMPT, SEEN_SEQ, last_sequence_ids
+
+
+def _sequence_key(ids) -> str:
+    return hashlib.sha1(",".join(map(str, ids)).encode()).hexdigest()
+
+
+def capture_controls(loaded) -> None:
+    """Left column, under the chat: follow the conversation, or capture a typed prompt."""
+    st.toggle("Capture each chat turn (prompt + answer)", value=True, key=FOLLOW,
+              help="After every answer, the whole conversation so far is captured, generated tokens included.")
+    ids = last_sequence_ids()
+    if loaded is not None and ids and st.session_state.get(FOLLOW, True):
+        key = _sequence_key(ids)
+        if st.session_state.get(SEEN_SEQ) != key:
+            st.session_state[SEEN_SEQ] = key
+            text = loaded.tokenizer.decode(list(ids))
+            run_capture(loaded, list(ids), text, "raw", "chat turn")
+    with st.form(K + "capture_form", border=False):
+        st.text_area("Or capture a prompt without generating", key=PROMPT, height=90,
+                     placeholder="The capital of France is")
+        st.toggle("Wrap it in the chat template", key=CHAT_TEMPLATE)
+        submitted = st.form_submit_button("Capture this prompt", type="primary", disabled=loaded is None)
+    text = st.session_state.get(PROMPT) or ""
+    if submitted and text.strip():
+        chat = bool(st.session_state.get(CHAT_TEMPLATE))
+        prompt = [{"role": "user", "content": text}] if chat else text
+        run_capture(loaded, prompt, text, "chat" if chat else "text", "typed prompt")
+    elif submitted:
+        st.warning("Type a prompt first.")
+    capture_from_link(loaded)
+

@@ -1,0 +1,77 @@
+"""The capture on screen (`Current`) and the one place the model runs for the internals page."""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Callable
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from explorer.record.capture import CaptureOptions, PromptTooLongError, capture
+from explorer.views.readout import Readout
+from explorer.views.url_state import ViewState
+from pages._state import BUDGET, CURRENT, HEAD, LAYER, PENDING, TOKEN, TOUR_STEP, VIEW_WIDGET
+
+
+@dataclass
+class Current:
+    """The capture on screen and what produced it (for the shareable link)."""
+    readout: Readout
+    prompt: str | None        # None: opened from a file, not reproducible from a link
+    source: str               # "text" | "chat" | "raw" | "file"
+    origin: str               # shown to the user, e.g. "typed prompt", "chat turn", "file x.safetensors"
+    figures: OrderedDict = field(default_factory=OrderedDict, repr=False)   # key -> go.Figure, LRU
+
+    def figure(self, key: tuple, build: Callable[[], go.Figure], keep: int = 48) -> go.Figure:
+        """A figure built once per capture and arguments: a switch back to a layer seen before, or
+        a figure the switch does not change, costs only its serialisation."""
+        if key in self.figures:
+            self.figures.move_to_end(key)
+            return self.figures[key]
+        fig = self.figures[key] = build()
+        while len(self.figures) > keep:
+            self.figures.popitem(last=False)
+        return fig
+
+
+def current() -> Current | None:
+    return st.session_state.get(CURRENT)
+
+
+def capture_options(model_name: str) -> CaptureOptions:
+    mib = int(st.session_state.get(BUDGET) or 0)
+    return CaptureOptions(memory_budget_bytes=mib * 2**20 if mib > 0 else None, model_name=model_name)
+
+
+def run_capture(loaded, prompt, text: str, source: str, origin: str) -> bool:
+    """The one place the model runs. Returns False (with a message) when the prompt can't be captured."""
+    try:
+        with st.status(f"Capturing the {origin} with {loaded.name}…", expanded=False) as status:
+            cap = capture(loaded.model, loaded.tokenizer, prompt, capture_options(loaded.name))
+            status.update(label=f"Captured {cap.num_tokens} tokens × {cap.num_layers} layers", state="complete")
+    except (PromptTooLongError, ValueError) as exc:
+        st.error(str(exc))
+        return False
+    set_current(Current(Readout(cap), text, source, origin))
+    return True
+
+
+def set_current(cur: Current) -> None:
+    """Show a new capture. Layer and head come from a pending link, else stay where the user was
+    (clamped to what this capture has: following a conversation keeps the head under study); the
+    focus goes to the link's token, else the last one."""
+    st.session_state[CURRENT] = cur
+    r = cur.readout
+    pending: ViewState | None = st.session_state.pop(PENDING, None)
+    kept = ViewState(layer=st.session_state.get(LAYER), head=st.session_state.get(HEAD))
+    state = (pending or kept).clamp(r.view_layers, r.capture.num_heads, r.num_tokens)
+    layers = r.view_layers
+    st.session_state[LAYER] = state.layer if state.layer is not None else layers[len(layers) // 2]
+    st.session_state[HEAD] = state.head if state.head is not None else 0
+    st.session_state[TOKEN] = state.token if state.token is not None else r.num_tokens - 1
+    st.session_state[TOUR_STEP] = 0
+    for key in list(st.session_state):
+        if isinstance(key, str) and key.startswith(VIEW_WIDGET):   # per-view widgets (windows, toggles)
+            del st.session_state[key]
+

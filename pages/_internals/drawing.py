@@ -1,0 +1,80 @@
+"""Helpers every view uses: draw a cached figure, explain it, turn a click into a layer/head/token."""
+from __future__ import annotations
+
+from typing import Callable
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from explorer.views.readout import Readout
+from explorer.views.teaching import EXPLANATIONS, visible_whitespace
+from pages._internals.current import Current
+from pages._state import HEAD, INTERNALS as K, LAYER, TOKEN
+
+PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
+
+
+class Shown:
+    """Figures and tables drawn in this fragment run, offered as downloads at the end."""
+
+    def __init__(self, cur: Current) -> None:
+        self.cur = cur
+        self.figures: list[tuple[str, go.Figure]] = []
+        self.tables: list[tuple[str, Callable]] = []
+
+    def figure(self, name: str, build: Callable[[], go.Figure], key: tuple | None = None,
+               on_select: Callable | None = None, mark: Callable[[go.Figure], object] | None = None) -> None:
+        """Draw a figure; `key` caches it per capture, `mark` then updates its selection outline."""
+        fig = self.cur.figure((name,) + key, build) if key is not None else build()
+        if mark is not None:
+            mark(fig)
+        self.figures.append((name, fig))
+        st.plotly_chart(fig, key=K + "fig_" + name, config=PLOTLY_CONFIG,
+                        on_select=on_select or "ignore", selection_mode="points")
+
+    def table(self, name: str, make) -> None:
+        self.tables.append((name, make))
+
+
+def explain(key: str) -> None:
+    e = EXPLANATIONS[key]
+    st.caption(f"**{e.title}.** {e.shows} *How to read it:* {e.read}")
+
+
+def selected(chart_key: str) -> dict | None:
+    state = st.session_state.get(chart_key)
+    points = (state or {}).get("selection", {}).get("points") or []
+    return points[0] if points else None
+
+
+def point_values(value) -> list[int]:
+    """customdata of a clicked point as ints: a list, a scalar, or a typed array ({"0": a, "1": b})."""
+    if isinstance(value, dict):
+        value = [value[k] for k in sorted(value, key=int)]
+    if not isinstance(value, (list, tuple)):
+        value = [value]
+    return [int(v) for v in value]
+
+
+def pick_head_from(chart_key: str) -> Callable[[], None]:
+    def callback() -> None:
+        point = selected(chart_key)
+        if point and point.get("customdata") is not None:
+            values = point_values(point["customdata"])
+            if len(values) == 2:
+                st.session_state[LAYER], st.session_state[HEAD] = values
+    return callback
+
+
+def pick_token_from(chart_key: str) -> Callable[[], None]:
+    def callback() -> None:
+        point = selected(chart_key)
+        if point is not None and point.get("customdata") is not None:
+            st.session_state[TOKEN] = point_values(point["customdata"])[0]
+    return callback
+
+
+def token_name(r: Readout, i: int) -> str:
+    text = visible_whitespace(r.texts[i])
+    return f"{i} · {text[:24]}"
+

@@ -1,0 +1,71 @@
+"""The views fragment: caption, layer/head/token controls, the chosen view, downloads, the URL.
+
+Everything here reads the memoised Readout, so switching layer, head, token or view reruns this
+fragment alone and never the model.
+"""
+from __future__ import annotations
+
+import streamlit as st
+
+from explorer.views.figures.internals import token_strip
+from explorer.views.pooling import MAX_SIDE
+from explorer.views.teaching import escape_markdown
+from explorer.views.url_state import VIEWS
+from pages._internals.attention import attention_view
+from pages._internals.current import Current, current
+from pages._internals.drawing import Shown, pick_token_from, explain, token_name
+from pages._internals.embeddings import embeddings_view
+from pages._internals.lens import lens_view
+from pages._internals.residual import residual_view
+from pages._internals.share import downloads, sync_url
+from pages._internals.tour import glossary_view, tour_view
+from pages._state import HEAD, INTERNALS as K, LAYER, TOKEN, VIEW
+
+VIEW_NAMES = {"attention": "Attention", "residual": "Residual & norms", "embeddings": "Embeddings",
+              "lens": "Logit lens", "tour": "Guided tour", "glossary": "Glossary"}
+
+
+@st.fragment
+def views_fragment() -> None:
+    cur = current()
+    if cur is None:
+        st.info("Chat with the model on the left, or capture a prompt there, and this side shows what "
+                "happened inside it, layer by layer. You can also open a saved capture file from the sidebar.")
+        return
+    r = cur.readout
+    cap = r.capture
+    # model name, origin (an uploaded file's name) and notes may come from a file: shown, never rendered
+    st.caption(f"{escape_markdown(cap.model_name)} · {r.num_tokens} tokens · {cap.num_layers} layers × "
+               f"{cap.num_heads} heads ({cap.num_kv_heads} KV heads) · from the {escape_markdown(cur.origin)}")
+    for note in cap.notes:
+        st.warning(f"Reduced capture: {escape_markdown(note)}")
+    if r.is_pooled:
+        st.info(f"Long prompt ({r.num_tokens} tokens): heatmaps are block-pooled to at most {MAX_SIDE} cells a "
+                "side. Choose a window under the attention map for full resolution.")
+    layer, head, token = controls(cur)
+    view = st.segmented_control("View", list(VIEWS), format_func=VIEW_NAMES.get, key=VIEW, required=True,
+                                label_visibility="collapsed") or "attention"
+    shown = Shown(cur)
+    shown.table("tokens", r.tokens_table)
+    explain(view)
+    body = {"attention": attention_view, "residual": residual_view, "embeddings": embeddings_view,
+            "lens": lens_view, "tour": tour_view, "glossary": glossary_view}[view]
+    body(r, layer, head, token, shown)
+    downloads(cur, shown)
+    sync_url(cur, layer, head, token, view)
+
+
+def controls(cur: Current) -> tuple[int, int, int]:
+    r = cur.readout
+    cap = r.capture
+    c1, c2, c3 = st.columns([3, 2, 4])
+    layer = c1.select_slider("Layer", options=r.view_layers, key=LAYER)
+    head = c2.selectbox("Head", list(range(cap.num_heads)), key=HEAD,
+                        format_func=lambda h: f"head {h} · KV {cap.kv_head_of[h]}")
+    token = c3.select_slider("Token in focus", options=list(range(r.num_tokens)), key=TOKEN,
+                             format_func=lambda i: token_name(r, i))
+    strip_key = K + "strip"
+    st.plotly_chart(cur.figure(("strip", token), lambda: token_strip(r.texts, token)), key=strip_key,
+                    config={"displayModeBar": False}, on_select=pick_token_from(strip_key), selection_mode="points")
+    return int(layer), int(head), int(token)
+

@@ -1,0 +1,42 @@
+"""The sidebar: the capture's memory budget, and opening a saved capture file."""
+from __future__ import annotations
+
+import os
+import tempfile
+
+import streamlit as st
+
+from explorer.record.capture import Capture
+from explorer.views.readout import Readout
+from explorer.views.teaching import escape_markdown
+from pages._internals.current import Current, set_current
+from pages._state import BUDGET, INTERNALS as K, PENDING, UPLOAD_SEEN
+
+
+def settings_sidebar() -> None:
+    with st.sidebar:
+        st.subheader("Capture")
+        st.number_input("Memory budget (MiB, 0 = half the free RAM)", min_value=0, max_value=1 << 20, value=0,
+                        step=64, key=BUDGET,
+                        help="Over budget, the capture keeps evenly spaced layers only, and says so.")
+        upload = st.file_uploader("Open a capture file (no model needed)", type=["safetensors"],
+                                  key=K + "upload")
+        if upload is not None and st.session_state.get(UPLOAD_SEEN) != upload.file_id:
+            st.session_state[UPLOAD_SEEN] = upload.file_id
+            open_upload(upload.name, upload.getvalue())
+
+
+def open_upload(name: str, data: bytes) -> None:
+    fd, path = tempfile.mkstemp(suffix=".safetensors")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        cap = Capture.open(path)
+    except Exception as exc:   # noqa: BLE001 - any unreadable file becomes a message
+        st.sidebar.error(f"Could not open {escape_markdown(name)}: {escape_markdown(str(exc))}")
+        return
+    finally:
+        os.unlink(path)
+    st.session_state.pop(PENDING, None)
+    set_current(Current(Readout(cap), None, "file", f"file {name}"))
+

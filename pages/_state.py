@@ -1,0 +1,39 @@
+"""Names of the st.session_state entries that more than one page module reads or writes.
+
+Why constants: a typo in a bare string key fails silently (a fresh default instead of the value),
+so every key two modules share is spelled once, here. Keys private to one module (its own widget
+keys) stay in that module.
+"""
+from __future__ import annotations
+
+import streamlit as st
+
+# ---- the resident model (pages/_common.py, pages/chat.py) -----------------------------------
+LOAD_ERROR = "load_error"              # str: why the last load failed, shown by the chat page
+AUTOLOAD_TRIED = "autoload_tried"      # bool: the embedded default was tried once this session
+
+# ---- the chat panel (pages/_chat_panel.py, read by the internals page) -------------------------
+CHAT_MESSAGES = "chat_messages"        # list[{"role", "content"}]: the conversation
+LAST_SEQUENCE_IDS = "last_sequence_ids"  # list[int]: prompt + answer ids of the latest turn
+LAST_STATS = "last_stats"              # dict: speed of the latest turn
+STOP_EVENT = "stop_event"              # threading.Event that stops the running answer
+PARTIAL_ANSWER = "partial_answer"      # str: what arrived before a rerun interrupted the stream
+
+# ---- the internals page (pages/_internals/*) ---------------------------------------------------
+INTERNALS = "internals_"               # prefix of every internals key
+CURRENT = INTERNALS + "current"        # pages._internals.current.Current: the capture on screen
+PENDING = INTERNALS + "pending"        # explorer.views.url_state.ViewState from a shared link
+LINK_READ = INTERNALS + "link_read"    # bool: the URL was read once this session
+SEEN_SEQ = INTERNALS + "seen_sequence" # sha1 of the chat turn captured last
+UPLOAD_SEEN = INTERNALS + "upload_seen"  # file_id of the capture file opened last
+LAYER, HEAD, TOKEN, VIEW = INTERNALS + "layer", INTERNALS + "head", INTERNALS + "token", INTERNALS + "view"
+TOUR_STEP = INTERNALS + "tour_step"
+PROMPT, CHAT_TEMPLATE = INTERNALS + "prompt", INTERNALS + "chat_template"
+FOLLOW, BUDGET = INTERNALS + "follow_chat", INTERNALS + "budget_mib"
+VIEW_WIDGET = INTERNALS + "w_"         # prefix of per-view widgets, cleared when a new capture arrives
+
+
+def last_sequence_ids() -> list[int] | None:
+    """Prompt + answer token ids of the latest chat turn, or None before the first answer."""
+    ids = st.session_state.get(LAST_SEQUENCE_IDS)
+    return list(ids) if ids else None
