@@ -10,6 +10,7 @@ import os
 import streamlit as st
 
 from explorer.model.loading import LoadConfig, LoadedModel, LoadError, ModelRegistry, memory_snapshot
+from explorer.views.units import fmt_bytes
 from pages._state import AUTOLOAD_TRIED, LOAD_ERROR
 
 
@@ -64,14 +65,6 @@ def ensure_model() -> LoadedModel | None:
         st.session_state[AUTOLOAD_TRIED] = True
         loaded = load_into_registry(LoadConfig())
     return loaded
-
-
-def fmt_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1000
-    return f"{n:.2f} TB"
 
 
 def memory_caption() -> str:

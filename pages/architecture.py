@@ -13,8 +13,8 @@ import streamlit as st
 
 from explorer.analyse.architecture import ROLE_LABELS, ArchitectureError, ArchitectureView, config_dict, data_flow, \
     describe_config, describe_model, model_from_config, module_table
-from explorer.views.figures.architecture import breakdown_figure, dataflow_figure, fmt_bytes, fmt_count, \
-    hierarchy_figure, memory_figure
+from explorer.views.figures.architecture import breakdown_figure, dataflow_figure, hierarchy_figure, memory_figure
+from explorer.views.units import fmt_bytes, fmt_count
 from explorer.analyse.memory_estimate import GIB, PRECISIONS, RUNTIME_RESERVE_GIB, estimate_all, gpu_fit, \
     kv_cache_bytes, precision_key
 from explorer.presets import PRESETS, config_from_dict, config_from_hub, config_from_json, config_from_path, \
@@ -235,7 +235,7 @@ def memory_tab(view: ArchitectureView, estimates: list, loaded) -> None:
     config = config_from_dict(view.config, view.name)
     tokens = st.number_input("Context for the KV cache (tokens)", 0, 1_000_000, 4096, step=1024, key="arch_ctx")
     st.dataframe(pd.DataFrame([{"precision": e.label, "quantized params": fmt_count(e.quantized_params),
-                                "get_memory_footprint (GB)": round(e.footprint_bytes / 1e9, 3),
+                                "get_memory_footprint (GiB)": round(e.footprint_bytes / GIB, 3),
                                 "allocated incl. quant state (GiB)": round(e.allocated_bytes / GIB, 3)}
                                for e in estimates]), hide_index=True, width="stretch")
     extra = (kv_cache_bytes(config, int(tokens)) / GIB) + RUNTIME_RESERVE_GIB
@@ -248,8 +248,8 @@ def memory_tab(view: ArchitectureView, estimates: list, loaded) -> None:
         est = next((e for e in estimates if e.precision == key), None)
         if est is not None:
             err = est.footprint_bytes / loaded.footprint_bytes - 1
-            st.caption(f"Measured on this load: get_memory_footprint {loaded.footprint_bytes / 1e9:.4f} GB; "
-                       f"estimate for {est.label}: {est.footprint_bytes / 1e9:.4f} GB ({err:+.2%}).")
+            st.caption(f"Measured on this load: get_memory_footprint {loaded.footprint_bytes / GIB:.4f} GiB; "
+                       f"estimate for {est.label}: {est.footprint_bytes / GIB:.4f} GiB ({err:+.2%}).")
     st.caption("NF4/FP4 keep the LM head, embeddings and norms in bf16; int8 keeps them in fp16. "
                "Double quant stores the per-64-weight scales in 8 bits instead of 32.")
 

@@ -7,7 +7,8 @@ import streamlit as st
 from explorer.model.generation import GenerationError, conversation, generate_batch
 from explorer.model.loading import PRECISIONS, PRESETS, LoadConfig
 from pages._chat_panel import chat_panel, generation_options
-from pages._common import ensure_model, fmt_bytes, load_into_registry, memory_caption, registry
+from explorer.views.units import fmt_bytes
+from pages._common import ensure_model, load_into_registry, memory_caption, registry
 from pages._state import AUTOLOAD_TRIED, LOAD_ERROR
 
 SOURCE_KINDS = ("Preset", "Hub id", "Local folder or .gguf file")

@@ -90,8 +90,8 @@ def show_speed(result: ComparisonResult) -> None:
     st.subheader("Speed and memory")
     st.dataframe(pd.DataFrame(speed_rows(result)), hide_index=True, key="cmp_speed_table",
                  column_config={"load s": st.column_config.NumberColumn(format="%.2f"),
-                                "footprint GB": st.column_config.NumberColumn(format="%.3f"),
-                                "peak GB": st.column_config.NumberColumn(format="%.3f"),
+                                "footprint GiB": st.column_config.NumberColumn(format="%.3f"),
+                                "peak GiB": st.column_config.NumberColumn(format="%.3f"),
                                 "TTFT s": st.column_config.NumberColumn(format="%.3f"),
                                 "tokens/s": st.column_config.NumberColumn(format="%.1f")})
     methods = {r.peak_method for r in result.runs if r.peak_method}

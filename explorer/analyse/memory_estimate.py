@@ -141,10 +141,6 @@ class MemoryEstimate:
     allocated_bytes: int     # footprint + quantization state
 
     @property
-    def footprint_gb(self) -> float:
-        return self.footprint_bytes / 1e9
-
-    @property
     def allocated_gib(self) -> float:
         return self.allocated_bytes / GIB
 

@@ -9,7 +9,8 @@ import os
 import sys
 from pathlib import Path
 
-from explorer.compare.report import fmt_bytes, html_report, markdown_report, save_results
+from explorer.compare.report import html_report, markdown_report, save_results
+from explorer.views.units import fmt_bytes
 from explorer.compare.run import CompareConfig, LoadAccess, run_comparison
 
 HELP = "compare models and precisions on the same prompts: speed, memory, output and quality drift"

@@ -11,6 +11,7 @@ from plotly.subplots import make_subplots
 
 from explorer.compare.run import ComparisonResult, RunRecord
 from explorer.analyse.drift import DriftResult
+from explorer.views.units import gib
 
 PRECISION_COLORS = {"fp32": "#4C78A8", "bf16": "#54A24B", "fp16": "#88D27A", "int8": "#F58518",
                     "nf4": "#E45756", "fp4": "#B279A2"}
@@ -51,14 +52,14 @@ def speed_memory_figure(result: ComparisonResult, height: int = 380) -> go.Figur
     runs = [r for r in result.runs if r.loaded_precision is not None]
     labels = run_labels(runs)
     colors = [_color(r.precision) for r in runs]
-    fig = make_subplots(rows=1, cols=3, subplot_titles=("Memory (GB)", "Time to first token (s)",
+    fig = make_subplots(rows=1, cols=3, subplot_titles=("Memory (GiB)", "Time to first token (s)",
                                                         "Decode (tokens/s)"))
-    fig.add_trace(go.Bar(x=labels, y=_f32([r.footprint_bytes / 1e9 if r.footprint_bytes else None for r in runs]),
+    fig.add_trace(go.Bar(x=labels, y=_f32([gib(r.footprint_bytes) if r.footprint_bytes else None for r in runs]),
                          name="footprint", marker_color=colors,
-                         hovertemplate="%{x}<br>footprint %{y:.3f} GB<extra></extra>"), row=1, col=1)
-    fig.add_trace(go.Bar(x=labels, y=_f32([r.peak_bytes / 1e9 if r.peak_bytes else None for r in runs]),
+                         hovertemplate="%{x}<br>footprint %{y:.3f} GiB<extra></extra>"), row=1, col=1)
+    fig.add_trace(go.Bar(x=labels, y=_f32([gib(r.peak_bytes) if r.peak_bytes else None for r in runs]),
                          name="peak", marker_color=colors, marker_pattern_shape="/", opacity=0.6,
-                         hovertemplate="%{x}<br>peak %{y:.3f} GB<extra></extra>"), row=1, col=1)
+                         hovertemplate="%{x}<br>peak %{y:.3f} GiB<extra></extra>"), row=1, col=1)
     fig.add_trace(go.Bar(x=labels, y=_f32([r.time_to_first_token for r in runs]), marker_color=colors,
                          name="TTFT", showlegend=False, hovertemplate="%{x}<br>%{y:.3f} s<extra></extra>"),
                   row=1, col=2)

@@ -16,6 +16,7 @@ from typing import Any
 from explorer.compare import figures as figs
 from explorer.compare.run import CompareConfig, ComparisonResult, PromptOutput, RunRecord
 from explorer.analyse.drift import DriftResult, PromptDrift
+from explorer.views.units import gib
 
 FORMAT = "llm-explorer-compare"
 VERSION = 1
@@ -100,16 +101,6 @@ def open_results(path: str | Path) -> ComparisonResult:
 # Tables (list of row dicts: the page makes DataFrames of them, the reports render them)
 # --------------------------------------------------------------------------------------------
 
-def fmt_bytes(n: float | None) -> str:
-    if n is None:
-        return "—"
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1000
-    return f"{n:.2f} TB"
-
-
 def _num(value: float | None, fmt: str) -> str:
     return "—" if value is None else format(value, fmt)
 
@@ -120,8 +111,8 @@ def speed_rows(result: ComparisonResult) -> list[dict]:
     for r in result.runs:
         rows.append({"model": r.model_name or r.model, "precision": r.precision,
                      "loaded as": r.loaded_precision or "—", "load s": r.load_seconds,
-                     "footprint GB": r.footprint_bytes / 1e9 if r.footprint_bytes is not None else None,
-                     "peak GB": r.peak_bytes / 1e9 if r.peak_bytes is not None else None,
+                     "footprint GiB": gib(r.footprint_bytes),
+                     "peak GiB": gib(r.peak_bytes),
                      "TTFT s": r.time_to_first_token, "tokens/s": r.tokens_per_second,
                      "error": r.error or ""})
     return rows
@@ -162,7 +153,7 @@ def output_rows(result: ComparisonResult) -> list[dict]:
 # Reports
 # --------------------------------------------------------------------------------------------
 
-_SPEED_FMT = {"load s": ".2f", "footprint GB": ".3f", "peak GB": ".3f", "TTFT s": ".3f", "tokens/s": ".1f"}
+_SPEED_FMT = {"load s": ".2f", "footprint GiB": ".3f", "peak GiB": ".3f", "TTFT s": ".3f", "tokens/s": ".1f"}
 _DRIFT_FMT = {"KL mean (nats)": ".2e", "KL max": ".2e", "top-1 agreement": ".1%", "min residual cosine": ".5f",
               "final relative error": ".3e", "max head difference": ".3e"}
 

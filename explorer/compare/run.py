@@ -28,6 +28,7 @@ from explorer.analyse.drift import DriftResult, Fingerprint, by_rank, compare_fi
 from explorer.model.generation import GenerateOptions, GenerationError, conversation, prepare
 from explorer.model.loading import PRECISIONS, LoadConfig, LoadedModel, LoadError, Preflight, load_model, preflight, \
     release_memory, unload
+from explorer.views.units import fmt_bytes
 
 Progress = Callable[[str], None]
 
@@ -263,8 +264,8 @@ def fit_problem(checked: Preflight, double_quant: bool = True) -> str | None:
         free = psutil.virtual_memory().available
         where = "free RAM"
     if need * 1.05 > free:
-        return (f"Does not fit: {checked.resolved.name} in {checked.precision} needs about {need / 1e9:.1f} GB, "
-                f"and {free / 1e9:.1f} GB of {where} is available. Try a smaller precision.")
+        return (f"Does not fit: {checked.resolved.name} in {checked.precision} needs about {fmt_bytes(need)}, "
+                f"and {fmt_bytes(free)} of {where} is available. Try a smaller precision.")
     return None
 
 

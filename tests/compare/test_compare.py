@@ -106,7 +106,7 @@ def test_a_model_too_big_for_this_machine_is_refused_before_loading(tmp_path):
     config = CompareConfig(models=[str(tmp_path)], precisions=["fp32", "nf4"], prompts=["Hi"], drift=False)
     runs = run_comparison(config).runs
     assert [r.precision for r in runs] == ["fp32", "nf4"]
-    assert all(r.error.startswith("Does not fit") and "GB" in r.error and r.loaded_precision is None for r in runs)
+    assert all(r.error.startswith("Does not fit") and "GiB" in r.error and r.loaded_precision is None for r in runs)
 
 
 def test_peak_memory_sees_an_allocation_inside_the_block():

@@ -32,7 +32,7 @@ def test_speed_memory_figure_has_one_bar_per_loaded_run_in_each_panel(result):
     fig = speed_memory_figure(result)
     assert isinstance(fig, go.Figure) and len(fig.data) == 4
     assert all(list(t.x) == ["fp32", "bf16", "nf4"] for t in fig.data)     # one model: precisions suffice
-    np.testing.assert_allclose(np.asarray(fig.data[0].y), [0.004, 0.002, 0.002], rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(fig.data[0].y), np.array([4e6, 2e6, 2e6]) / 2**30, rtol=1e-5)   # GiB
     assert np.asarray(fig.data[3].y).dtype == np.float32
 
 

@@ -63,7 +63,7 @@ def test_wrong_files_are_refused_with_a_sentence(text, words):
 def test_tables_have_one_row_per_run_and_mark_the_reference(result):
     speed, drift = speed_rows(result), drift_rows(result)
     assert len(speed) == len(drift) == 3
-    assert speed[0]["footprint GB"] == pytest.approx(0.54)
+    assert speed[0]["footprint GiB"] == pytest.approx(0.54e9 / 2**30)
     assert drift[0]["reference"] == "(reference)" and drift[0]["KL mean (nats)"] == 0.0
     assert drift[1]["reference"] == "fp32" and drift[1]["KL mean (nats)"] > 0
     assert "No such file" in speed[2]["error"] and drift[2]["KL mean (nats)"] is None
@@ -72,7 +72,7 @@ def test_tables_have_one_row_per_run_and_mark_the_reference(result):
 
 def test_markdown_report_has_tables_per_layer_drift_and_outputs(result):
     md = markdown_report(result, extra="## Notebook claims\n\n| a | b |")
-    assert "| SmolLM2 | fp32 | fp32 | 1.50 | 0.540 |" in md
+    assert "| SmolLM2 | fp32 | fp32 | 1.50 | 0.503 |" in md   # 0.54e9 bytes in GiB
     assert "### Per layer: SmolLM2 · bf16 against fp32" in md and "| 2 |" in md
     assert "*SmolLM2 · fp32*: Rayleigh | scattering. Yes" in md
     assert "## Runs that did not load" in md and "/no/such · nf4: No such file" in md

@@ -8,8 +8,7 @@ import plotly.graph_objects as go
 import pytest
 
 from explorer.analyse.architecture import data_flow, describe_config, describe_model, model_from_config
-from explorer.views.figures.architecture import ROOT_ID, breakdown_figure, dataflow_figure, fmt_bytes, fmt_count, \
-    hierarchy_figure, memory_figure
+from explorer.views.figures.architecture import ROOT_ID, breakdown_figure, dataflow_figure, hierarchy_figure, memory_figure
 from explorer.analyse.memory_estimate import estimate_all
 from explorer.presets import preset_config
 from tests.tiny_models import tiny_model
@@ -76,11 +75,6 @@ def test_memory_figure_draws_each_precision_and_gpu_lines():
     assert any("40 GB" in t for t in labels) and any("16 GB" in t for t in labels)
     assert not any("80 GB" in t for t in labels), "lines far above the tallest bar only squash the bars"
     assert len(fig.to_json()) < MAX_PAYLOAD
-
-
-def test_number_formats_read_like_the_model_cards():
-    assert fmt_count(8_030_261_248) == "8.03 B" and fmt_count(134_515_008) == "135 M"
-    assert fmt_bytes(5.32 * 1024**3) == "5.32 GiB"
 
 
 def test_figures_are_plain_plotly_figures(llama8b):

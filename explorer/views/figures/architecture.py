@@ -13,26 +13,13 @@ import plotly.graph_objects as go
 
 from explorer.analyse.architecture import ROOT, BreakdownRow, DataFlow
 from explorer.analyse.memory_estimate import GIB, GPU, GPUS, MemoryEstimate
+from explorer.views.units import fmt_bytes, fmt_count
 
 ROLE_COLORS = {
     "embeddings": "#4C78A8", "attention": "#F58518", "mlp": "#54A24B", "norms": "#B279A2",
     "lm_head": "#E45756", "other": "#9D755D", None: "#BAB0AC",
 }
 ROOT_ID = "(model)"
-
-
-def fmt_count(n: float) -> str:
-    for size, unit in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
-        if abs(n) >= size:
-            return f"{n / size:.3g} {unit}" if n / size < 100 else f"{n / size:.0f} {unit}"
-    return f"{int(n)}"
-
-
-def fmt_bytes(b: float) -> str:
-    for size, unit in ((GIB, "GiB"), (1024**2, "MiB"), (1024, "KiB")):
-        if abs(b) >= size:
-            return f"{b / size:.3g} {unit}"
-    return f"{int(b)} B"
 
 
 def _node_id(name: str) -> str:
@@ -164,9 +151,9 @@ def memory_figure(estimates: list[MemoryEstimate], gpus: tuple[GPU, ...] = GPUS,
     weights = np.array([e.allocated_bytes / GIB for e in estimates], dtype=np.float32)
     fig = go.Figure(go.Bar(x=labels, y=weights, name="weights (+ quant state)", marker_color="#4C78A8",
                            text=[f"{w:.2f}" for w in weights], textposition="inside",
-                           customdata=[[e.footprint_bytes / 1e9] for e in estimates],
+                           customdata=[[e.footprint_bytes / GIB] for e in estimates],
                            hovertemplate="%{x}: %{y:.2f} GiB allocated<br>get_memory_footprint ≈ "
-                                         "%{customdata[0]:.2f} GB<extra></extra>"))
+                                         "%{customdata[0]:.2f} GiB<extra></extra>"))
     if extra_gib:
         fig.add_trace(go.Bar(x=labels, y=np.full(len(labels), extra_gib, dtype=np.float32),
                              name="KV cache + runtime", marker_color="#BAB0AC"))
