@@ -59,6 +59,7 @@ def cmd_capture(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     options.model_name = loaded.name
+    options.precision = loaded.precision
     t1 = time.perf_counter()
     source = [{"role": "user", "content": prompt}] if args.chat else prompt
     try:

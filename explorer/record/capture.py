@@ -48,6 +48,7 @@ class CaptureOptions:
     add_special_tokens: bool = True        # plain prompts: let the tokenizer add BOS etc.
     residual_dtype: torch.dtype | None = None  # None = the dtype the model computes in
     model_name: str | None = None          # shown in summaries; None = the config's name or path
+    precision: str | None = None           # how the weights were loaded ("nf4", "bf16", ...); None = unknown
     top_logits: int = 20                   # decoded strings of this many top next tokens are kept
 
     def __post_init__(self) -> None:
@@ -93,6 +94,7 @@ class Capture:
     kv_head_of: list[int]                    # (H,) query head h reads KV head kv_head_of[h]
     anatomy: Anatomy
     notes: list[str] = field(default_factory=list)   # what was missing or reduced, in words
+    precision: str | None = None             # the weights' precision ("nf4", "bf16", ...); None = unknown
     vocab: dict[int, str] = field(default_factory=dict)  # decoded strings of ids this capture shows
     summaries_cache: HeadSummaries | None = field(default=None, repr=False)
     lens_cache: dict[int, Any] = field(default_factory=dict, repr=False)   # k -> LensResult (all layers)
@@ -540,6 +542,7 @@ def capture(model: nn.Module, tokenizer, prompt: Prompt, options: CaptureOptions
         kv_head_of=[h // groups for h in range(n_heads)],
         anatomy=anatomy,
         notes=notes,
+        precision=options.precision,
     )
     if tokenizer is not None:
         cap.decode = lambda i: tokenizer.decode([int(i)])

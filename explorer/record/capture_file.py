@@ -88,7 +88,7 @@ def save_capture(capture: Capture, path: str | Path, include_attention: bool = T
         lens_meta[str(k)] = {"layers": result.layers, "positions": result.positions}
     meta = {
         "format": FORMAT, "version": VERSION,
-        "model_name": capture.model_name,
+        "model_name": capture.model_name, "precision": capture.precision,
         "tokens": capture.tokens, "token_texts": capture.token_texts,
         "residual_layers": capture.residual_layers,
         "norm_names": norm_names,
@@ -142,6 +142,7 @@ def open_capture(path: str | Path) -> Capture:
             num_layers=meta["num_layers"], num_heads=meta["num_heads"], num_kv_heads=meta["num_kv_heads"],
             hidden_size=meta["hidden_size"], kv_head_of=meta["kv_head_of"], anatomy=anatomy,
             notes=meta["notes"], vocab={int(k): v for k, v in meta["vocab"].items()},
+            precision=meta.get("precision"),   # absent in files written before it was saved
         )
         if meta.get("summary_layers") is not None:
             cap.summaries_cache = HeadSummaries(meta["summary_layers"], get("summary.entropy"),
@@ -155,7 +156,7 @@ def open_capture(path: str | Path) -> Capture:
 def describe_capture(capture: Capture, top: int = 5) -> str:
     """A plain-text summary for the CLI: sizes, what was recorded, the next-token guess, notable heads."""
     lines = [
-        f"model: {capture.model_name}",
+        f"model: {capture.model_name}" + (f" ({capture.precision})" if capture.precision else ""),
         f"tokens: {capture.num_tokens}  layers: {capture.num_layers}  heads: {capture.num_heads} "
         f"(KV heads: {capture.num_kv_heads})  hidden: {capture.hidden_size}",
     ]

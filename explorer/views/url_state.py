@@ -5,6 +5,7 @@ feed it garbage, and keeps the page to "read params, clamp to the capture, draw"
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from typing import Mapping, Sequence
 
@@ -14,13 +15,15 @@ SOURCES: tuple[str, ...] = ("text", "chat", "raw")
 template as one user message, or raw (already templated text, e.g. a captured conversation)."""
 
 MAX_PROMPT_CHARS = 4000   # longer prompts are left out of the URL (browsers and proxies cut long URLs)
-PARAMS: tuple[str, ...] = ("model", "prompt", "src", "layer", "head", "token", "view")
+PARAMS: tuple[str, ...] = ("model", "precision", "prompt", "src", "layer", "head", "token", "view")
+_PRECISION = re.compile(r"[a-z0-9_-]{1,16}")   # "nf4", "bf16", "int8", "nf4-dq": a name, never markup
 
 
 @dataclass
 class ViewState:
     """What a link reproduces. None means "not given": the page keeps its own default."""
     model: str | None = None
+    precision: str | None = None      # the weights' precision the link was made with
     prompt: str | None = None
     source: str = "text"
     layer: int | None = None
@@ -34,6 +37,8 @@ class ViewState:
         out: dict[str, str] = {}
         if self.model:
             out["model"] = self.model
+        if self.precision:
+            out["precision"] = self.precision
         if self.prompt and len(self.prompt) <= MAX_PROMPT_CHARS:
             out["prompt"] = self.prompt
             if self.source != "text":
@@ -85,7 +90,11 @@ class ViewState:
         if prompt is not None and len(prompt) > MAX_PROMPT_CHARS:
             problems.append(f"the prompt in the link is longer than {MAX_PROMPT_CHARS} characters and was cut")
             prompt = prompt[:MAX_PROMPT_CHARS]
-        return cls(model=get("model") or None, prompt=prompt or None, source=source,
+        precision = (get("precision") or "").strip().lower() or None
+        if precision is not None and not _PRECISION.fullmatch(precision):
+            problems.append(f"precision={precision[:20]!r} is not a precision name")
+            precision = None
+        return cls(model=get("model") or None, precision=precision, prompt=prompt or None, source=source,
                    layer=integer("layer"), head=integer("head"), token=integer("token", allow_negative=True),
                    view=view, problems=problems)
 
@@ -110,6 +119,19 @@ class ViewState:
         return replace(self, layer=layer, head=head, token=token)
 
 
+def link_mismatch(state: ViewState, model: str, precision: str | None) -> str | None:
+    """What the loaded model lacks to reproduce the link: "model", "precision", or None.
+
+    Why it matters: the same prompt on the same model in nf4 and in bf16 gives different attention
+    and residuals; a link names both, and an unknown side (None) is not a mismatch.
+    """
+    if state.model and state.model != model:
+        return "model"
+    if state.precision and precision and state.precision != precision.lower():
+        return "precision"
+    return None
+
+
 def changed_params(current: Mapping[str, str], wanted: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
     """What to set and what to delete so that the URL's known params equal `wanted`.
 
@@ -121,4 +143,4 @@ def changed_params(current: Mapping[str, str], wanted: Mapping[str, str]) -> tup
     return to_set, to_delete
 
 
-__all__ = ["MAX_PROMPT_CHARS", "PARAMS", "SOURCES", "VIEWS", "ViewState", "changed_params"]
+__all__ = ["MAX_PROMPT_CHARS", "PARAMS", "SOURCES", "VIEWS", "ViewState", "changed_params", "link_mismatch"]

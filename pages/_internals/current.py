@@ -39,16 +39,17 @@ def current() -> Current | None:
     return st.session_state.get(CURRENT)
 
 
-def capture_options(model_name: str) -> CaptureOptions:
+def capture_options(model_name: str, precision: str | None = None) -> CaptureOptions:
     mib = int(st.session_state.get(BUDGET) or 0)
-    return CaptureOptions(memory_budget_bytes=mib * 2**20 if mib > 0 else None, model_name=model_name)
+    return CaptureOptions(memory_budget_bytes=mib * 2**20 if mib > 0 else None, model_name=model_name,
+                          precision=precision)
 
 
 def run_capture(loaded, prompt, text: str, source: str, origin: str) -> bool:
     """The one place the model runs. Returns False (with a message) when the prompt can't be captured."""
     try:
-        with st.status(f"Capturing the {origin} with {loaded.name}…", expanded=False) as status:
-            cap = capture(loaded.model, loaded.tokenizer, prompt, capture_options(loaded.name))
+        with st.status(f"Capturing the {origin} with {loaded.name} ({loaded.precision})…", expanded=False) as status:
+            cap = capture(loaded.model, loaded.tokenizer, prompt, capture_options(loaded.name, loaded.precision))
             status.update(label=f"Captured {cap.num_tokens} tokens × {cap.num_layers} layers", state="complete")
     except (PromptTooLongError, ValueError) as exc:
         st.error(str(exc))

@@ -35,7 +35,8 @@ def views_fragment() -> None:
     r = cur.readout
     cap = r.capture
     # model name, origin (an uploaded file's name) and notes may come from a file: shown, never rendered
-    st.caption(f"{escape_markdown(cap.model_name)} · {r.num_tokens} tokens · {cap.num_layers} layers × "
+    precision = f" ({escape_markdown(cap.precision)})" if cap.precision else " (precision unknown)"
+    st.caption(f"{escape_markdown(cap.model_name)}{precision} · {r.num_tokens} tokens · {cap.num_layers} layers × "
                f"{cap.num_heads} heads ({cap.num_kv_heads} KV heads) · from the {escape_markdown(cur.origin)}")
     for note in cap.notes:
         st.warning(f"Reduced capture: {escape_markdown(note)}")

@@ -1,12 +1,16 @@
 """A shared link: read once per session, and its prompt captured when the right model is loaded."""
 from __future__ import annotations
 
+import dataclasses
+
 import streamlit as st
 
+from explorer.model.loading import PRECISIONS
 from explorer.views.teaching import escape_markdown
-from explorer.views.url_state import ViewState
+from explorer.views.url_state import ViewState, link_mismatch
+from pages._common import load_into_registry
 from pages._internals.current import current, run_capture
-from pages._state import CHAT_TEMPLATE, LINK_READ, PENDING, PROMPT, VIEW
+from pages._state import CHAT_TEMPLATE, INTERNALS as K, LINK_READ, PENDING, PROMPT, VIEW
 
 
 def restore_link() -> None:
@@ -32,12 +36,32 @@ def capture_from_link(loaded) -> None:
     if loaded is None:
         st.info("This link holds a prompt; load a model to capture it.")
         return
-    if pending.model and pending.model != loaded.name:
+    mismatch = link_mismatch(pending, loaded.name, loaded.precision)
+    if mismatch == "model":
         st.info(f"This link was made with {escape_markdown(pending.model)}; {escape_markdown(loaded.name)} is "
                 "loaded. Press “Capture this prompt” to run the prompt on it.")
+        return
+    if mismatch == "precision":
+        offer_link_precision(loaded, pending.precision)
         return
     prompt = [{"role": "user", "content": pending.prompt}] if pending.source == "chat" else pending.prompt
     if pending.source == "raw":
         prompt = loaded.tokenizer(pending.prompt, add_special_tokens=False)["input_ids"]
     run_capture(loaded, prompt, pending.prompt, pending.source, "shared link")
 
+
+
+def offer_link_precision(loaded, precision: str) -> None:
+    """The link's model is loaded in another precision: say so, and offer to load the link's one.
+
+    Why not capture anyway: nf4 and bf16 weights give different attention and residuals, so the
+    view would not be the one that was shared. “Capture this prompt” still runs it as loaded.
+    """
+    st.warning(f"This link was captured with {escape_markdown(loaded.name)} in **{escape_markdown(precision)}**; "
+               f"it is loaded in **{escape_markdown(loaded.precision)}** now, so its numbers would differ. "
+               "Press “Capture this prompt” to run the prompt as loaded.")
+    if precision not in PRECISIONS:
+        return
+    if st.button(f"Load {loaded.name} in {precision}", key=K + "load_link_precision", icon=":material/download:"):
+        if load_into_registry(dataclasses.replace(loaded.config, precision=precision)) is not None:
+            st.rerun()

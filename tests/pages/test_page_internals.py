@@ -11,7 +11,7 @@ import torch
 from streamlit.testing.v1 import AppTest
 from transformers import AutoModelForCausalLM
 
-from explorer.record.capture import Capture, capture
+from explorer.record.capture import Capture, CaptureOptions, capture
 from explorer.views.readout import Readout
 from tests.tiny_models import tiny_config, tiny_model
 
@@ -172,6 +172,46 @@ def test_a_saved_capture_opens_without_any_model(no_model, tiny_capture, tmp_pat
     assert "prompt" not in at.query_params                       # a file is not reproducible from a link
 
 
+def test_the_caption_and_the_link_name_the_model_and_its_precision(no_model):
+    cap = capture(tiny_model("llama"), None, list(range(5, 15)), CaptureOptions(model_name="tiny-llama",
+                                                                               precision="bf16"))
+    at = page_with(cap)
+    assert any(c.value.startswith("tiny\\-llama (bf16) · 10 tokens") for c in at.caption), [c.value for c in at.caption]
+    assert at.query_params["model"] == "tiny-llama" and at.query_params["precision"] == "bf16"
+
+
+@pytest.fixture
+def tiny_resident(monkeypatch):
+    """A tiny model resident as if loaded in nf4 (no tokenizer: only for paths that do not capture)."""
+    from explorer.model.loading import LoadConfig, LoadedModel
+    from pages._common import registry
+
+    monkeypatch.setenv("EXPLORER_AUTOLOAD", "0")
+    loaded = LoadedModel(model=tiny_model("llama"), tokenizer=None, config=LoadConfig(source="tiny", precision="nf4"),
+                         name="tiny-llama", source_kind="folder", precision="nf4", load_seconds=0.0,
+                         footprint_bytes=0, device_map={})
+    reg = registry()
+    before = reg._current
+    reg._current = loaded
+    yield loaded
+    reg._current = before
+
+
+def test_a_link_made_in_another_precision_says_so_and_offers_to_load_that_one(tiny_resident, monkeypatch):
+    import pages._internals.link as link
+
+    asked = []
+    monkeypatch.setattr(link, "load_into_registry", lambda cfg: asked.append(cfg))   # UI wiring only: no load
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.query_params.update({"model": "tiny-llama", "precision": "bf16", "prompt": "hello", "layer": "1"})
+    at.run()
+    assert not at.exception
+    assert any("in **bf16**" in w.value and "in **nf4** now" in w.value for w in at.warning)
+    assert "internals_current" not in at.session_state                     # nothing captured in the wrong precision
+    at.button(key="internals_load_link_precision").click().run()
+    assert [(c.source, c.precision) for c in asked] == [("tiny", "bf16")]
+
+
 # ---- with the embedded model ---------------------------------------------------------------------
 
 @pytest.fixture
@@ -196,7 +236,8 @@ def test_a_shared_link_captures_its_prompt_and_opens_at_its_layer_head_and_token
     assert at.text_area(key="internals_prompt").value == "The capital of France is"
     cap = at.session_state["internals_current"].readout.capture
     t = cap.num_tokens
-    assert cap.model_name == resident.name and cap.num_layers == 30
+    assert cap.model_name == resident.name and cap.num_layers == 30 and cap.precision == resident.precision
+    assert at.query_params["precision"] == resident.precision
     assert "Layer 7 · head 4 (KV head 1)" in specs(at)
     assert shape(specs(at)["Layer 7 · head 4 (KV head 1)"]) == (t, t)
     assert title_starting(at, f"Attention from token {t - 2}")

@@ -65,3 +65,17 @@ def test_rejects_other_files(tmp_path):
     save_file({"w": torch.zeros(2)}, str(other))
     with pytest.raises(ValueError, match="not an LLM Explorer capture"):
         open_capture(other)
+
+
+def test_the_precision_travels_with_the_file_and_an_old_file_reads_as_unknown(tmp_path):
+    from explorer.record.capture import CaptureOptions
+    from explorer.record.capture_file import describe_capture
+
+    cap = capture(tiny_model("llama"), None, list(range(3, 12)), CaptureOptions(model_name="tiny", precision="int8"))
+    assert cap.precision == "int8"
+    cap.save(str(tmp_path / "a.safetensors"))
+    back = Capture.open(str(tmp_path / "a.safetensors"))
+    assert back.precision == "int8" and "model: tiny (int8)" in describe_capture(back)
+    cap.precision = None                                        # what a file from before the field holds
+    cap.save(str(tmp_path / "b.safetensors"))
+    assert Capture.open(str(tmp_path / "b.safetensors")).precision is None

@@ -1,7 +1,7 @@
 """URL state of the internals page: a shared link restores the view; a hostile one is cut down to size."""
 from __future__ import annotations
 
-from explorer.views.url_state import MAX_PROMPT_CHARS, PARAMS, ViewState, changed_params
+from explorer.views.url_state import MAX_PROMPT_CHARS, PARAMS, ViewState, changed_params, link_mismatch
 
 
 def test_a_view_survives_the_round_trip_through_query_params():
@@ -53,3 +53,23 @@ def test_only_changed_params_are_written_and_foreign_ones_are_kept():
     assert to_set == {"head": "2"}
     assert to_delete == ["view"]
     assert set(PARAMS) >= {"model", "prompt", "layer", "head", "token"}
+
+
+def test_a_link_names_the_precision_and_reads_it_back():
+    state = ViewState(model="SmolLM2", precision="nf4", prompt="hi")
+    assert state.to_params() == {"model": "SmolLM2", "precision": "nf4", "prompt": "hi"}
+    assert ViewState.from_params({"model": "SmolLM2", "precision": "BF16 "}).precision == "bf16"
+
+
+def test_a_precision_that_is_not_a_name_is_dropped_and_reported():
+    state = ViewState.from_params({"precision": "<b>nf4</b>"})
+    assert state.precision is None and state.problems == ["precision='<b>nf4</b>' is not a precision name"]
+
+
+def test_a_link_made_in_another_precision_or_model_is_told_apart():
+    link = ViewState(model="SmolLM2", precision="bf16")
+    assert link_mismatch(link, "SmolLM2", "nf4") == "precision"
+    assert link_mismatch(link, "SmolLM2", "bf16") is None
+    assert link_mismatch(link, "Llama", "bf16") == "model"
+    assert link_mismatch(ViewState(model="SmolLM2"), "SmolLM2", "nf4") is None      # an old link: no precision
+    assert link_mismatch(link, "SmolLM2", None) is None                            # unknown side: no claim
