@@ -73,7 +73,7 @@ def prompt_ids(tokenizer, n: int) -> list[int]:
 
 
 class FragmentModel:
-    """Does what pages/_internals_views.views_fragment does for one run, timing it.
+    """Does what pages/_internals/fragment.views_fragment does for one run, timing it.
 
     Keeps the page's per-capture figure cache (keyed the same way), so a number here is what a
     switch costs the server in the app: accessors + builders for what changed + serialisation of
