@@ -18,11 +18,13 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from explorer.analyse.architecture import data_flow, describe_config, model_from_config  # noqa: E402
+from explorer.analyse.architecture import describe_config, model_from_config  # noqa: E402
+from explorer.analyse.data_flow import data_flow  # noqa: E402
 from explorer.views.figures.architecture import breakdown_figure, dataflow_figure, hierarchy_figure, \
     memory_figure  # noqa: E402
 from explorer.analyse.memory_estimate import GIB, estimate_all  # noqa: E402
-from explorer.presets import PRESETS, preset_config  # noqa: E402
+from explorer.model.configs import preset_config  # noqa: E402
+from explorer.presets import PRESETS  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 REPEATS = 5

@@ -20,6 +20,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from explorer.analyse.attention import attention_map  # noqa: E402
 from explorer.record.capture import capture  # noqa: E402
 from explorer.model.loading import LoadConfig, load_model, unload  # noqa: E402
 
@@ -54,8 +55,8 @@ def main() -> None:
             a, b = caps["balanced"], caps["single"]
             report["runs"][f"{precision}-agreement"] = {
                 "residual_max_abs_diff": float((a.residual.float() - b.residual.float()).abs().max()),
-                "attention_max_abs_diff": max(float((a.attention_map(layer, h).float()
-                                                     - b.attention_map(layer, h).float()).abs().max())
+                "attention_max_abs_diff": max(float((attention_map(a, layer, h).float()
+                                                     - attention_map(b, layer, h).float()).abs().max())
                                               for layer in range(a.num_layers) for h in range(a.num_heads)),
                 "last_logits_max_abs_diff": float((a.last_logits - b.last_logits).abs().max()),
             }

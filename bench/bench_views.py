@@ -136,7 +136,7 @@ def server_bench(loaded, n_tokens: int, switches: int, seed: int = 0) -> dict:
     t = time.perf_counter()
     cap = capture(loaded.model, loaded.tokenizer, ids)
     capture_s = time.perf_counter() - t
-    r = Readout(cap)
+    r = Readout(cap, loaded.model, loaded.tokenizer)
     out: dict = {"tokens": cap.num_tokens, "capture_s": round(capture_s, 2), "first_view_s": {}}
     last = cap.num_tokens - 1
     for name, fn in (("overview (all heads pooled)", r.overview), ("head summaries", r.head_summaries),
@@ -173,7 +173,7 @@ def server_bench(loaded, n_tokens: int, switches: int, seed: int = 0) -> dict:
 def long_payloads(loaded, n_tokens: int) -> dict:
     """At a long prompt everything is pooled or windowed; check the largest payload."""
     cap = capture(loaded.model, loaded.tokenizer, prompt_ids(loaded.tokenizer, n_tokens))
-    r = Readout(cap)
+    r = Readout(cap, loaded.model, loaded.tokenizer)
     frag = FragmentModel(r)
     last = cap.num_tokens - 1
     sizes = {}

@@ -18,6 +18,7 @@ from transformers import AutoTokenizer
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from explorer.analyse.attention import attention_map  # noqa: E402
 from explorer.record.capture import capture  # noqa: E402
 from explorer.model.generation import GenerateOptions, conversation, generate  # noqa: E402
 from explorer.model.loading import LoadConfig, load_model, unload  # noqa: E402
@@ -43,7 +44,7 @@ def main() -> None:
                     eager = loaded.model(ids, output_attentions=True).attentions
                 loaded.model.set_attn_implementation("sdpa")
                 row["max_abs_diff_vs_eager"] = max(
-                    float((cap.attention_map(layer, head).float() - eager[layer][0, head].float().cpu()).abs().max())
+                    float((attention_map(cap, layer, head).float() - eager[layer][0, head].float().cpu()).abs().max())
                     for layer in range(len(eager)) for head in range(eager[layer].shape[1]))
             report[precision] = row
             print(precision, row, flush=True)

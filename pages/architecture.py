@@ -11,23 +11,17 @@ import json
 import pandas as pd
 import streamlit as st
 
-from explorer.analyse.architecture import ROLE_LABELS, ArchitectureError, ArchitectureView, config_dict, data_flow, \
+from explorer.analyse.architecture import ROLE_LABELS, ArchitectureError, ArchitectureView, config_dict, \
     describe_config, describe_model, model_from_config, module_table
+from explorer.analyse.data_flow import data_flow
 from explorer.views.figures.architecture import breakdown_figure, dataflow_figure, hierarchy_figure, memory_figure
 from explorer.views.units import fmt_bytes, fmt_count
 from explorer.analyse.memory_estimate import GIB, PRECISIONS, RUNTIME_RESERVE_GIB, estimate_all, gpu_fit, \
     kv_cache_bytes, precision_key
-from explorer.presets import PRESETS, config_from_dict, config_from_hub, config_from_json, config_from_path, \
+from explorer.model.configs import config_from_dict, config_from_hub, config_from_json, config_from_path, \
     embedded_config, preset_config
-
-try:  # the lead's shared helpers; the page still works (config-only) without them
-    from pages._common import current_model, hf_token
-except Exception:  # noqa: BLE001
-    def current_model():
-        return None
-
-    def hf_token():
-        return None
+from explorer.presets import PRESETS
+from pages._common import current_model, hf_token
 
 LOADED, EMBEDDED, PATH, UPLOAD, HUB = "loaded", "embedded", "path", "upload", "hub"
 

@@ -5,7 +5,9 @@ import pandas as pd
 import streamlit as st
 
 from explorer.model.generation import GenerationError, conversation, generate_batch
-from explorer.model.loading import PRECISIONS, PRESETS, LoadConfig
+from explorer.model.loading import LoadConfig
+from explorer.model.precisions import LOAD_PRECISIONS as PRECISIONS
+from explorer.presets import PRESETS
 from pages._chat_panel import chat_panel, generation_options
 from explorer.views.units import fmt_bytes
 from pages._common import ensure_model, load_into_registry, memory_caption, registry

@@ -14,7 +14,9 @@ import streamlit as st
 from explorer.compare.run import CompareConfig, ComparisonResult, LoadAccess, RunRecord, run_comparison
 from explorer.compare.figures import attention_diff_figure, drift_summary_figure, position_kl_figure, \
     residual_drift_figure, run_labels, speed_memory_figure
-from explorer.model.loading import PRECISIONS, PRESETS, LoadError
+from explorer.model.loading import LoadError
+from explorer.model.precisions import LOAD_PRECISIONS as PRECISIONS
+from explorer.presets import PRESETS
 from explorer.compare.report import drift_rows, html_report, markdown_report, results_from_json, results_to_json, \
     speed_rows
 from pages._common import hf_token, operator_allows, registry

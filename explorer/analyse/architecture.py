@@ -3,275 +3,28 @@
 Why a graph and not `print(model)`: the same tree feeds the icicle, the module table, the
 parameter breakdown and the memory estimate, and it can be built from a config alone on the
 meta device, so a laptop can open an 8B model without its weights.
-
-Two counting traps this module exists to avoid:
-- bitsandbytes 4-bit weights (Params4bit) store two values per uint8, so `numel()` is half the
-  real parameter count; the original shape lives in `weight.quant_state.shape`.
-- tied weights (lm_head sharing the embedding matrix) are one tensor; they are counted once,
-  where they first appear, and the other owner is marked.
+The counting (4-bit packing, tied weights) lives in explorer.analyse.inventory; the words for
+each module in explorer.analyse.module_roles; the data-flow diagram in explorer.analyse.data_flow.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import networkx as nx
 import pandas as pd
 import torch
 from torch import nn
 
-from explorer.model.anatomy import Anatomy, LayerParts, find_anatomy
+from explorer.analyse.inventory import TensorRecord, inventory
+from explorer.analyse.memory_estimate import planned_inventory
+from explorer.analyse.module_roles import ROOT, generic_text, module_roles
+from explorer.model.anatomy import Anatomy, find_anatomy
+from explorer.model.configs import ArchitectureError
 
-ROOT = ""  # node id of the whole model in the graph
 ROLES = ("embeddings", "attention", "mlp", "norms", "lm_head", "other")
 ROLE_LABELS = {"embeddings": "Embeddings", "attention": "Attention", "mlp": "MLP", "norms": "Norms",
                "lm_head": "LM head", "other": "Other"}
-
-
-class ArchitectureError(ValueError):
-    """A config or model that cannot be shown; the message is meant for the user as is."""
-
-
-# --------------------------------------------------------------------------- parameter inventory
-
-
-@dataclass(frozen=True)
-class QuantInfo:
-    """How a weight is quantized, read from bitsandbytes' own state (or planned by the estimator)."""
-
-    kind: str              # "nf4" | "fp4" | "int8"
-    blocksize: int | None  # elements per absmax block (4-bit); None for int8 (one scale per row)
-    double_quant: bool = False
-
-    def __str__(self) -> str:
-        parts = [self.kind]
-        if self.blocksize:
-            parts.append(f"block {self.blocksize}")
-        if self.double_quant:
-            parts.append("double quant")
-        return " · ".join(parts)
-
-
-@dataclass(frozen=True)
-class TensorRecord:
-    """One parameter or buffer, counted as a user means it (logical elements, real bytes).
-
-    `bytes` is what `get_memory_footprint()` counts (the tensor's own storage); `state_bytes` is
-    what bitsandbytes keeps beside it (absmax, codebooks, row scales), which a GPU allocates too.
-    """
-
-    name: str                  # qualified, e.g. "model.layers.0.mlp.up_proj.weight"
-    module: str                # qualified name of the owning module
-    kind: str                  # "param" | "buffer"
-    shape: tuple[int, ...]     # logical shape (unpacked for 4-bit)
-    numel: int                 # logical element count
-    dtype: str                 # storage dtype, e.g. "uint8" for packed 4-bit
-    device: str
-    bytes: int
-    state_bytes: int = 0
-    quant: QuantInfo | None = None
-    aliases: tuple[str, ...] = ()  # other qualified names of the same tensor (tied weights)
-
-    @property
-    def total_bytes(self) -> int:
-        return self.bytes + self.state_bytes
-
-
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
-
-
-def _tensor_bytes(t: torch.Tensor | None) -> int:
-    return 0 if t is None else t.numel() * t.element_size()
-
-
-def _quant_state_bytes(state) -> int:
-    """Bytes of a bnb QuantState: absmax and codebook, plus the nested state under double quant."""
-    total = _tensor_bytes(getattr(state, "absmax", None)) + _tensor_bytes(getattr(state, "code", None))
-    offset = getattr(state, "offset", None)
-    if isinstance(offset, torch.Tensor):
-        total += _tensor_bytes(offset)
-    nested = getattr(state, "state2", None)
-    if nested is not None:
-        total += _quant_state_bytes(nested)
-    return total
-
-
-def logical_shape(param: torch.Tensor) -> tuple[int, ...]:
-    """The shape the layer computes with: a Params4bit's packed (n/2, 1) storage unfolded."""
-    state = getattr(param, "quant_state", None)
-    if state is not None and getattr(state, "shape", None) is not None:
-        return tuple(int(d) for d in state.shape)
-    return tuple(int(d) for d in param.shape)
-
-
-def quant_info(param: torch.Tensor) -> QuantInfo | None:
-    state = getattr(param, "quant_state", None)
-    if state is not None:
-        return QuantInfo(kind=str(getattr(state, "quant_type", "4bit")), blocksize=getattr(state, "blocksize", None),
-                         double_quant=bool(getattr(state, "nested", False)))
-    if type(param).__name__ == "Int8Params" or (param.dtype == torch.int8 and hasattr(param, "SCB")):
-        return QuantInfo(kind="int8", blocksize=None)
-    return None
-
-
-def _record(name: str, kind: str, t: torch.Tensor, aliases: tuple[str, ...] = ()) -> TensorRecord:
-    shape = logical_shape(t)
-    state = getattr(t, "quant_state", None)
-    state_bytes = _quant_state_bytes(state) if state is not None else 0
-    scb = getattr(t, "SCB", None)
-    if isinstance(scb, torch.Tensor):
-        state_bytes += _tensor_bytes(scb)
-    return TensorRecord(name=name, module=name.rpartition(".")[0], kind=kind, shape=shape,
-                        numel=math.prod(shape), dtype=_dtype_name(t.dtype), device=str(t.device),
-                        bytes=_tensor_bytes(t), state_bytes=state_bytes, quant=quant_info(t), aliases=aliases)
-
-
-def inventory(model: nn.Module) -> list[TensorRecord]:
-    """Every distinct parameter and buffer as stored now, first occurrence first, aliases kept."""
-    first: dict[int, str] = {}
-    aliases: dict[str, list[str]] = {}
-    for name, p in model.named_parameters(remove_duplicate=False):
-        key = id(p)
-        if key in first:
-            aliases[first[key]].append(name)
-        else:
-            first[key] = name
-            aliases[name] = []
-    params = dict(model.named_parameters())
-    records = [_record(n, "param", params[n], tuple(aliases.get(n, ()))) for n in params]
-    records += [_record(n, "buffer", b) for n, b in model.named_buffers()]
-    return records
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Parameters as the architecture defines them: 4-bit weights unpacked, tied weights once."""
-    return sum(math.prod(logical_shape(p)) for p in model.parameters())
-
-
-# --------------------------------------------------------------------------- roles and teaching text
-
-
-_LEAF_TEXT = {
-    "q_proj": "Query projection: what each token is looking for in earlier tokens.",
-    "k_proj": "Key projection: what each token offers to be found by later tokens.",
-    "v_proj": "Value projection: the content a token passes on when attended to.",
-    "o_proj": "Output projection: mixes the heads' results back into the residual stream.",
-    "qkv_proj": "Queries, keys and values computed by one fused matrix.",
-    "c_attn": "Queries, keys and values computed by one fused matrix (GPT-2's Conv1D).",
-    "gate_proj": "Gate of the gated MLP: decides, feature by feature, how much of up_proj passes.",
-    "up_proj": "Expands each token's vector to the wider intermediate size.",
-    "down_proj": "Projects the intermediate features back to the hidden size, into the residual stream.",
-    "gate_up_proj": "Gate and up projections of the gated MLP, fused into one matrix.",
-    "c_fc": "Expands each token's vector to the wider intermediate size (GPT-2's Conv1D).",
-    "act_fn": "The MLP's non-linearity (SiLU/GELU); without it the MLP would be one linear map.",
-    "act": "The MLP's non-linearity; without it the MLP would be one linear map.",
-    "rotary_emb": "Rotary position embedding: rotates queries and keys by position; no learned weights.",
-    "q_norm": "Normalizes queries per head before scores are taken.",
-    "k_norm": "Normalizes keys per head before scores are taken.",
-}
-_ROLE_TEXT = {
-    "embeddings": "Token embedding: one learned vector per vocabulary entry starts the residual stream.",
-    "positions": "Learned absolute positions: one vector per position, added to the token vectors.",
-    "attention": "Self-attention: each token gathers information from earlier tokens (causal).",
-    "mlp": "Feed-forward network applied to each token alone; holds most of the parameters.",
-    "lm_head": "LM head: projects the final hidden state onto the vocabulary, one logit per token.",
-    "final_norm": "Final norm: rescales the residual stream before the LM head reads it.",
-    "layers": "The stack of identical decoder layers; the residual stream passes through them in order.",
-    "layer": "One decoder layer: attention then MLP, each adding its result to the residual stream.",
-    "root": "The whole causal language model: body plus LM head.",
-    "body": "The transformer body: embeddings, decoder layers and final norm, without the LM head.",
-}
-NORM_TEXT = {
-    "pre_attention": "Normalizes the residual stream before attention reads it.",
-    "post_attention": "Normalizes attention's output before it is added to the residual stream.",
-    "pre_mlp": "Normalizes the residual stream before the MLP reads it.",
-    "post_mlp": "Normalizes the MLP's output before it is added to the residual stream.",
-    "norm": "Normalizes the residual stream inside the layer.",
-}
-
-
-def norm_placements(layer: LayerParts) -> dict[str, str]:
-    """Where each residual-path norm sits (pre/post attention, pre/post MLP).
-
-    Names mislead here: Llama's `post_attention_layernorm` is the norm *before* the MLP, while
-    Gemma-2's is applied to attention's output. Count first, then the names that say it outright.
-    """
-    norms = list(layer.norms)
-    if len(norms) == 4:
-        return dict(zip(norms, ("pre_attention", "post_attention", "pre_mlp", "post_mlp")))
-    if len(norms) == 2:
-        return dict(zip(norms, ("pre_attention", "pre_mlp")))
-    placed = {}
-    for i, name in enumerate(norms):
-        leaf = name.rsplit(".", 1)[-1]
-        if "pre_feedforward" in leaf or "pre_mlp" in leaf:
-            placed[name] = "pre_mlp"
-        elif "post_feedforward" in leaf or "post_mlp" in leaf:
-            placed[name] = "post_mlp"
-        elif i == 0:
-            placed[name] = "pre_attention"  # one norm feeding parallel attention and MLP, or the first of three
-        else:
-            placed[name] = "norm"
-    return placed
-
-
-def _roles(anatomy: Anatomy) -> tuple[dict[str, str], dict[str, str]]:
-    """(role per module that heads a part, teaching key per module) from the anatomy."""
-    role: dict[str, str] = {}
-    text: dict[str, str] = {ROOT: _ROLE_TEXT["root"]}
-    if anatomy.embed_tokens:
-        role[anatomy.embed_tokens] = "embeddings"
-        text[anatomy.embed_tokens] = _ROLE_TEXT["embeddings"]
-    if anatomy.embed_positions:
-        role[anatomy.embed_positions] = "embeddings"
-        text[anatomy.embed_positions] = _ROLE_TEXT["positions"]
-    if anatomy.layers_path:
-        text[anatomy.layers_path] = _ROLE_TEXT["layers"]
-    for layer in anatomy.layers:
-        text[layer.name] = _ROLE_TEXT["layer"]
-        if layer.attention:
-            role[layer.attention] = "attention"
-            text[layer.attention] = _ROLE_TEXT["attention"]
-        if layer.mlp:
-            role[layer.mlp] = "mlp"
-            text[layer.mlp] = _ROLE_TEXT["mlp"]
-        for name, place in norm_placements(layer).items():
-            role[name] = "norms"
-            text[name] = NORM_TEXT[place]
-    if anatomy.final_norm:
-        role[anatomy.final_norm] = "norms"
-        text[anatomy.final_norm] = _ROLE_TEXT["final_norm"]
-    if anatomy.lm_head:
-        role[anatomy.lm_head] = "lm_head"
-        text[anatomy.lm_head] = _ROLE_TEXT["lm_head"]
-    return role, text
-
-
-def _generic_text(name: str, cls: str, parent_role: str | None, has_children: bool) -> str:
-    leaf = name.rsplit(".", 1)[-1]
-    if leaf == "c_proj":
-        return (_LEAF_TEXT["o_proj"] if parent_role == "attention"
-                else "Projects the intermediate features back to the hidden size, into the residual stream.")
-    if leaf in _LEAF_TEXT:
-        return _LEAF_TEXT[leaf]
-    low = cls.lower()
-    if "dropout" in low or "drop" in leaf:
-        return "Dropout: zeroes random activations in training; does nothing at inference."
-    if "norm" in low:
-        return "Normalization: rescales vectors to a steady size so deep stacks stay trainable."
-    if "rotary" in low:
-        return _LEAF_TEXT["rotary_emb"]
-    if "embedding" in low:
-        return "Embedding table: one learned vector per index."
-    if "linear" in low or "conv1d" in low:
-        return "Linear projection: a learned matrix applied to each token's vector."
-    if any(w in low for w in ("silu", "gelu", "relu", "activation", "tanh")):
-        return "Element-wise non-linearity."
-    if "model" in low and name.count(".") == 0 and has_children:
-        return _ROLE_TEXT["body"]
-    return "Container grouping the modules below it." if has_children else "Module without learned weights."
 
 
 # --------------------------------------------------------------------------- the graph
@@ -291,7 +44,7 @@ def build_graph(model: nn.Module, records: list[TensorRecord] | None = None,
     """
     records = inventory(model) if records is None else records
     anatomy = find_anatomy(model) if anatomy is None else anatomy
-    head_roles, texts = _roles(anatomy)
+    head_roles, texts = module_roles(anatomy)
     by_module: dict[str, list[TensorRecord]] = {}
     tied_in: dict[str, list[str]] = {}  # module → its names that alias a tensor owned elsewhere
     for r in records:
@@ -316,7 +69,7 @@ def build_graph(model: nn.Module, records: list[TensorRecord] | None = None,
             cls=type(module).__name__,
             depth=name.count(".") + 1 if name else 0,
             role=role,
-            explain=texts.get(name) or _generic_text(name, type(module).__name__,
+            explain=texts.get(name) or generic_text(name, type(module).__name__,
                                                      g.nodes[parent]["role"] if parent in g else None,
                                                      has_children),
             own_params=sum(r.numel for r in params),
@@ -402,146 +155,6 @@ def tied_weights(records: list[TensorRecord]) -> dict[str, tuple[str, ...]]:
     return {r.name: r.aliases for r in records if r.aliases}
 
 
-# --------------------------------------------------------------------------- data flow
-
-
-@dataclass
-class FlowNode:
-    id: str
-    kind: str              # embed | positions | add | norm | attention | mlp | folded | head
-    label: str
-    module: str | None     # qualified module name, when the node is one module
-    explain: str
-    x: float = 0.0
-    y: float = 0.0        # 0 = the residual stream; 1 = a branch that reads from and adds back to it
-    span: tuple[int, int] | None = None  # first and last layer index, for folded blocks
-
-
-@dataclass
-class DataFlow:
-    nodes: list[FlowNode]
-    edges: list[tuple[str, str, str]]  # (source id, target id, "stream" | "branch")
-    num_layers: int
-    expanded: int | None
-    missing: list[str] = field(default_factory=list)
-
-
-def _fold(first: int, last: int, name: str) -> FlowNode:
-    count = last - first + 1
-    label = f"layer {first}" if count == 1 else f"layers {first}–{last}<br>× {count}"
-    return FlowNode(id=f"fold:{first}-{last}", kind="folded", label=label, module=name if count == 1 else None,
-                    explain=f"{count} decoder layer{'s' * (count > 1)}, folded: each is norm → attention → add → "
-                            "norm → MLP → add. Click to unfold.", span=(first, last))
-
-
-def _layer_nodes(layer: LayerParts) -> tuple[list[FlowNode], list[tuple[str, str, str]], str]:
-    """One unfolded layer: branches up to y=1 for attention and MLP, adds on the stream at y=0."""
-    places = norm_placements(layer)
-    by_place = {p: n for n, p in places.items()}
-    i = layer.index
-    nodes: list[FlowNode] = []
-    edges: list[tuple[str, str, str]] = []
-    entry = f"L{i}:in"
-    nodes.append(FlowNode(entry, "stream", f"layer {i}", layer.name, _ROLE_TEXT["layer"]))
-
-    def branch(start: str, parts: list[tuple[str, str, str | None, str, str]], add_id: str) -> str:
-        prev = start
-        for key, kind, module, label, text in parts:
-            if module is None:
-                continue
-            node_id = f"L{i}:{key}"
-            nodes.append(FlowNode(node_id, kind, label, module, text, y=1.0))
-            edges.append((prev, node_id, "branch"))
-            prev = node_id
-        nodes.append(FlowNode(add_id, "add", "+", None, "Residual add: the branch's output is added to the stream, "
-                                                           "so each block only writes a correction."))
-        edges.append((prev, add_id, "branch"))
-        edges.append((start, add_id, "stream"))
-        return add_id
-
-    attn_parts = [("pre_attention", "norm", by_place.get("pre_attention"), "norm", NORM_TEXT["pre_attention"]),
-                  ("attention", "attention", layer.attention, "attention", _ROLE_TEXT["attention"]),
-                  ("post_attention", "norm", by_place.get("post_attention"), "post-norm", NORM_TEXT["post_attention"])]
-    mid = branch(entry, attn_parts, f"L{i}:add1")
-    mlp_parts = [("pre_mlp", "norm", by_place.get("pre_mlp"), "norm", NORM_TEXT["pre_mlp"]),
-                 ("mlp", "mlp", layer.mlp, "MLP", _ROLE_TEXT["mlp"]),
-                 ("post_mlp", "norm", by_place.get("post_mlp"), "post-norm", NORM_TEXT["post_mlp"])]
-    out = branch(mid, mlp_parts, f"L{i}:add2")
-    return nodes, edges, out
-
-
-def data_flow(anatomy: Anatomy, expanded: int | None = 0) -> DataFlow:
-    """Embedding → layers (folded except `expanded`) → final norm → LM head, with residual adds.
-
-    Folding keeps the drawing the same size for 2 or 80 layers; the unfolded layer shows the
-    pre-norm residual pattern every decoder layer repeats.
-    """
-    nodes: list[FlowNode] = []
-    edges: list[tuple[str, str, str]] = []
-    n = len(anatomy.layers)
-    if expanded is not None and not 0 <= expanded < n:
-        expanded = None
-    prev = None
-    if anatomy.embed_tokens:
-        nodes.append(FlowNode("embed", "embed", "token<br>embedding", anatomy.embed_tokens, _ROLE_TEXT["embeddings"]))
-        prev = "embed"
-    if anatomy.embed_positions:
-        nodes.append(FlowNode("pos", "positions", "position<br>embedding", anatomy.embed_positions,
-                              _ROLE_TEXT["positions"], y=1.0))
-        nodes.append(FlowNode("embed:add", "add", "+", None, "Token and position vectors are summed."))
-        if prev:
-            edges.append((prev, "embed:add", "stream"))
-        edges.append(("pos", "embed:add", "branch"))
-        prev = "embed:add"
-
-    def link(node_id: str) -> None:
-        nonlocal prev
-        if prev is not None:
-            edges.append((prev, node_id, "stream"))
-        prev = node_id
-
-    if n:
-        if expanded is None:
-            fold = _fold(0, n - 1, anatomy.layers[0].name)
-            nodes.append(fold)
-            link(fold.id)
-        else:
-            if expanded > 0:
-                fold = _fold(0, expanded - 1, anatomy.layers[0].name)
-                nodes.append(fold)
-                link(fold.id)
-            layer_nodes, layer_edges, out = _layer_nodes(anatomy.layers[expanded])
-            link(layer_nodes[0].id)
-            nodes += layer_nodes
-            edges += layer_edges
-            prev = out
-            if expanded < n - 1:
-                fold = _fold(expanded + 1, n - 1, anatomy.layers[expanded + 1].name)
-                nodes.append(fold)
-                link(fold.id)
-    if anatomy.final_norm:
-        nodes.append(FlowNode("final_norm", "norm", "final<br>norm", anatomy.final_norm, _ROLE_TEXT["final_norm"]))
-        link("final_norm")
-    if anatomy.lm_head:
-        nodes.append(FlowNode("head", "head", "LM head", anatomy.lm_head, _ROLE_TEXT["lm_head"]))
-        link("head")
-    _layout(nodes, edges)
-    return DataFlow(nodes, edges, n, expanded, list(anatomy.missing))
-
-
-def _layout(nodes: list[FlowNode], edges: list[tuple[str, str, str]]) -> None:
-    """Left to right in topological order; branch nodes sit above the stream, one column each."""
-    flow = nx.DiGraph()
-    flow.add_nodes_from(n.id for n in nodes)
-    flow.add_edges_from((a, b) for a, b, _ in edges)
-    x = {}
-    for node_id in nx.topological_sort(flow):
-        preds = list(flow.predecessors(node_id))
-        x[node_id] = max((x[p] + 1 for p in preds), default=0)
-    for node in nodes:
-        node.x = float(x[node.id])
-
-
 # --------------------------------------------------------------------------- from a config
 
 
@@ -611,7 +224,5 @@ def describe_model(model: nn.Module, name: str, precision: str = "as loaded",
 
 def describe_config(config, name: str, precision: str = "nf4-dq") -> ArchitectureView:
     """Architecture-only mode: the tree of a model from its config, bytes planned for `precision`."""
-    from explorer.analyse.memory_estimate import planned_inventory
-
     model = model_from_config(config)
     return describe_model(model, name, precision, planned_inventory(model, precision))

@@ -16,19 +16,20 @@ Measures, each against the reference (the highest precision that loaded):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-if TYPE_CHECKING:   # imported where used: a capture engine that cannot load must not stop KL and top-1
-    from explorer.record.attention import AttentionStore
+from explorer.analyse.attention import block_probs
+from explorer.analyse.lens import LensHead
+from explorer.model.limits import BLOCK_ELEMENTS
+from explorer.record.attention_store import AttentionStore
+from explorer.record.capture import CaptureOptions, capture
+from explorer.record.capture_data import Capture
 
 # fp32 > bf16 > fp16 > int8 > nf4 ≈ fp4: the reference is the first of these that loads.
 PRECISION_RANK: dict[str, int] = {"fp32": 5, "bf16": 4, "fp16": 3, "int8": 2, "nf4": 1, "fp4": 0}
 
-# Elements per block when projecting residuals to logits (rows × vocab): ~64 MiB of float32.
-LOGIT_BLOCK_ELEMENTS = 1 << 24
 _EPS = 1e-12
 
 
@@ -58,15 +59,16 @@ class Fingerprint:
     notes: list[str] = field(default_factory=list)
 
 
-def _full_logits(cap, model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+def _full_logits(cap: Capture, model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
     """(T, V) float32. The model's own final norm and head over the last layer's residual when the
     capture kept it (no second forward); a plain forward otherwise."""
     last = cap.num_layers - 1
-    if cap.residual is not None and cap.lens_head is not None and last in cap.residual_layers:
+    head = LensHead.from_model(model) if cap.residual is not None and last in cap.residual_layers else None
+    if head is not None:
         hidden = cap.residual[cap.residual_layers.index(last)]                  # (T, d)
-        probe = cap.lens_head.logits(hidden[:1])                                 # (1, V)
-        rows = max(1, LOGIT_BLOCK_ELEMENTS // probe.shape[-1])
-        return torch.cat([cap.lens_head.logits(hidden[r:r + rows]).cpu() for r in range(0, hidden.shape[0], rows)])
+        probe = head.logits(hidden[:1])                                          # (1, V)
+        rows = max(1, BLOCK_ELEMENTS // probe.shape[-1])
+        return torch.cat([head.logits(hidden[r:r + rows]).cpu() for r in range(0, hidden.shape[0], rows)])
     device = model.get_input_embeddings().weight.device
     with torch.inference_mode():
         out = model(input_ids=ids[None].to(device), use_cache=False)
@@ -81,8 +83,6 @@ def fingerprint(model: nn.Module, tokenizer, token_ids: torch.Tensor, prompt: st
     """
     parts = {"residual", "attention"} if attention else {"residual"}
     try:
-        from explorer.record.capture import CaptureOptions, capture
-
         cap = capture(model, tokenizer, token_ids, CaptureOptions(parts=frozenset(parts)))
     except (torch.OutOfMemoryError, MemoryError):
         raise
@@ -154,12 +154,12 @@ def attention_difference(ref: AttentionStore, cand: AttentionStore,
     for li, layer in enumerate(layers):
         t_q = ref.layers[layer].q.shape[2]
         t_k = ref.layers[layer].k.shape[2]
-        rows = max(1, ref.block_elements // max(1, ref.num_heads * t_k))
+        rows = max(1, BLOCK_ELEMENTS // max(1, ref.num_heads * t_k))
         total = torch.zeros(ref.num_heads)
         for r0 in range(0, t_q, rows):
             r1 = min(t_q, r0 + rows)
-            p, n_p = ref.block_probs(layer, heads, r0, r1)                       # (H, b, n_p)
-            q, n_q = cand.block_probs(layer, heads, r0, r1)                      # (H, b, n_q)
+            p, n_p = block_probs(ref, layer, heads, r0, r1)                     # (H, b, n_p)
+            q, n_q = block_probs(cand, layer, heads, r0, r1)                    # (H, b, n_q)
             n = max(n_p, n_q)
             p = nn.functional.pad(p, (0, n - n_p))
             q = nn.functional.pad(q.to(p.device), (0, n - n_q))

@@ -5,30 +5,35 @@ larger than the capture itself; only the top-k per (layer, position) is kept.
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
 from explorer.model.anatomy import Anatomy, resolve
-
-if TYPE_CHECKING:
-    from explorer.record.capture import Capture
-
-# Logit elements per block (rows × vocab): ~64 MiB of float32.
-BLOCK_ELEMENTS = 1 << 24
+from explorer.model.limits import BLOCK_ELEMENTS
+from explorer.record.capture import anatomy_of
+from explorer.record.capture_data import Capture
+from explorer.record.results import LensResult
 
 
 @dataclass
 class LensHead:
-    """The modules that turn a residual vector into next-token logits. Never saved with a capture."""
+    """The modules that turn a residual vector into next-token logits.
+
+    Live parts of a model: never kept on a Capture. Whoever holds the model builds one when the
+    lens is asked for (from_model is cheap), or keeps the model by weak reference.
+    """
     final_norm: nn.Module | None
     lm_head: nn.Module
     final_softcap: float | None = None   # Gemma-2 style tanh capping of the final logits
 
     @classmethod
-    def from_model(cls, model: nn.Module, anatomy: Anatomy) -> "LensHead | None":
+    def from_model(cls, model: nn.Module, anatomy: Anatomy | None = None) -> "LensHead | None":
+        """The model's final norm and LM head; None when the model has no LM head to find."""
+        anatomy = anatomy or anatomy_of(model)
         head = resolve(model, anatomy.lm_head)
         if head is None:
             return None
@@ -53,27 +58,42 @@ class LensHead:
         return out
 
 
-@dataclass
-class LensResult:
-    """Top-k tokens after each layer, as the model would read them if it stopped there."""
-    layers: list[int]            # decoder layer of each first-axis row
-    positions: list[int]         # token position of each second-axis column
-    token_ids: torch.Tensor      # (len(layers), len(positions), k) int64
-    probs: torch.Tensor          # (len(layers), len(positions), k) float32, softmax probabilities
+class ModelRef:
+    """The model and tokenizer a capture came from, held by weak reference.
 
-    def select(self, layers: Sequence[int] | None, positions: Sequence[int] | None) -> "LensResult":
-        li = [self.layers.index(l) for l in layers] if layers is not None else list(range(len(self.layers)))
-        pi = [self.positions.index(p) for p in positions] if positions is not None else list(range(len(self.positions)))
-        return LensResult([self.layers[i] for i in li], [self.positions[i] for i in pi],
-                          self.token_ids[li][:, pi], self.probs[li][:, pi])
+    Why weak: a view that keeps a capture in a session would otherwise keep an unloaded model's
+    LM head and final norm (often the whole embedding matrix, when tied) alive. Once the model
+    is gone, lens_head() is None and views answer from what the capture kept.
+    """
+
+    def __init__(self, model: nn.Module | None = None, tokenizer: object | None = None):
+        self._model = weakref.ref(model) if model is not None else None
+        self._tokenizer = weakref.ref(tokenizer) if tokenizer is not None else None
+
+    @property
+    def model(self) -> nn.Module | None:
+        return self._model() if self._model is not None else None
+
+    def lens_head(self) -> LensHead | None:
+        model = self.model
+        return LensHead.from_model(model) if model is not None else None
+
+    def decode(self) -> Callable[[int], str] | None:
+        """id -> text while the tokenizer lives; None after."""
+        tokenizer = self._tokenizer() if self._tokenizer is not None else None
+        if tokenizer is None:
+            return None
+        return lambda i: tokenizer.decode([int(i)])
 
 
-def logit_lens(capture: "Capture", k: int = 5, layers: Sequence[int] | None = None,
-               positions: Sequence[int] | None = None) -> LensResult:
+def logit_lens(capture: Capture, head: LensHead | None, k: int = 5, layers: Sequence[int] | None = None,
+               positions: Sequence[int] | None = None, decode: Callable[[int], str] | None = None) -> LensResult:
     """Top-k next tokens and probabilities for each requested (layer, position).
 
-    Uses the model attached to the capture; a capture opened from a file answers from what was
-    computed before it was saved (the full lens for a given k is cached and saved).
+    head: the capture's model's LensHead (LensHead.from_model), or None where the model is gone:
+    then the answer comes from what was computed before (the full lens for a given k is kept on
+    the capture and saved with it). decode: the tokenizer's id -> text, so that the capture
+    remembers the strings of the tokens it now shows.
     """
     all_layers = capture.residual_layers
     if layers is not None:
@@ -83,7 +103,7 @@ def logit_lens(capture: "Capture", k: int = 5, layers: Sequence[int] | None = No
     cached = capture.lens_cache.get(k)
     if cached is not None:
         return cached.select(layers, positions)
-    if capture.lens_head is None or capture.residual is None:
+    if head is None or capture.residual is None:
         raise LookupError("the logit lens needs the model (final norm and LM head) and the residual stream; "
                           "open the capture with its model loaded, or compute the lens before saving")
     full = layers is None and positions is None
@@ -94,19 +114,21 @@ def logit_lens(capture: "Capture", k: int = 5, layers: Sequence[int] | None = No
     pos_t = torch.tensor(pos_list, dtype=torch.long)
     if not pos_list or not layer_list:
         return LensResult(layer_list, pos_list, ids, probs)
-    vocab = capture.lens_head.logits(capture.residual[0, :1]).shape[-1]
+    vocab = head.logits(capture.residual[0, :1]).shape[-1]
     rows = max(1, BLOCK_ELEMENTS // vocab)
     for li, layer in enumerate(layer_list):
         hidden = capture.residual[all_layers.index(layer)].index_select(0, pos_t)   # (P, d)
         for r0 in range(0, len(pos_list), rows):
             r1 = min(len(pos_list), r0 + rows)
-            logits = capture.lens_head.logits(hidden[r0:r1])                          # (b, V)
+            logits = head.logits(hidden[r0:r1])                          # (b, V)
             top = torch.topk(torch.softmax(logits, dim=-1), k, dim=-1)
             ids[li, r0:r1] = top.indices.cpu()
             probs[li, r0:r1] = top.values.cpu()
     result = LensResult(layer_list, pos_list, ids, probs)
-    for token in ids.unique().tolist():
-        capture.token_text(int(token))
+    capture.learn_texts(ids.unique().tolist(), decode)
     if full:
         capture.lens_cache[k] = result
     return result
+
+
+__all__ = ["LensHead", "LensResult", "ModelRef", "logit_lens"]

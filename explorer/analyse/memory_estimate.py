@@ -20,34 +20,13 @@ import pandas as pd
 import torch
 from torch import nn
 
-from explorer.analyse.architecture import QuantInfo, TensorRecord, inventory
+from explorer.analyse.inventory import QuantInfo, TensorRecord, inventory
+from explorer.model.precisions import PRECISIONS, PrecisionSpec
 
 GIB = 1024**3
 
 BUILD_DTYPE = torch.bfloat16  # dtype explorer.analyse.architecture.model_from_config builds skeletons in
 
-
-@dataclass(frozen=True)
-class PrecisionSpec:
-    key: str
-    label: str
-    weight_kind: str | None    # "nf4" | "fp4" | "int8" | None (no quantization)
-    double_quant: bool
-    rest_dtype: torch.dtype    # everything not quantized (embeddings, norms, LM head, biases)
-    blocksize: int = 64        # bitsandbytes' 4-bit block (elements per absmax)
-
-
-# The rest dtypes follow explorer.model.loading: 4-bit computes in bf16, int8 loads in fp16.
-PRECISIONS: dict[str, PrecisionSpec] = {p.key: p for p in (
-    PrecisionSpec("nf4-dq", "NF4 + double quant", "nf4", True, torch.bfloat16),
-    PrecisionSpec("nf4", "NF4", "nf4", False, torch.bfloat16),
-    PrecisionSpec("fp4-dq", "FP4 + double quant", "fp4", True, torch.bfloat16),
-    PrecisionSpec("fp4", "FP4", "fp4", False, torch.bfloat16),
-    PrecisionSpec("int8", "int8 (LLM.int8)", "int8", False, torch.float16),
-    PrecisionSpec("bf16", "bf16", None, False, torch.bfloat16),
-    PrecisionSpec("fp16", "fp16", None, False, torch.float16),
-    PrecisionSpec("fp32", "fp32", None, False, torch.float32),
-)}
 REPORTED = ("nf4-dq", "nf4", "fp4", "int8", "bf16", "fp32")
 
 

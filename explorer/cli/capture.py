@@ -6,9 +6,11 @@ import sys
 import time
 from pathlib import Path
 
+from explorer.analyse.attention import head_summaries
+from explorer.analyse.lens import LensHead, logit_lens
 from explorer.model.loading import LoadConfig, LoadError, load_model
 from explorer.record.capture import PARTS, CaptureOptions, PromptTooLongError, capture
-from explorer.record.capture_file import describe_capture, open_capture
+from explorer.record.capture_file import describe_capture, open_capture, save_capture
 
 CAPTURE_HELP = "run a prompt through a model and save every layer's internals"
 SHOW_HELP = "summarise a saved capture file (no model needed)"
@@ -69,10 +71,11 @@ def cmd_capture(args: argparse.Namespace) -> int:
         return 2
     t2 = time.perf_counter()
     if args.summaries and cap.attention is not None:
-        cap.head_summaries()
+        head_summaries(cap)
     if args.lens and cap.residual is not None:
-        cap.logit_lens(args.lens)
-    cap.save(str(args.out), include_attention=not args.no_attention)
+        logit_lens(cap, LensHead.from_model(loaded.model), args.lens,
+                   decode=lambda i: loaded.tokenizer.decode([i]))
+    save_capture(cap, args.out, include_attention=not args.no_attention)
     t3 = time.perf_counter()
     print(f"loaded {loaded.name} ({loaded.precision}) in {t1 - t0:.1f} s; captured {cap.num_tokens} tokens "
           f"in {t2 - t1:.2f} s; wrote {args.out} ({args.out.stat().st_size / 2**20:.1f} MiB) in {t3 - t2:.2f} s")

@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 from explorer.model.generation import GenerateOptions, GenerationError, conversation, generate_batch, stream_generate
-from explorer.model.loading import PRECISIONS, LoadConfig, LoadError, embedded_model_dir, load_model
+from explorer.model.loading import LoadConfig, LoadError, embedded_model_dir, load_model
+from explorer.model.precisions import LOAD_PRECISIONS
 
 PREPARE_HELP = "convert the embedded model once into the cache"
 GENERATE_HELP = "stream an answer (or a batch of answers) from a model"
@@ -29,7 +30,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 def configure_generate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="embedded", help="preset key, hub id, local folder or .gguf path")
-    p.add_argument("--precision", default="nf4", choices=PRECISIONS)
+    p.add_argument("--precision", default="nf4", choices=LOAD_PRECISIONS)
     p.add_argument("--prompt", action="append", required=True,
                    help="the user prompt; repeat it to generate several conversations in one batch")
     p.add_argument("--system", help="system prompt")

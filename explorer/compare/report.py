@@ -101,10 +101,6 @@ def open_results(path: str | Path) -> ComparisonResult:
 # Tables (list of row dicts: the page makes DataFrames of them, the reports render them)
 # --------------------------------------------------------------------------------------------
 
-def _num(value: float | None, fmt: str) -> str:
-    return "—" if value is None else format(value, fmt)
-
-
 def speed_rows(result: ComparisonResult) -> list[dict]:
     """One row per run: memory and speed (numbers, for sorting and charts)."""
     rows = []

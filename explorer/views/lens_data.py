@@ -1,7 +1,8 @@
 """The logit lens as the internals views show it: a window of top-k tokens, and one position's trajectory.
 
-Every access to the model's final norm and LM head goes through `model_lens` (one small function),
-so a change in how a Capture hands them over touches one place.
+Every access to the model's final norm and LM head goes through `model_lens` (one small function).
+The Capture holds no model: the caller's ModelRef (a weak reference to the model and tokenizer that
+made it) is passed in, so a capture kept in a session never keeps an unloaded model alive.
 """
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from explorer.analyse.lens import LensHead, LensResult, logit_lens
-from explorer.record.capture import Capture
+from explorer.analyse.lens import LensHead, LensResult, ModelRef, logit_lens
+from explorer.record.capture_data import Capture
 
 LENS_MAX_POSITIONS = 48    # the lens writes a token in every cell: at most this many positions a window
 FILE_LENS_K = 5            # top-k kept in a saved file's logit lens
@@ -80,24 +81,30 @@ def cpu_float_lens_head(head: LensHead | None) -> LensHead | None:
     return cached
 
 
-def model_lens(cap: Capture) -> LensHead | None:
-    """The model's final norm + LM head for this capture's lens, or None (a file without the model,
-    or no residual stream). The one place that reaches for them: today they ride on the Capture;
-    on CPU they are swapped for a float32 copy there, which analyse.lens.logit_lens then uses."""
-    if cap.lens_head is None or cap.residual is None:
+def model_lens(cap: Capture, source: ModelRef) -> LensHead | None:
+    """The model's final norm + LM head for this capture's lens, or None (a file, a model since
+    unloaded, or no residual stream). The one place that reaches for them; on CPU a bf16/fp16
+    head is swapped for a shared float32 copy."""
+    if cap.residual is None:
         return None
-    cap.lens_head = cpu_float_lens_head(cap.lens_head)
-    return cap.lens_head
+    return cpu_float_lens_head(source.lens_head())
 
 
-def lens_available(cap: Capture) -> bool:
-    return model_lens(cap) is not None or bool(cap.lens_cache)
+def lens_available(cap: Capture, source: ModelRef) -> bool:
+    return model_lens(cap, source) is not None or bool(cap.lens_cache)
 
 
-def lens_result(cap: Capture, k: int, positions: list[int] | None) -> LensResult:
+def token_text(cap: Capture, source: ModelRef, token_id: int) -> str:
+    """Decoded text of an id, remembered on the capture (so a saved file keeps it)."""
+    cap.learn_texts([token_id], source.decode())
+    return cap.token_text(token_id)
+
+
+def lens_result(cap: Capture, source: ModelRef, k: int, positions: list[int] | None) -> LensResult:
     """Top-k per kept layer: from the model when it is there, else from a file's saved lens."""
-    if model_lens(cap) is not None:
-        return logit_lens(cap, k=k, positions=positions)
+    head = model_lens(cap, source)
+    if head is not None:
+        return logit_lens(cap, head, k=k, positions=positions, decode=source.decode())
     for cached_k in sorted(cap.lens_cache):
         if cached_k >= k:
             r = cap.lens_cache[cached_k].select(None, positions)
@@ -108,19 +115,19 @@ def lens_result(cap: Capture, k: int, positions: list[int] | None) -> LensResult
                       "saved with its logit lens")
 
 
-def lens_window(cap: Capture, start: int, stop: int, k: int) -> LensWindow:
+def lens_window(cap: Capture, source: ModelRef, start: int, stop: int, k: int) -> LensWindow:
     """Top-k after every kept layer for positions [start, stop) (already clipped by the caller)."""
-    r = lens_result(cap, k, list(range(start, stop)))
+    r = lens_result(cap, source, k, list(range(start, stop)))
     ids = r.token_ids.numpy()                                                     # (L, P, k)
-    texts = [[[cap.token_text(int(i)) for i in cell] for cell in row] for row in ids]
+    texts = [[[token_text(cap, source, int(i)) for i in cell] for cell in row] for row in ids]
     return LensWindow(list(r.layers), list(r.positions), ids, r.probs.float().numpy(), texts)
 
 
-def trajectory(cap: Capture, position: int) -> Trajectory:
+def trajectory(cap: Capture, source: ModelRef, position: int) -> Trajectory:
     """Rank and probability, after every kept layer, of the token the model finally predicts."""
-    head = model_lens(cap)
+    head = model_lens(cap, source)
     if head is None:
-        return _trajectory_from_file(cap, position)
+        return _trajectory_from_file(cap, source, position)
     hidden = cap.residual[:, position]                                       # (R, d)
     logits = head.logits(hidden).float().cpu()                               # (R, V)
     if position == cap.num_tokens - 1 and cap.last_logits is not None:
@@ -129,15 +136,15 @@ def trajectory(cap: Capture, position: int) -> Trajectory:
         target = int(logits[-1].argmax())
     probs = torch.softmax(logits, -1)
     rank = (logits > logits[:, target:target + 1]).sum(-1)                   # (R,)
-    tops = [cap.token_text(int(i)) for i in logits.argmax(-1)]
-    return Trajectory(position, target, cap.token_text(target), list(cap.residual_layers),
+    tops = [token_text(cap, source, int(i)) for i in logits.argmax(-1)]
+    return Trajectory(position, target, token_text(cap, source, target), list(cap.residual_layers),
                       probs[:, target].numpy().astype(np.float32), rank.numpy().astype(np.int64),
                       tops, True, int(logits.shape[-1]))
 
 
-def _trajectory_from_file(cap: Capture, position: int) -> Trajectory:
+def _trajectory_from_file(cap: Capture, source: ModelRef, position: int) -> Trajectory:
     """Only a saved top-k per layer is known: rank -1 and NaN where the prediction fell outside it."""
-    r = lens_result(cap, FILE_LENS_K, [position])
+    r = lens_result(cap, source, FILE_LENS_K, [position])
     ids, probs = r.token_ids[:, 0], r.probs[:, 0]                             # (R, k)
     target = int(ids[-1, 0])
     hit = ids == target
@@ -149,4 +156,4 @@ def _trajectory_from_file(cap: Capture, position: int) -> Trajectory:
 
 
 __all__ = ["FILE_LENS_K", "LENS_MAX_POSITIONS", "LensWindow", "Trajectory", "cpu_float_lens_head", "lens_available",
-           "lens_result", "lens_window", "model_lens", "trajectory"]
+           "lens_result", "lens_window", "model_lens", "token_text", "trajectory"]

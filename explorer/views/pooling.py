@@ -10,9 +10,10 @@ import math
 import torch
 from torch import nn
 
+from explorer.model.limits import BLOCK_ELEMENTS
+
 MAX_SIDE = 512
 OVERVIEW_TILE = 16
-BLOCK_ELEMENTS = 1 << 24   # float32 elements per recomputation block (~64 MiB)
 
 Span = tuple[int, int]     # [start, stop) token positions one heatmap cell covers
 

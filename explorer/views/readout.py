@@ -15,8 +15,9 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from explorer.analyse.lens import ModelRef
 from explorer.analyse.pca import Projection
-from explorer.record.capture import Capture
+from explorer.record.capture_data import Capture
 from explorer.views import attention_data, exports, lens_data, residual_data
 from explorer.views.attention_data import AttentionView, Overview, TokenAttention
 from explorer.views.lens_data import LENS_MAX_POSITIONS, LensWindow, Trajectory
@@ -51,12 +52,18 @@ class Memo:
 
 
 class Readout:
-    """Memoised, screen-sized views of one Capture."""
+    """Memoised, screen-sized views of one Capture.
 
-    def __init__(self, capture: Capture, memo_size: int = 96, max_side: int = MAX_SIDE):
+    model, tokenizer: what made the capture, for the logit lens and for decoding the tokens the
+    lens shows; held by weak reference (ModelRef), so a Readout kept in a session does not keep an
+    unloaded model alive. A capture opened from a file has neither.
+    """
+
+    def __init__(self, capture: Capture, model=None, tokenizer=None, memo_size: int = 96,
+                 max_side: int = MAX_SIDE):
         self.capture = capture
+        self.source = ModelRef(model, tokenizer)
         self.max_side = max_side
-        lens_data.model_lens(capture)      # on CPU, swap a bf16 LM head for a float32 copy once
         self._memo = Memo(memo_size)
 
     def _cached(self, key: tuple, compute: Callable[[], Any]) -> Any:
@@ -132,23 +139,28 @@ class Readout:
     # ---- logit lens -----------------------------------------------------------------------
     @property
     def lens_available(self) -> bool:
-        return lens_data.lens_available(self.capture)
+        return lens_data.lens_available(self.capture, self.source)
 
     @property
     def lens_from_model(self) -> bool:
         """True when the model's head is at hand (a file can then carry the whole lens)."""
-        return lens_data.model_lens(self.capture) is not None
+        return lens_data.model_lens(self.capture, self.source) is not None
+
+    @property
+    def lens_head(self):
+        """The model's final norm and LM head while the model lives; None for a file or after unload."""
+        return lens_data.model_lens(self.capture, self.source)
 
     def lens_window(self, start: int, stop: int, k: int = 3) -> LensWindow:
         """Top-k after every kept layer for positions [start, stop), at most LENS_MAX_POSITIONS."""
         start, stop = clip_window((start, stop), self.num_tokens, self.max_side)
         if stop - start > LENS_MAX_POSITIONS:
             start = stop - LENS_MAX_POSITIONS
-        return self._cached(("lens", start, stop, k), lambda: lens_data.lens_window(self.capture, start, stop, k))
+        return self._cached(("lens", start, stop, k), lambda: lens_data.lens_window(self.capture, self.source, start, stop, k))
 
     def trajectory(self, position: int) -> Trajectory:
         position = position % self.num_tokens
-        return self._cached(("trajectory", position), lambda: lens_data.trajectory(self.capture, position))
+        return self._cached(("trajectory", position), lambda: lens_data.trajectory(self.capture, self.source, position))
 
     # ---- the guided tour's numbers --------------------------------------------------------
     def tour_facts(self) -> dict[str, Any]:
@@ -171,7 +183,7 @@ class Readout:
 
     # ---- files and tables ------------------------------------------------------------------
     def capture_file(self, include_lens: bool = True) -> bytes:
-        return self._cached(("file", include_lens), lambda: exports.capture_file_bytes(self.capture, include_lens))
+        return self._cached(("file", include_lens), lambda: exports.capture_file_bytes(self.capture, self.source, include_lens))
 
     def tokens_table(self) -> pd.DataFrame:
         return exports.tokens_table(self.capture)

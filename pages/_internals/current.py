@@ -54,7 +54,7 @@ def run_capture(loaded, prompt, text: str, source: str, origin: str) -> bool:
     except (PromptTooLongError, ValueError) as exc:
         st.error(str(exc))
         return False
-    set_current(Current(Readout(cap), text, source, origin))
+    set_current(Current(Readout(cap, loaded.model, loaded.tokenizer), text, source, origin))
     return True
 
 

@@ -6,7 +6,7 @@ import tempfile
 
 import streamlit as st
 
-from explorer.record.capture import Capture
+from explorer.record.capture_file import open_capture
 from explorer.views.readout import Readout
 from explorer.views.teaching import escape_markdown
 from pages._internals.current import Current, set_current
@@ -31,7 +31,7 @@ def open_upload(name: str, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        cap = Capture.open(path)
+        cap = open_capture(path)
     except Exception as exc:   # noqa: BLE001 - any unreadable file becomes a message
         st.sidebar.error(f"Could not open {escape_markdown(name)}: {escape_markdown(str(exc))}")
         return

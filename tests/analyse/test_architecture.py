@@ -7,10 +7,13 @@ import networkx as nx
 import pytest
 import torch
 
-from explorer.analyse.architecture import ROOT, ArchitectureError, build_graph, count_parameters, data_flow, \
-    describe_config, describe_model, inventory, model_from_config, module_table, norm_placements, \
-    parameter_breakdown
+from explorer.analyse.architecture import ROOT, ArchitectureError, build_graph, describe_config, describe_model, \
+    model_from_config, module_table, parameter_breakdown
+from explorer.analyse.data_flow import data_flow
+from explorer.analyse.inventory import count_parameters, inventory
+from explorer.analyse.module_roles import norm_placements
 from explorer.model.loading import bnb_config
+from explorer.model.configs import preset_config
 from tests.tiny_models import FAMILIES, tiny_config, tiny_model
 
 
@@ -203,7 +206,6 @@ def test_a_non_causal_config_is_refused_with_a_clear_message():
 def test_llama_8b_tree_builds_from_config_in_under_a_second():
     import time
 
-    from explorer.presets import preset_config
 
     cfg = preset_config("llama-3.1-8b-instruct")
     describe_config(cfg, "warm-up")

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from explorer.compare.run import drift_ids, take_fingerprints
-from explorer.analyse.drift import attention_difference, by_rank, compare_fingerprints, fingerprint, next_token_kl, \
+from explorer.analyse.drift import _plain_fingerprint, attention_difference, by_rank, compare_fingerprints, fingerprint, next_token_kl, \
     residual_drift, top1_agreement
+from explorer.analyse.attention import layer_probabilities
 from explorer.model.loading import LoadConfig, load_model, unload
 from tests.tiny_models import tiny_model
 
@@ -100,7 +101,7 @@ def test_attention_difference_is_a_total_variation_in_zero_one():
     assert layers == [0, 1, 2] and diff.shape == (3, 4)
     assert (diff > 0).all() and (diff <= 1).all()
     # row 0 can only attend to itself in both, so it contributes 0: the mean is below the max over rows ≥ 1 - ...
-    p, q = fa.attention.layer_probabilities(0), fb.attention.layer_probabilities(0)   # (H, T, T)
+    p, q = layer_probabilities(fa.attention, 0), layer_probabilities(fb.attention, 0)   # (H, T, T)
     torch.testing.assert_close(diff[0], 0.5 * (p - q).abs().sum(-1).mean(-1), rtol=1e-5, atol=1e-6)
 
 
@@ -136,7 +137,6 @@ def test_embedded_nf4_drifts_from_bf16_and_bf16_does_not_drift_from_itself(embed
 
 
 def test_the_hookless_fallback_gives_the_same_logits_and_comparable_residuals():
-    from explorer.analyse.drift import _plain_fingerprint
 
     model = tiny_model("llama")
     hooked, plain = fingerprint(model, None, IDS, "p"), _plain_fingerprint(model, None, IDS, "p", "note")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from explorer.analyse.lens import LensHead, logit_lens
 from explorer.record.capture import CaptureOptions, capture
 from tests.tiny_models import FAMILIES, tiny_model
 
@@ -13,7 +14,7 @@ def test_last_layer_is_the_model_output(family):
     model = tiny_model(family)
     ids = torch.randint(3, 256, (11,))
     cap = capture(model, None, ids)
-    lens = cap.logit_lens(k=4)
+    lens = logit_lens(cap, LensHead.from_model(model), k=4)
     n = model.config.num_hidden_layers
     assert lens.token_ids.shape == (n, 11, 4) and lens.layers == list(range(n))
     with torch.no_grad():
@@ -28,10 +29,11 @@ def test_last_layer_is_the_model_output(family):
 def test_subsets_agree_with_full_and_cache():
     model = tiny_model("qwen2")
     cap = capture(model, None, torch.randint(3, 256, (9,)))
-    part = cap.logit_lens(k=3, layers=[1], positions=[0, -1])
+    head = LensHead.from_model(model)
+    part = logit_lens(cap, head, k=3, layers=[1], positions=[0, -1])
     assert part.positions == [0, 8] and 3 not in cap.lens_cache         # subsets are not cached
-    full = cap.logit_lens(k=3)
+    full = logit_lens(cap, head, k=3)
     assert torch.equal(part.token_ids[0], full.token_ids[1, [0, 8]])
     assert cap.lens_cache[3] is full
     with pytest.raises(KeyError, match="not captured"):
-        capture(model, None, torch.randint(3, 256, (5,)), CaptureOptions(layers=[0])).logit_lens(layers=[2])
+        logit_lens(capture(model, None, torch.randint(3, 256, (5,)), CaptureOptions(layers=[0])), head, layers=[2])

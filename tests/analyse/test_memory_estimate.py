@@ -4,10 +4,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from explorer.analyse.architecture import count_parameters, inventory, model_from_config
+from explorer.analyse.architecture import model_from_config
+from explorer.analyse.inventory import count_parameters, inventory
 from explorer.model.loading import bnb_config
 from explorer.analyse.memory_estimate import GIB, GPUS, PRECISIONS, REPORTED, estimate_all, estimate_memory, gpu_fit, \
     kv_cache_bytes, precision_key, quantized_modules
+from explorer.model.configs import embedded_config, preset_config
 from tests.tiny_models import FAMILIES, tiny_config, tiny_model
 
 TOLERANCE = 0.05  # the bar; the plan is exact on every family here
@@ -74,7 +76,6 @@ def test_the_planned_tensors_are_the_ones_bitsandbytes_quantizes(family, saved_t
 
 
 def test_llama_31_8b_nf4_double_quant_matches_the_h100_measurement():
-    from explorer.presets import preset_config
 
     estimate = estimate_memory(model_from_config(preset_config("llama-3.1-8b-instruct")), "nf4-dq")
     assert abs(estimate.footprint_bytes / 5.59e9 - 1) < 0.01  # get_memory_footprint: 5.59 GB
@@ -84,7 +85,6 @@ def test_llama_31_8b_nf4_double_quant_matches_the_h100_measurement():
 
 
 def test_precisions_order_as_their_bits_say():
-    from explorer.presets import preset_config
 
     est = {e.precision: e for e in estimate_all(model_from_config(preset_config("phi-3-mini-4k-instruct")))}
     assert list(est) == list(REPORTED)
@@ -97,7 +97,6 @@ def test_precisions_order_as_their_bits_say():
 
 
 def test_gpu_fit_says_an_8b_model_needs_4bit_on_a_16gb_card():
-    from explorer.presets import preset_config
 
     cfg = preset_config("llama-3.1-8b-instruct")
     table = gpu_fit(estimate_all(model_from_config(cfg)), cfg, context_tokens=4096).set_index("precision")
@@ -120,7 +119,6 @@ def test_precision_key_follows_the_loader_double_quant_flag():
 @pytest.mark.slow
 @pytest.mark.parametrize("fixture,precision", [("embedded_nf4", "nf4-dq"), ("embedded_bf16", "bf16")])
 def test_estimate_matches_the_embedded_model_loaded_for_real(fixture, precision, request):
-    from explorer.presets import embedded_config
 
     loaded = request.getfixturevalue(fixture)
     assert precision_key(loaded.precision, loaded.config.double_quant) == precision

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from explorer.analyse.attention import head_summaries
 from explorer.record.capture import capture
+from explorer.record.capture_file import save_capture
 from explorer.cli.capture import _parse_layers
 from explorer.cli.main import build_parser, main
 from tests.tiny_models import tiny_model
@@ -27,8 +29,8 @@ def test_parser_has_subcommands_and_layer_ranges():
 def test_show_subprocess(tmp_path):
     path = tmp_path / "tiny.capture"
     cap = capture(tiny_model("llama"), None, torch.randint(3, 256, (7,)))
-    cap.head_summaries()
-    cap.save(str(path))
+    head_summaries(cap)
+    save_capture(cap, str(path))
     out = subprocess.run([sys.executable, "-m", "explorer", "show", str(path)], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

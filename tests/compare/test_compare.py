@@ -8,7 +8,8 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from explorer.compare.run import CompareConfig, PeakMemory, run_comparison, take_fingerprints
+from explorer.compare.measure import PeakMemory
+from explorer.compare.run import CompareConfig, run_comparison, take_fingerprints
 from explorer.cli.main import main as cli_main
 from explorer.analyse.drift import compare_fingerprints
 from explorer.model.loading import LoadConfig, embedded_model_dir, load_model, unload

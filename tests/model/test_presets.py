@@ -6,9 +6,9 @@ import json
 import pytest
 
 from explorer.analyse.architecture import describe_config
-from explorer.model.loading import PRESETS as LOADER_PRESETS
-from explorer.presets import EMBEDDED_FALLBACK, PRESETS, ConfigError, config_from_dict, config_from_hub, \
-    config_from_json, config_from_path, embedded_config, preset_config, preset_config_fallback, preset_dict
+from explorer.model.configs import ConfigError, config_from_dict, config_from_hub, config_from_json, \
+    config_from_path, embedded_config, preset_config
+from explorer.presets import EMBEDDED, PRESETS, preset_dict
 
 
 @pytest.mark.parametrize("key,total,layers", [
@@ -22,10 +22,14 @@ def test_presets_build_with_their_published_totals(key, total, layers):
     assert view.anatomy.num_layers == layers and not view.anatomy.missing
 
 
-def test_preset_keys_match_the_loader_presets():
-    assert set(PRESETS) <= set(LOADER_PRESETS)
+def test_every_preset_ships_a_config_and_only_the_embedded_one_loads_offline():
     for key, preset in PRESETS.items():
-        assert LOADER_PRESETS[key].hub_id == preset.hub_id
+        assert preset_dict(key)["model_type"]
+        assert (preset.hub_id is None) == (key == EMBEDDED)
+    with pytest.raises(KeyError, match="known: embedded"):
+        preset_dict("nope")
+    with pytest.raises(ConfigError, match="No preset called"):
+        preset_config("nope")
 
 
 def test_gemma_ties_its_head_and_llama_does_not():
@@ -35,12 +39,12 @@ def test_gemma_ties_its_head_and_llama_does_not():
 
 
 def test_shipped_smollm2_config_matches_the_embedded_gguf():
-    shipped = preset_config_fallback()
+    shipped = preset_config(EMBEDDED)
     real = embedded_config()
     for attr in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
                  "num_key_value_heads", "vocab_size", "tie_word_embeddings"):
         assert getattr(shipped, attr) == getattr(real, attr), attr
-    assert describe_config(shipped, "s").total_params == EMBEDDED_FALLBACK.published_params
+    assert describe_config(shipped, "s").total_params == PRESETS[EMBEDDED].published_params
 
 
 def test_a_config_file_or_its_folder_opens(tmp_path):

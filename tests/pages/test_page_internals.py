@@ -12,6 +12,7 @@ from streamlit.testing.v1 import AppTest
 from transformers import AutoModelForCausalLM
 
 from explorer.record.capture import Capture, CaptureOptions, capture
+from explorer.record.capture_file import open_capture
 from explorer.views.readout import Readout
 from tests.tiny_models import tiny_config, tiny_model
 
@@ -56,18 +57,24 @@ def no_model(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def tiny_capture() -> Capture:
-    cap = capture(tiny_model("llama"), None, list(range(5, 5 + T)))
+def tiny_llama():
+    """Kept alive for the module: a Readout holds its model only by weak reference."""
+    return tiny_model("llama")
+
+
+@pytest.fixture(scope="module")
+def tiny_capture(tiny_llama) -> Capture:
+    cap = capture(tiny_llama, None, list(range(5, 5 + T)))
     cap.token_texts[2] = "<script>alert(1)</script>"
     return cap
 
 
-def page_with(cap: Capture, origin: str = "test prompt", prompt: str | None = "x") -> AppTest:
+def page_with(cap: Capture, origin: str = "test prompt", prompt: str | None = "x", model=None) -> AppTest:
     from pages import _state
     from pages._internals.current import Current
 
     at = AppTest.from_file(PAGE, default_timeout=120)
-    at.session_state[_state.CURRENT] = Current(Readout(cap), prompt, "text", origin)
+    at.session_state[_state.CURRENT] = Current(Readout(cap, model), prompt, "text", origin)
     at.session_state[_state.LAYER] = 1
     at.session_state[_state.HEAD] = 0
     at.session_state[_state.TOKEN] = cap.num_tokens - 1
@@ -76,8 +83,8 @@ def page_with(cap: Capture, origin: str = "test prompt", prompt: str | None = "x
     return at.run()
 
 
-def test_every_view_draws_its_figures_at_the_captures_dimensions(no_model, tiny_capture):
-    at = page_with(tiny_capture)
+def test_every_view_draws_its_figures_at_the_captures_dimensions(no_model, tiny_llama, tiny_capture):
+    at = page_with(tiny_capture, model=tiny_llama)
     assert not at.exception and not at.error
     figs = specs(at)
     assert shape(figs["Layer 1 · head 0 (KV head 0)"]) == (T, T)
@@ -109,8 +116,8 @@ def test_every_view_draws_its_figures_at_the_captures_dimensions(no_model, tiny_
     assert not at.exception
 
 
-def test_switching_layer_head_and_token_redraws_the_views(no_model, tiny_capture):
-    at = page_with(tiny_capture)
+def test_switching_layer_head_and_token_redraws_the_views(no_model, tiny_llama, tiny_capture):
+    at = page_with(tiny_capture, model=tiny_llama)
     at.select_slider(key="internals_layer").set_value(2).run()
     at.selectbox(key="internals_head").set_value(3).run()
     assert "Layer 2 · head 3 (KV head 1)" in specs(at)
@@ -123,14 +130,14 @@ def test_switching_layer_head_and_token_redraws_the_views(no_model, tiny_capture
     assert (params["layer"], params["head"], params["token"]) in ((["2"], ["3"], ["7"]), ("2", "3", "7"))
 
 
-def test_hostile_token_text_reaches_the_page_only_escaped(no_model, tiny_capture):
-    at = page_with(tiny_capture)
+def test_hostile_token_text_reaches_the_page_only_escaped(no_model, tiny_llama, tiny_capture):
+    at = page_with(tiny_capture, model=tiny_llama)
     raw = "".join(el.proto.spec for el in at.get("plotly_chart"))
     assert "<script>" not in raw and "&lt;script&gt;" in raw
 
 
-def test_the_guided_tour_walks_from_tokens_to_the_lm_head(no_model, tiny_capture):
-    at = page_with(tiny_capture)
+def test_the_guided_tour_walks_from_tokens_to_the_lm_head(no_model, tiny_llama, tiny_capture):
+    at = page_with(tiny_capture, model=tiny_llama)
     at.segmented_control(key="internals_view").set_value("tour").run()
     assert any("**24 tokens**" in m.value for m in at.markdown)  # the tour quotes this capture
     seen = []
@@ -157,13 +164,13 @@ def test_a_long_prompt_is_pooled_with_a_notice_and_a_window_gives_full_resolutio
     assert shape(specs(at)[title]) == (128, 128)
 
 
-def test_a_saved_capture_opens_without_any_model(no_model, tiny_capture, tmp_path):
+def test_a_saved_capture_opens_without_any_model(no_model, tiny_llama, tiny_capture, tmp_path):
     from pages._common import registry
 
-    data = Readout(tiny_capture).capture_file(include_lens=True)
+    data = Readout(tiny_capture, tiny_llama).capture_file(include_lens=True)
     path = tmp_path / "saved.safetensors"
     path.write_bytes(data)
-    at = page_with(Capture.open(str(path)), origin="file saved.safetensors", prompt=None)
+    at = page_with(open_capture(str(path)), origin="file saved.safetensors", prompt=None)
     assert registry().current is None
     assert shape(specs(at)["Layer 1 · head 0 (KV head 0)"]) == (T, T)
     at.segmented_control(key="internals_view").set_value("lens").run()

@@ -7,10 +7,31 @@ import math
 import pytest
 import torch
 
-from explorer.record.attention import AttentionStore, record_attention
+from explorer.analyse.attention import blockwise_summaries, fused_summaries, layer_probabilities, pooled, prepare, \
+    probabilities, summaries
+from explorer.model.anatomy import find_anatomy, resolve
+from explorer.record.attention_fn import Recorder, explorer_attention_enabled, recording
+from explorer.record.attention_store import AttentionStore
+from explorer.record.offload import Offloader
 from tests.tiny_models import FAMILIES, tiny_model
 
 TOL = 1e-4
+
+
+def record_attention(model, input_ids, attention_mask=None):
+    """A (possibly padded) batch through the recording attention function: (store, output).
+    capture() takes one prompt; batches exercise masks and padding that one prompt cannot."""
+    config = model.config.get_text_config()
+    heads = int(config.num_attention_heads)
+    store = AttentionStore(num_heads=heads, num_kv_heads=int(getattr(config, "num_key_value_heads", None) or heads))
+    layer_of = {id(resolve(model, lp.attention)): lp.index for lp in find_anatomy(model).layers if lp.attention}
+    offload = Offloader()
+    with torch.inference_mode(), explorer_attention_enabled(model) as switched, \
+            recording(Recorder(store, layer_of, None, offload)):
+        assert switched
+        output = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        offload.finish()
+    return store, output
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +59,7 @@ def test_matches_eager_with_left_padding(pairs, family):
     for layer in store.layer_indices:
         for b in range(2):
             valid = mask[b].bool()
-            ours = store.layer_probabilities(layer, batch=b)          # (H, T, T)
+            ours = layer_probabilities(store, layer, batch=b)          # (H, T, T)
             theirs = ref.attentions[layer][b]
             assert ours.shape == theirs.shape
             # Rows of real tokens must match exactly; fully padded rows are undefined in SDPA.
@@ -55,12 +76,12 @@ def test_matches_eager_unpadded_long(pairs, family):
     store, _ = record_attention(model, ids)
     ref = _eager(eager, ids)
     for layer in store.layer_indices:
-        assert (store.layer_probabilities(layer) - ref.attentions[layer][0]).abs().max() < TOL
+        assert (layer_probabilities(store, layer) - ref.attentions[layer][0]).abs().max() < TOL
     if family == "gemma2":
         # Sliding layers put zero mass beyond the window; full layers do not.
         sliding = [l for l in store.layer_indices if store.layers[l].sliding_window]
         assert sliding
-        p = store.probabilities(sliding[0], 0)
+        p = probabilities(store, sliding[0], 0)
         assert p[40, :40 - 8 + 1].abs().max() == 0
         assert p[40, 40 - 8 + 1:41].sum() == pytest.approx(1.0, abs=1e-5)
 
@@ -75,7 +96,7 @@ def test_gqa_structure(pairs):
 
 
 def _summaries_from_maps(store: AttentionStore, layer: int):
-    maps = store.layer_probabilities(layer)                     # (H, T, T)
+    maps = layer_probabilities(store, layer)                     # (H, T, T)
     t = maps.shape[-1]
     ent = -torch.special.xlogy(maps, maps).sum(-1)
     dist = (torch.arange(t)[:, None] - torch.arange(t)[None, :]).float()
@@ -86,8 +107,7 @@ def _summaries_from_maps(store: AttentionStore, layer: int):
 def test_blockwise_summaries_equal_full_maps(pairs, family):
     model, _ = pairs[family]
     store, _ = record_attention(model, torch.randint(3, 256, (1, 37)))
-    store.block_elements = 4 * 37 * 3        # force blocks of 3 query rows
-    s = store.summaries()
+    s = summaries(store, block_elements=4 * 37 * 3)        # force blocks of 3 query rows
     assert s.entropy.shape == (3, 4, 37)
     for li, layer in enumerate(s.layers):
         ent, first, look = _summaries_from_maps(store, layer)
@@ -103,29 +123,27 @@ def test_pooled_map_preserves_rows_and_mass(pairs):
     model, _ = pairs["qwen2"]
     t = 50
     store, _ = record_attention(model, torch.randint(3, 256, (1, t)))
-    full = store.probabilities(1, 2)
-    store.block_elements = 64                  # several row blocks
-    pooled, factor = store.pooled(1, 2, max_size=16)
-    assert factor == math.ceil(t / 16) and pooled.shape == (math.ceil(t / factor),) * 2
-    assert torch.allclose(pooled.sum(-1), torch.ones(pooled.shape[0]), atol=1e-5)
+    full = probabilities(store, 1, 2)
+    pmap, factor = pooled(store, 1, 2, max_size=16, block_elements=64)     # several row blocks
+    assert factor == math.ceil(t / 16) and pmap.shape == (math.ceil(t / factor),) * 2
+    assert torch.allclose(pmap.sum(-1), torch.ones(pmap.shape[0]), atol=1e-5)
     # Cell (i, j): mean over the block's queries of their total mass on block j.
     i, j = 5, 2
     expected = full[i * factor:(i + 1) * factor, j * factor:(j + 1) * factor].sum(-1).mean()
-    assert pooled[i, j] == pytest.approx(float(expected), abs=1e-5)
-    same, one = store.pooled(1, 2, max_size=t)
+    assert pmap[i, j] == pytest.approx(float(expected), abs=1e-5)
+    same, one = pooled(store, 1, 2, max_size=t)
     assert one == 1 and torch.equal(same, full)
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2", "phi3"])
 def test_fused_summaries_match_blockwise(pairs, family):
     """Unmasked causal layers take the fused-kernel path; it must agree with the explicit maps."""
-    from explorer.record.attention import _fused_summaries
     model, _ = pairs[family]
     store, _ = record_attention(model, torch.randint(3, 256, (1, 45)))
     for layer in store.layer_indices:
-        prep = store.prepare(layer)
+        prep = prepare(store, layer)
         assert prep.fusable()
-        fused = _fused_summaries(prep)
+        fused = fused_summaries(prep)
         assert fused is not None, "fused kernel unavailable on this machine"
-        explicit = store._blockwise_summaries(prep)
+        explicit = blockwise_summaries(prep)
         assert (fused - explicit).abs().max() < TOL

@@ -8,6 +8,7 @@ import time
 import pytest
 import torch
 
+from explorer.analyse.attention import attention_map
 from explorer.model.anatomy import resolve
 from explorer.record.capture import CaptureOptions, PromptTooLongError, capture
 from tests.model.test_anatomy import OddModel
@@ -135,7 +136,7 @@ def test_threads_share_a_model(models):
             assert torch.equal(cap.token_ids, prompts[i])
             assert torch.allclose(cap.residual, alone[i].residual, atol=1e-6)
             assert cap.attention.layer_indices == alone[i].attention.layer_indices
-            assert torch.allclose(cap.attention_map(2, 1), alone[i].attention_map(2, 1), atol=1e-6)
+            assert torch.allclose(attention_map(cap, 2, 1), attention_map(alone[i], 2, 1), atol=1e-6)
             assert set(cap.norms) == set(alone[i].norms)
     assert _hooks(model) == before
     assert model.config._attn_implementation == "sdpa"
@@ -167,7 +168,7 @@ def test_parts_and_layers_filter(models):
     assert cap.attention is None and cap.norms == {} and cap.attn_out_norm is None
     assert cap.residual_layers == [1] and cap.last_logits is not None
     with pytest.raises(LookupError):
-        cap.attention_map(1, 0)
+        attention_map(cap, 1, 0)
     with pytest.raises(ValueError, match="unknown capture parts"):
         CaptureOptions(parts=frozenset({"everything"}))
 

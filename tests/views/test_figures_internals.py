@@ -11,7 +11,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from explorer.record.capture import Capture, capture
+from explorer.record.capture import capture
+from explorer.record.capture_file import open_capture
+from explorer.analyse.attention import attention_map, attention_map_pooled, head_summaries, layer_probabilities
 from explorer.views.figures.attention import attention_heatmap, gqa_figure, head_summary_figure, overview_figure, \
     select_tile, token_attention_figure
 from explorer.views.figures.embeddings import pca_figure
@@ -44,21 +46,31 @@ def z_of(fig, trace: int = 0) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def short() -> Readout:
-    cap = capture(tiny_model("llama"), None, list(range(5, 29)))        # 24 tokens
-    cap.token_texts[3] = HOSTILE
-    cap.token_texts[4] = " the"
-    return Readout(cap)
+def short_model():
+    """Kept alive for the module: a Readout holds its model only by weak reference."""
+    return tiny_model("llama")
 
 
 @pytest.fixture(scope="module")
-def long() -> Readout:
+def short(short_model) -> Readout:
+    cap = capture(short_model, None, list(range(5, 29)))        # 24 tokens
+    cap.token_texts[3] = HOSTILE
+    cap.token_texts[4] = " the"
+    return Readout(cap, short_model)
+
+
+@pytest.fixture(scope="module")
+def long_model():
     config = tiny_config("llama")
     config.max_position_embeddings = 2048
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(config).eval()
+    return AutoModelForCausalLM.from_config(config).eval()
+
+
+@pytest.fixture(scope="module")
+def long(long_model) -> Readout:
     ids = torch.randint(3, 250, (1200,)).tolist()
-    return Readout(capture(model, None, ids))
+    return Readout(capture(long_model, None, ids), long_model)
 
 
 # ---- attention ---------------------------------------------------------------------------------
@@ -68,7 +80,7 @@ def test_heatmap_shows_the_heads_own_probabilities_with_one_label_per_token(shor
     fig = attention_heatmap(view, short.texts, focus=5)
     z = z_of(fig)
     assert z.dtype == np.float32 and z.shape == (24, 24)
-    assert np.allclose(z, short.capture.attention_map(1, 2).numpy())
+    assert np.allclose(z, attention_map(short.capture, 1, 2).numpy())
     assert np.allclose(z.sum(-1), 1, atol=1e-4)
     x = list(fig.data[0].x)
     assert len(set(x)) == 24                                   # unique even where tokens repeat
@@ -108,7 +120,7 @@ def test_long_prompts_are_pooled_and_stay_under_the_payload_limit(long):
 def test_a_window_shows_the_full_resolution_crop(long):
     view = long.attention_view(1, 3, q_window=(1000, 1100), k_window=(0, 64))
     assert view.window and view.factor == 1 and view.z.shape == (100, 64)
-    full = long.capture.attention_map(1, 3).numpy()
+    full = attention_map(long.capture, 1, 3).numpy()
     assert np.allclose(view.z, full[1000:1100, :64], atol=1e-6)
     wide = long.attention_view(1, 3, q_window=(0, 1200), k_window=(0, 1200))
     assert wide.z.shape == (MAX_SIDE, MAX_SIDE)                 # cut to the last MAX_SIDE positions
@@ -117,7 +129,7 @@ def test_a_window_shows_the_full_resolution_crop(long):
 def test_overview_tiles_are_pooled_maps_and_clicks_name_layer_and_head(short):
     ov = short.overview(tile=8)
     assert ov.tiles.shape == (3, 4, 8, 8) and ov.factor == 3
-    pooled, factor = short.capture.attention_map_pooled(2, 3, max_size=8)
+    pooled, factor = attention_map_pooled(short.capture, 2, 3, max_size=8)
     assert factor == 3 and np.allclose(ov.tiles[1 + 1, 3], pooled.numpy(), atol=1e-5)
     fig = overview_figure(ov, (2, 3))
     assert z_of(fig).dtype == np.uint8
@@ -132,7 +144,7 @@ def test_head_summaries_heatmap_is_layers_by_heads(short):
     per = short.head_summaries()
     assert per["entropy"].shape == (3, 4)
     at = short.head_summaries(token=10)
-    s = short.capture.head_summaries()
+    s = head_summaries(short.capture)
     assert np.allclose(at["lookback"], s.lookback[..., 10].numpy())
     fig = head_summary_figure(per["first_token"], short.attention_layers, short.capture.kv_head_of, "first_token",
                               (1, 2))
@@ -151,10 +163,10 @@ def test_gqa_figure_joins_each_query_head_to_its_kv_head():
 def test_attention_from_a_token_matches_its_row_in_every_layer(short):
     ta = short.token_attention(12)
     for li, layer in enumerate(ta.layers):
-        row = short.capture.attention.layer_probabilities(layer)[:, 12].mean(0)      # (T,) mean over heads
+        row = layer_probabilities(short.capture.attention, layer)[:, 12].mean(0)      # (T,) mean over heads
         assert np.allclose(ta.z[li], row.numpy(), atol=1e-5)
     one = short.token_attention(12, head=1)
-    assert np.allclose(one.z[0], short.capture.attention_map(0, 1)[12].numpy(), atol=1e-6)
+    assert np.allclose(one.z[0], attention_map(short.capture, 0, 1)[12].numpy(), atol=1e-6)
     fig = token_attention_figure(ta, short.texts)
     assert z_of(fig).shape == (3, 13)                          # keys after the token carry nothing: cut
 
@@ -229,8 +241,8 @@ def test_a_saved_capture_reads_its_lens_without_the_model(short, tmp_path):
     data = short.capture_file(include_lens=True)
     path = tmp_path / "c.safetensors"
     path.write_bytes(data)
-    opened = Readout(Capture.open(str(path)))
-    assert opened.capture.lens_head is None and opened.lens_available
+    opened = Readout(open_capture(str(path)))
+    assert opened.lens_head is None and opened.lens_available
     a, b = short.lens_window(10, 20, 3), opened.lens_window(10, 20, 3)
     assert np.array_equal(a.token_ids, b.token_ids) and np.allclose(a.probs, b.probs)
     tr = opened.trajectory(-1)
@@ -241,7 +253,7 @@ def test_a_saved_capture_reads_its_lens_without_the_model(short, tmp_path):
 def test_bf16_lens_head_gets_a_shared_float32_copy_that_agrees():
     model = tiny_model("llama", dtype=torch.bfloat16)
     cap = capture(model, None, list(range(3, 15)))
-    head = cap.lens_head
+    head = LensHead.from_model(model)
     fast = cpu_float_lens_head(head)
     assert fast is not head and fast.lm_head.weight.dtype == torch.float32
     assert cpu_float_lens_head(head) is fast                      # one copy per model

@@ -20,8 +20,9 @@ PAGE_PARTS = sorted((ROOT / "pages" / "_internals").glob("*.py"))
 
 @pytest.fixture(scope="module")
 def facts() -> dict:
-    cap = capture(tiny_model("llama"), None, list(range(3, 40)))
-    return Readout(cap).tour_facts()
+    model = tiny_model("llama")
+    cap = capture(model, None, list(range(3, 40)))
+    return Readout(cap, model).tour_facts()
 
 
 def test_every_view_and_every_explained_figure_of_the_page_has_text():

@@ -11,7 +11,8 @@ import networkx as nx
 import numpy as np
 import plotly.graph_objects as go
 
-from explorer.analyse.architecture import ROOT, BreakdownRow, DataFlow
+from explorer.analyse.architecture import ROOT, BreakdownRow
+from explorer.analyse.data_flow import DataFlow
 from explorer.analyse.memory_estimate import GIB, GPU, GPUS, MemoryEstimate
 from explorer.views.units import fmt_bytes, fmt_count
 

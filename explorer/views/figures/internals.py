@@ -75,11 +75,6 @@ def layout(title: str, height: int, **more) -> dict:
                 margin=dict(l=10, r=10, t=40, b=10), uirevision="keep", **more)
 
 
-def base_layout(fig: go.Figure, title: str, height: int) -> go.Figure:
-    fig.update_layout(layout(title, height))
-    return fig
-
-
 def strip_window(num_tokens: int, focus: int, max_tokens: int = STRIP_MAX_TOKENS) -> Span:
     """At most max_tokens consecutive tokens, containing `focus` (centred where possible)."""
     if num_tokens <= max_tokens:
@@ -134,5 +129,5 @@ def token_strip(texts: Sequence[str], focus: int | None, max_tokens: int = STRIP
     return go.Figure(data=[bar], layout=lay)
 
 
-__all__ = ["CLICK_MARKER", "FOCUS_COLOR", "base_layout", "cell_of", "f32", "labels", "layout", "plotly_text",
+__all__ = ["CLICK_MARKER", "FOCUS_COLOR", "cell_of", "f32", "labels", "layout", "plotly_text",
            "span_label", "span_labels", "strip_window", "token_strip"]
