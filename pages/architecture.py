@@ -16,8 +16,9 @@ from explorer.analyse.architecture import ROLE_LABELS, ArchitectureError, Archit
 from explorer.analyse.data_flow import data_flow
 from explorer.views.figures.architecture import breakdown_figure, dataflow_figure, hierarchy_figure, memory_figure
 from explorer.views.units import fmt_bytes, fmt_count
-from explorer.analyse.memory_estimate import GIB, PRECISIONS, RUNTIME_RESERVE_GIB, estimate_all, gpu_fit, \
-    kv_cache_bytes, precision_key
+from explorer.analyse.memory_estimate import GIB, RUNTIME_RESERVE_GIB, estimate_all, gpu_fit, kv_cache_bytes, \
+    precision_key
+from explorer.model.precisions import PRECISIONS
 from explorer.model.configs import config_from_dict, config_from_hub, config_from_json, config_from_path, \
     embedded_config, preset_config
 from explorer.presets import PRESETS

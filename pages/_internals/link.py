@@ -5,7 +5,7 @@ import dataclasses
 
 import streamlit as st
 
-from explorer.model.loading import PRECISIONS
+from explorer.model.precisions import LOAD_PRECISIONS as PRECISIONS
 from explorer.views.teaching import escape_markdown
 from explorer.views.url_state import ViewState, link_mismatch
 from pages._common import load_into_registry
