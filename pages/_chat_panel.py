@@ -10,9 +10,11 @@ import threading
 
 import streamlit as st
 
-from explorer.model.generation import GenerateOptions, GenerationError, conversation, stream_generate
+from explorer.model.errors import user_message
+from explorer.model.generation import GenerateOptions, conversation, stream_generate
 from explorer.model.loading import LoadedModel
-from pages._state import CHAT_MESSAGES, LAST_SEQUENCE_IDS, LAST_STATS, PARTIAL_ANSWER, STOP_EVENT
+from pages._state import CHAT_MESSAGES, LAST_SEQUENCE_GENERATION, LAST_SEQUENCE_IDS, LAST_STATS, PARTIAL_ANSWER, \
+    STOP_EVENT
 
 
 def generation_options(prefix: str) -> GenerateOptions:
@@ -78,8 +80,8 @@ def chat_panel(loaded: LoadedModel | None, prefix: str = "chat") -> None:
     st.session_state[STOP_EVENT] = event
     try:
         stream = stream_generate(loaded, conversation(prompt, system, history), options, event)
-    except GenerationError as exc:
-        st.error(str(exc))
+    except Exception as exc:  # noqa: BLE001 - GenerationError, ModelReplaced, or the unexpected
+        st.error(user_message(exc))
         return
     st.session_state[CHAT_MESSAGES].append({"role": "user", "content": prompt})
     for notice in stream.prepared.notices:
@@ -94,14 +96,15 @@ def chat_panel(loaded: LoadedModel | None, prefix: str = "chat") -> None:
     with st.chat_message("assistant"):
         try:
             st.write_stream(chunks())
-        except GenerationError as exc:
+        except Exception as exc:  # noqa: BLE001 - GenerationError, ModelReplaced, or the unexpected
             st.session_state.pop(PARTIAL_ANSWER, None)
-            st.error(str(exc))
+            st.error(user_message(exc))
             return
     st.session_state.pop(PARTIAL_ANSWER, None)
     result = stream.result
     st.session_state[CHAT_MESSAGES].append({"role": "assistant", "content": result.text})
     st.session_state[LAST_SEQUENCE_IDS] = result.sequence_ids
+    st.session_state[LAST_SEQUENCE_GENERATION] = loaded.generation  # which model these ids belong to
     st.session_state[LAST_STATS] = dict(ttft=result.time_to_first_token, tps=result.tokens_per_second,
                                        new_tokens=result.new_tokens, prompt_tokens=result.prompt_tokens,
                                        stopped=result.stopped)

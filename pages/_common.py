@@ -9,7 +9,9 @@ import os
 
 import streamlit as st
 
-from explorer.model.loading import LoadConfig, LoadedModel, LoadError, ModelRegistry, memory_snapshot
+from explorer.model.errors import Secret, env_token, user_message
+from explorer.model.loading import LoadConfig, LoadedModel, ModelRegistry, memory_snapshot
+from explorer.model.switches import env_flag, operator_switches
 from explorer.views.units import fmt_bytes
 from pages._state import AUTOLOAD_TRIED, LOAD_ERROR
 
@@ -24,32 +26,59 @@ def current_model() -> LoadedModel | None:
 
 
 def operator_allows(name: str) -> bool:
-    """Operator switches come from the environment only, never from a widget a visitor can tick."""
-    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes"}
+    """Operator switches come from the environment only, never from a widget a visitor can tick
+    (explorer.model.switches reads them, for the CLI too)."""
+    return env_flag(name)
 
 
-def hf_token() -> str | None:
-    """The token from the environment or Streamlit secrets. It is passed on, never displayed or stored."""
-    token = os.environ.get("HF_TOKEN")
+def hf_secret() -> Secret | None:
+    """The token from the environment or Streamlit secrets, wrapped so it is never displayed or stored
+    in the clear (making the Secret also registers it with the message scrubber)."""
+    token = env_token()
     if token:
         return token
     try:
-        return st.secrets.get("HF_TOKEN")  # type: ignore[no-any-return]
+        value = st.secrets.get("HF_TOKEN")
     except Exception:  # noqa: BLE001 - no secrets file is the normal case
         return None
+    return Secret(value) if value else None
+
+
+def hf_token() -> str | None:
+    secret = hf_secret()
+    return secret.reveal() if secret else None
+
+
+def show_error(message: str) -> None:
+    """An error where the user is looking: the main area, kept until dismissed."""
+    st.session_state[LOAD_ERROR] = message
+
+
+def load_error_banner() -> None:
+    """Draw the kept error (if any) in the main area with a button to dismiss it."""
+    message = st.session_state.get(LOAD_ERROR)
+    if not message:
+        return
+    st.error(message, icon="⚠️")
+    if st.button("Dismiss", key="load_error_dismiss"):
+        st.session_state.pop(LOAD_ERROR, None)
+        st.rerun()
 
 
 def load_into_registry(cfg: LoadConfig) -> LoadedModel | None:
-    """Load with visible progress; a failure becomes a message and the app keeps serving."""
-    cfg.token = hf_token()
-    cfg.allow_pickle = operator_allows("EXPLORER_ALLOW_PICKLE")
-    cfg.trust_remote_code = operator_allows("EXPLORER_ALLOW_REMOTE_CODE")
-    with st.status(f"Loading {cfg.source} in {cfg.precision}…", expanded=True) as status:
+    """Load with visible progress; any failure becomes a message and the app keeps serving."""
+    switches = operator_switches()
+    cfg.token = hf_secret()
+    cfg.allow_pickle = switches.allow_pickle
+    cfg.trust_remote_code = switches.trust_remote_code
+    label = cfg.source if isinstance(cfg.source, str) else "the model"
+    with st.status(f"Loading {label[:80]} in {cfg.precision}…", expanded=True) as status:
         try:
             loaded = registry().load(cfg, progress=status.write)
-        except LoadError as exc:
-            status.update(label="Load failed", state="error", expanded=True)
-            st.session_state[LOAD_ERROR] = str(exc)
+        except Exception as exc:  # noqa: BLE001 - the one boundary: a message, never a traceback
+            status.update(label="Load failed: the model loaded before is still there" if current_model() else
+                          "Load failed", state="error", expanded=False)
+            show_error(user_message(exc))
             return None
         status.update(label=f"Loaded {loaded.name} ({loaded.precision}) in {loaded.load_seconds:.1f} s",
                       state="complete", expanded=False)

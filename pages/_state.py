@@ -15,6 +15,7 @@ AUTOLOAD_TRIED = "autoload_tried"      # bool: the embedded default was tried on
 # ---- the chat panel (pages/_chat_panel.py, read by the internals page) -------------------------
 CHAT_MESSAGES = "chat_messages"        # list[{"role", "content"}]: the conversation
 LAST_SEQUENCE_IDS = "last_sequence_ids"  # list[int]: prompt + answer ids of the latest turn
+LAST_SEQUENCE_GENERATION = "last_sequence_generation"  # int: LoadedModel.generation that made those ids
 LAST_STATS = "last_stats"              # dict: speed of the latest turn
 STOP_EVENT = "stop_event"              # threading.Event that stops the running answer
 PARTIAL_ANSWER = "partial_answer"      # str: what arrived before a rerun interrupted the stream
@@ -26,6 +27,7 @@ PENDING = INTERNALS + "pending"        # explorer.views.url_state.ViewState from
 LINK_READ = INTERNALS + "link_read"    # bool: the URL was read once this session
 SEEN_SEQ = INTERNALS + "seen_sequence" # sha1 of the chat turn captured last
 UPLOAD_SEEN = INTERNALS + "upload_seen"  # file_id of the capture file opened last
+OPEN_ERROR = INTERNALS + "open_error"  # str: why the capture file last uploaded could not be opened
 LAYER, HEAD, TOKEN, VIEW = INTERNALS + "layer", INTERNALS + "head", INTERNALS + "token", INTERNALS + "view"
 TOUR_STEP = INTERNALS + "tour_step"
 PROMPT, CHAT_TEMPLATE = INTERNALS + "prompt", INTERNALS + "chat_template"

@@ -18,6 +18,7 @@ from explorer.views.figures.architecture import breakdown_figure, dataflow_figur
 from explorer.views.units import fmt_bytes, fmt_count
 from explorer.analyse.memory_estimate import GIB, RUNTIME_RESERVE_GIB, estimate_all, gpu_fit, kv_cache_bytes, \
     precision_key
+from explorer.model.errors import clean_text, user_message
 from explorer.model.precisions import PRECISIONS
 from explorer.model.configs import config_from_dict, config_from_hub, config_from_json, config_from_path, \
     embedded_config, preset_config
@@ -107,7 +108,10 @@ def pick_view(loaded) -> tuple[ArchitectureView, list] | None:
             config, name = config_from_hub(repo, token=hf_token()), repo.strip()
         return view_from_config(config_json(config), name, precision)
     except ArchitectureError as exc:
-        st.error(str(exc))
+        st.error(clean_text(str(exc)))
+        return None
+    except Exception as exc:  # noqa: BLE001 - any input becomes a message; the page keeps drawing
+        st.error(user_message(exc))
         return None
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from explorer.model.generation import GenerationError, conversation, generate_batch
-from explorer.model.loading import LoadConfig
+from explorer.model.errors import user_message
+from explorer.model.generation import conversation, generate_batch
+from explorer.model.loading import COMPUTE_DTYPES, LoadConfig, plan_precision
 from explorer.model.precisions import LOAD_PRECISIONS as PRECISIONS
 from explorer.presets import PRESETS
 from pages._chat_panel import chat_panel, generation_options
 from explorer.views.units import fmt_bytes
-from pages._common import ensure_model, load_into_registry, memory_caption, registry
+from pages._common import ensure_model, load_error_banner, load_into_registry, memory_caption, registry
 from pages._state import AUTOLOAD_TRIED, LOAD_ERROR
 
 SOURCE_KINDS = ("Preset", "Hub id", "Local folder or .gguf file")
@@ -31,8 +32,9 @@ def loader_form() -> None:
         precision = st.selectbox("Precision", PRECISIONS, index=0, key="load_precision")
         four_bit = precision in {"nf4", "fp4"}
         double_quant = st.toggle("Double quantization", value=True, key="load_double_quant", disabled=not four_bit)
-        compute = st.selectbox("4-bit compute dtype", ("bf16", "fp16", "fp32"), key="load_compute",
-                               disabled=not four_bit)
+        compute = st.selectbox("4-bit compute dtype", COMPUTE_DTYPES, key="load_compute", disabled=not four_bit,
+                               help="auto: bf16 on a GPU or a CPU with native bf16, fp32 on other CPUs "
+                                    f"(here: {plan_precision(LoadConfig())[1]}).")
         c1, c2 = st.columns(2)
         if c1.button("Load", type="primary", key="load_button"):
             load_into_registry(LoadConfig(source=source, precision=precision, double_quant=double_quant,
@@ -41,7 +43,7 @@ def loader_form() -> None:
             registry().unload()
             st.session_state[AUTOLOAD_TRIED] = True
         if st.session_state.get(LOAD_ERROR):
-            st.error(st.session_state[LOAD_ERROR])
+            st.caption("The load failed: see the message in the page.")
         st.caption(memory_caption())
 
 
@@ -51,7 +53,10 @@ def model_card(loaded) -> None:
         return
     st.subheader(loaded.name)
     c1, c2, c3, c4 = st.columns(4)
-    c1.metric("Precision", loaded.precision)
+    compute = f" · {loaded.compute_dtype} compute" if loaded.compute_dtype else ""
+    c1.metric("Precision", loaded.precision, help=f"Weights in {loaded.precision}{compute}.")
+    if loaded.compute_dtype:
+        c1.caption(f"4-bit matmuls in {loaded.compute_dtype}")
     c2.metric("Footprint", fmt_bytes(loaded.footprint_bytes), help="model.get_memory_footprint()")
     c3.metric("Load time", f"{loaded.load_seconds:.1f} s")
     c4.metric("Context", f"{loaded.context_length or '?'} tokens")
@@ -71,8 +76,8 @@ def batch_section(loaded) -> None:
             try:
                 with st.spinner(f"Generating {len(prompts)} answers in one batch…"):
                     results = generate_batch(loaded, [conversation(p) for p in prompts], options)
-            except GenerationError as exc:
-                st.error(str(exc))
+            except Exception as exc:  # noqa: BLE001 - GenerationError, ModelReplaced, or the unexpected
+                st.error(user_message(exc))
                 return
             st.dataframe(pd.DataFrame([{"prompt": p, "answer": r.text, "new tokens": r.new_tokens,
                                         "seconds (whole batch)": round(r.seconds, 2)}
@@ -82,6 +87,7 @@ def batch_section(loaded) -> None:
 
 loader_form()
 loaded = ensure_model()
+load_error_banner()
 model_card(loaded)
 st.divider()
 chat_panel(loaded)

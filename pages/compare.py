@@ -14,12 +14,13 @@ import streamlit as st
 from explorer.compare.run import CompareConfig, ComparisonResult, LoadAccess, RunRecord, run_comparison
 from explorer.compare.figures import attention_diff_figure, drift_summary_figure, position_kl_figure, \
     residual_drift_figure, run_labels, speed_memory_figure
-from explorer.model.loading import LoadError
 from explorer.model.precisions import LOAD_PRECISIONS as PRECISIONS
 from explorer.presets import PRESETS
 from explorer.compare.report import drift_rows, html_report, markdown_report, results_from_json, results_to_json, \
     speed_rows
-from pages._common import hf_token, operator_allows, registry
+from explorer.model.errors import user_message
+from explorer.model.switches import operator_switches
+from pages._common import hf_token, registry
 
 RESULT = "compare_result"
 DEFAULT_PROMPTS = "What is the capital of France?\nExplain in one sentence why the sky is blue."
@@ -58,15 +59,16 @@ def run(config: CompareConfig, reload: bool) -> ComparisonResult | None:
         if previous is not None:
             status.write(f"Unloading the chat model ({previous[1]}, {previous[2]}) so the comparison has the memory.")
             reg.unload()
-        access = LoadAccess(token=hf_token(), allow_pickle=operator_allows("EXPLORER_ALLOW_PICKLE"),
-                            trust_remote_code=operator_allows("EXPLORER_ALLOW_REMOTE_CODE"))
+        switches = operator_switches()  # the same switches as every other page and CLI subcommand
+        access = LoadAccess(token=hf_token(), allow_pickle=switches.allow_pickle,
+                            trust_remote_code=switches.trust_remote_code)
         result = run_comparison(config, progress=status.write, access=access)
         if reload and previous is not None:
             status.write(f"Loading the chat model ({previous[1]}) again…")
             try:
                 reg.load(previous[0], progress=status.write)
-            except LoadError as exc:
-                status.write(f"The chat model could not be loaded again: {exc}")
+            except Exception as exc:  # noqa: BLE001 - a message, never a traceback
+                status.write(f"The chat model could not be loaded again: {user_message(exc)}")
         loaded = sum(r.loaded_precision is not None for r in result.runs)
         state = "complete" if loaded else "error"
         status.update(label=f"Compared {loaded} of {len(result.runs)} runs in {result.seconds:.0f} s",

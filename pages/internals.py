@@ -11,15 +11,18 @@ import streamlit as st
 
 from pages._chat_panel import chat_panel
 from pages._common import ensure_model
-from pages._internals import capture_controls, restore_link, settings_sidebar, views_fragment
+from pages._common import load_error_banner
+from pages._internals import capture_controls, open_error_banner, restore_link, settings_sidebar, views_fragment
 
 st.title("Internals")
 restore_link()
 settings_sidebar()
+open_error_banner()
 left, right = st.columns([1, 2], gap="large")
 with left:
     st.subheader("Conversation")
     loaded = ensure_model()
+    load_error_banner()
     chat_panel(loaded, prefix="internals")
     capture_controls(loaded)
 with right:

@@ -5,13 +5,14 @@ Listed in the command table of explorer/cli/main.py.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 from explorer.compare.report import html_report, markdown_report, save_results
 from explorer.views.units import fmt_bytes
 from explorer.compare.run import CompareConfig, LoadAccess, run_comparison
+from explorer.model.errors import env_token
+from explorer.model.switches import operator_switches
 
 HELP = "compare models and precisions on the same prompts: speed, memory, output and quality drift"
 
@@ -38,10 +39,6 @@ def configure_compare(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report", type=Path, help="also write a report: .md for Markdown, .html for HTML")
 
 
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes"}
-
-
 def cmd_compare(args: argparse.Namespace) -> int:
     prompts = list(args.prompt)
     if args.prompt_file is not None:
@@ -59,8 +56,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    access = LoadAccess(allow_pickle=_env_flag("EXPLORER_ALLOW_PICKLE"),        # the app's operator switches
-                        trust_remote_code=_env_flag("EXPLORER_ALLOW_REMOTE_CODE"))
+    switches = operator_switches()  # the same switches as the app and every other subcommand
+    token = env_token()
+    access = LoadAccess(allow_pickle=switches.allow_pickle, trust_remote_code=switches.trust_remote_code,
+                        token=token.reveal() if token else None)
     result = run_comparison(config, progress=lambda m: print(m, file=sys.stderr, flush=True), access=access)
     save_results(result, args.out)
     if args.report is not None:

@@ -6,8 +6,10 @@ import sys
 
 from pathlib import Path
 
-from explorer.model.generation import GenerateOptions, GenerationError, conversation, generate_batch, stream_generate
-from explorer.model.loading import LoadConfig, LoadError, embedded_model_dir, load_model
+from explorer.cli.args import load_config, non_negative_int, positive_int, text_arg
+from explorer.model.errors import BadArgument
+from explorer.model.generation import GenerateOptions, conversation, generate_batch, stream_generate
+from explorer.model.loading import embedded_model_dir, load_model
 from explorer.model.precisions import LOAD_PRECISIONS
 
 PREPARE_HELP = "convert the embedded model once into the cache"
@@ -19,11 +21,7 @@ def configure_prepare(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    try:
-        folder = embedded_model_dir(Path(args.cache_dir) if args.cache_dir else None, progress=print)
-    except LoadError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    folder = embedded_model_dir(Path(args.cache_dir) if args.cache_dir else None, progress=print)
     print(f"embedded model ready: {folder}")
     return 0
 
@@ -34,38 +32,38 @@ def configure_generate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompt", action="append", required=True,
                    help="the user prompt; repeat it to generate several conversations in one batch")
     p.add_argument("--system", help="system prompt")
-    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--max-new-tokens", type=positive_int, default=128)
     p.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--top-p", type=float, default=0.9)
-    p.add_argument("--top-k", type=int, default=50)
+    p.add_argument("--top-k", type=non_negative_int, default=50)
     p.add_argument("--repetition-penalty", type=float, default=1.0)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    try:
-        loaded = load_model(LoadConfig(source=args.model, precision=args.precision))
-    except LoadError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    """Typed errors (a bad argument, a failed load or generation) are raised for main() to print."""
+    prompts = [text_arg(p) for p in args.prompt]
+    system = text_arg(args.system, "the system prompt") if args.system else None
+    if not 0 < args.temperature <= 100 or not 0 < args.top_p <= 1:
+        raise BadArgument("--temperature must be in (0, 100] and --top-p in (0, 1].")
+    loaded = load_model(load_config(args.model, args.precision))
     for notice in loaded.notices:
         print(f"note: {notice}", file=sys.stderr)
     options = GenerateOptions(max_new_tokens=args.max_new_tokens, do_sample=args.sample, temperature=args.temperature,
                               top_p=args.top_p, top_k=args.top_k, repetition_penalty=args.repetition_penalty)
-    convs = [conversation(p, args.system) for p in args.prompt]
+    convs = [conversation(p, system) for p in prompts]
+    if len(convs) > 1:
+        for prompt, result in zip(prompts, generate_batch(loaded, convs, options)):
+            print(f"### {prompt}\n{result.text}\n")
+        return 0
+    stream = stream_generate(loaded, convs[0], options)
     try:
-        if len(convs) > 1:
-            for prompt, result in zip(args.prompt, generate_batch(loaded, convs, options)):
-                print(f"### {prompt}\n{result.text}\n")
-            return 0
-        stream = stream_generate(loaded, convs[0], options)
         for chunk in stream:
             print(chunk, end="", flush=True)
-    except GenerationError as exc:
-        print(f"\nerror: {exc}", file=sys.stderr)
-        return 2
+    finally:
+        print(flush=True)
     r = stream.result
-    print(f"\n[{r.new_tokens} tokens, {r.tokens_per_second:.1f} tokens/s, first token after "
+    print(f"[{r.new_tokens} tokens, {r.tokens_per_second:.1f} tokens/s, first token after "
           f"{r.time_to_first_token or 0:.2f} s]", file=sys.stderr)
     return 0
 

@@ -6,6 +6,7 @@ the table below is the only place that lists them, so nothing registers itself o
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -44,5 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand. Whatever goes wrong ends as `error: …` on stderr and exit status 2:
+    handlers raise typed errors, and this is the last resort for anything they did not expect."""
+    from explorer.model.errors import user_message
+
     args = build_parser().parse_args(argv)
-    return int(args.handler(args))
+    try:
+        return int(args.handler(args))
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the one boundary: never a traceback
+        print(f"error: {user_message(exc)}", file=sys.stderr)
+        return 2

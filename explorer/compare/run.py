@@ -25,10 +25,10 @@ import torch
 from explorer.analyse.architecture import model_from_config
 from explorer.analyse.drift import DriftResult, Fingerprint, by_rank, compare_fingerprints, fingerprint
 from explorer.analyse.memory_estimate import estimate_memory, precision_key
-from explorer.model.generation import GenerateOptions, GenerationError, conversation, generate, prepare
-from explorer.model.loading import LoadConfig, LoadedModel, LoadError, Preflight, load_model, preflight, \
-    release_memory, unload
 from explorer.compare.measure import PeakMemory, TokenClock, machine_info
+from explorer.model.generation import GenerateOptions, GenerationError, conversation, generate, prepare
+from explorer.model.loading import LoadConfig, LoadedModel, LoadError, Preflight, check_weights, load_model, \
+    preflight, release_memory, unload
 from explorer.model.precisions import LOAD_PRECISIONS
 from explorer.views.units import fmt_bytes
 
@@ -220,12 +220,13 @@ def _run_one(config: CompareConfig, model: str, precision: str, prompts: list[st
                      compute_dtype=config.compute_dtype, token=access.token, allow_pickle=access.allow_pickle,
                      trust_remote_code=access.trust_remote_code)
     try:
-        checked = preflight(cfg, progress)
+        checked = preflight(cfg, progress, weights=False)
+        record.error = fit_problem(checked, config.double_quant)  # first: a config-only estimate
+        if record.error is not None:
+            return record, None
+        check_weights(cfg, checked)
     except LoadError as exc:
         record.error = str(exc)
-        return record, None
-    record.error = fit_problem(checked, config.double_quant)
-    if record.error is not None:
         return record, None
     try:
         peak = PeakMemory()

@@ -9,12 +9,16 @@ import json
 from pathlib import Path
 
 from huggingface_hub import hf_hub_download
-from huggingface_hub.errors import EntryNotFoundError, GatedRepoError, RepositoryNotFoundError
+from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, LocalEntryNotFoundError,
+                                    RepositoryNotFoundError)
 from transformers import CONFIG_MAPPING, AutoConfig
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
+from explorer.model.checks import check_hub_id, check_source_text, shown
+from explorer.model.errors import BadSource, clean_text
 from explorer.model.loading import embedded_config as embedded_gguf_config
 from explorer.model.loading import hub_reachable
+from explorer.model.translate import hub_error
 from explorer.presets import EMBEDDED, PRESETS, preset_dict
 
 
@@ -69,18 +73,30 @@ def config_from_json(text: str | bytes, source: str = "config.json"):
 
 def config_from_path(path: str | Path):
     """A config.json file, or a model folder holding one."""
-    p = Path(path).expanduser()
-    if p.is_dir():
-        p = p / "config.json"
-    if not p.is_file():
-        raise ConfigError(f"No config.json at {path}.")
-    return config_from_json(p.read_bytes(), source=str(p))
+    try:
+        check_source_text(str(path))
+        p = Path(path).expanduser()
+        if p.is_dir():
+            p = p / "config.json"
+        if not p.is_file():
+            raise ConfigError(f"No config.json at {shown(str(path))}.")
+        data = p.read_bytes()
+    except BadSource as exc:
+        raise ConfigError(str(exc)) from None
+    except OSError as exc:
+        raise ConfigError(f"Cannot read {shown(str(path))}: {exc.strerror or type(exc).__name__}.") from None
+    return config_from_json(data, source=str(p))
 
 
 def config_from_hub(repo_id: str, token: str | None = None):
     """The config of a hub model (a few KB; no weights). Clear errors offline and for gated repos."""
     repo_id = repo_id.strip()
-    if repo_id.count("/") != 1 or " " in repo_id:
+    try:
+        check_source_text(repo_id)
+        check_hub_id(repo_id)
+    except BadSource as exc:
+        raise ConfigError(str(exc)) from None
+    if repo_id.count("/") != 1:
         raise ConfigError(f"{repo_id!r} is not a hub id; it looks like owner/name.")
     try:
         path = hf_hub_download(repo_id, "config.json", token=token, local_files_only=True)
@@ -90,18 +106,30 @@ def config_from_hub(repo_id: str, token: str | None = None):
         if not hub_reachable():
             raise ConfigError(f"The hub is out of reach (offline), and {repo_id} is not in the local cache. "
                               "Use a preset, a local config.json or an upload instead.")
-        try:
-            path = hf_hub_download(repo_id, "config.json", token=token)
-        except GatedRepoError:
-            raise ConfigError(f"{repo_id} is gated: its config needs HF_TOKEN with the licence accepted. "
-                              "The Llama and Gemma presets open without it.") from None
-        except RepositoryNotFoundError:
-            raise ConfigError(f"No model {repo_id} on the hub (or it is private).") from None
-        except EntryNotFoundError:
-            raise ConfigError(f"{repo_id} has no config.json, so it is not a transformers model.") from None
-        except Exception as exc:  # noqa: BLE001
-            raise ConfigError(f"Could not fetch {repo_id}'s config: {type(exc).__name__}: {exc}") from None
+        path = _download_config(repo_id, token)
     return config_from_json(Path(path).read_bytes(), source=repo_id)
+
+
+def _download_config(repo_id: str, token: str | None) -> str:
+    """config.json fetched from the hub, each way it can fail told apart in the user's words."""
+    try:
+        return hf_hub_download(repo_id, "config.json", token=token)
+    except GatedRepoError:
+        raise ConfigError(f"{repo_id} is gated: its config needs HF_TOKEN with the licence accepted. "
+                          "The Llama and Gemma presets open without it.") from None
+    except RepositoryNotFoundError:
+        raise ConfigError(f"No model {repo_id} on the hub (or it is private).") from None
+    except LocalEntryNotFoundError:
+        raise ConfigError(f"Could not reach the hub to fetch {repo_id}'s config, and it is not in the local "
+                          "cache. Use a preset, a local config.json or an upload instead.") from None
+    except EntryNotFoundError:
+        raise ConfigError(f"{repo_id} has no config.json, so it is not a transformers model.") from None
+    except Exception as exc:  # noqa: BLE001
+        typed = hub_error(exc, repo_id)
+        if typed is not None:
+            raise ConfigError(str(typed)) from None
+        raise ConfigError(f"Could not fetch {repo_id}'s config: {type(exc).__name__}: "
+                          f"{clean_text(str(exc))[:200]}") from None
 
 
 def embedded_config():

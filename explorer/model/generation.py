@@ -13,13 +13,12 @@ from dataclasses import dataclass, field
 
 import torch
 
+from explorer.model.errors import GenerationError, ModelReplaced, clean_text
 from explorer.model.loading import LoadedModel, release_memory
 
+__all__ = ["GenerationError", "ModelReplaced"]  # re-exported: callers catch them from here
+
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": str}
-
-
-class GenerationError(RuntimeError):
-    """A generation problem the user can act on; the message is meant to be shown as is."""
 
 
 @dataclass
@@ -119,11 +118,20 @@ def _device_of(model: torch.nn.Module) -> torch.device:
 
 def prepare(loaded: LoadedModel, messages: list[Message], max_new_tokens: int) -> PreparedPrompt:
     """Validate and tokenize one conversation, and keep it inside the model's context window."""
-    if not messages or not messages[-1]["content"].strip():
+    loaded.ensure_current()
+    if not messages or not isinstance(messages[-1].get("content"), str) or not messages[-1]["content"].strip():
         raise GenerationError("The prompt is empty: type something to send.")
     tokenizer = loaded.tokenizer
-    text, notices = render_prompt(tokenizer, messages)
-    enc = tokenizer(text, return_tensors="pt", add_special_tokens=not getattr(tokenizer, "chat_template", None))
+    try:
+        text, notices = render_prompt(tokenizer, messages)
+        text.encode("utf-8")
+        enc = tokenizer(text, return_tensors="pt", add_special_tokens=not getattr(tokenizer, "chat_template", None))
+    except UnicodeEncodeError:
+        raise GenerationError("The prompt is not valid text (it holds bytes that are not UTF-8).") from None
+    except Exception as exc:  # noqa: BLE001 - a template or tokenizer that chokes on this input
+        loaded.ensure_current()
+        raise GenerationError(f"The prompt could not be prepared for this model: {type(exc).__name__}: "
+                              f"{clean_text(str(exc))[:200]}") from None
     n_prompt = enc["input_ids"].shape[1]
     limit = loaded.context_length
     if limit is not None:
@@ -172,6 +180,7 @@ class GenerationStream:
         from transformers import StoppingCriteriaList, TextIteratorStreamer
 
         self.options = options
+        self.loaded = loaded
         self.stop_event = stop_event or threading.Event()
         self.prepared = prepare(loaded, messages, options.max_new_tokens)
         self.tokenizer = loaded.tokenizer
@@ -213,13 +222,14 @@ class GenerationStream:
             raise GenerationError(f"No token arrived for {self.options.timeout_s:.0f} s: generation stopped. "
                                   "The model may be too slow for this prompt on this machine.") from None
         self._thread.join(timeout=self.options.timeout_s)
+        self.loaded.ensure_current()
         if self._error is not None:
             error = self._error
             if _is_oom(error):
                 release_memory()
                 raise GenerationError("Out of memory during generation: try fewer new tokens or a shorter "
                                       "prompt. The model is still loaded.") from None
-            raise GenerationError(f"Generation failed: {type(error).__name__}: {str(error)[:300]}") from None
+            raise GenerationError(f"Generation failed: {type(error).__name__}: {clean_text(str(error))[:300]}") from None
         seconds = time.perf_counter() - start
         ids = self._output[0].tolist() if self._output is not None else []
         n_prompt = self.prepared.input_ids.shape[1]
@@ -252,10 +262,12 @@ def generate(loaded: LoadedModel, messages: list[Message], options: GenerateOpti
             out = loaded.model.generate(input_ids=prepared.input_ids, attention_mask=prepared.attention_mask,
                                         pad_token_id=pad_token_id(loaded.tokenizer), **kwargs)
     except Exception as exc:  # noqa: BLE001
+        loaded.ensure_current()
         if _is_oom(exc):
             release_memory()
             raise GenerationError("Out of memory during generation. The model is still loaded.") from None
-        raise GenerationError(f"Generation failed: {type(exc).__name__}: {str(exc)[:300]}") from None
+        raise GenerationError(f"Generation failed: {type(exc).__name__}: {clean_text(str(exc))[:300]}") from None
+    loaded.ensure_current()
     seconds = time.perf_counter() - start
     n_prompt = prepared.input_ids.shape[1]
     new = out[0, n_prompt:]
@@ -299,10 +311,12 @@ def generate_batch(loaded: LoadedModel, conversations: list[list[Message]],
                                         attention_mask=enc["attention_mask"].to(device),
                                         pad_token_id=pad_id, **kwargs)
     except Exception as exc:  # noqa: BLE001
+        loaded.ensure_current()
         if _is_oom(exc):
             release_memory()
             raise GenerationError("Out of memory during batched generation: try fewer conversations.") from None
-        raise GenerationError(f"Batched generation failed: {type(exc).__name__}: {str(exc)[:300]}") from None
+        raise GenerationError(f"Batched generation failed: {type(exc).__name__}: {clean_text(str(exc))[:300]}") from None
+    loaded.ensure_current()
     seconds = time.perf_counter() - start
     results = []
     for row, mask, note in zip(out, enc["attention_mask"], notices):

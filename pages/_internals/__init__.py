@@ -16,6 +16,6 @@ only in `run_capture`; everything inside the fragment reads the memoised Readout
 from pages._internals.capture_controls import capture_controls
 from pages._internals.fragment import views_fragment
 from pages._internals.link import restore_link
-from pages._internals.settings import settings_sidebar
+from pages._internals.settings import open_error_banner, settings_sidebar
 
-__all__ = ["capture_controls", "restore_link", "settings_sidebar", "views_fragment"]
+__all__ = ["capture_controls", "open_error_banner", "restore_link", "settings_sidebar", "views_fragment"]

@@ -7,7 +7,8 @@ import streamlit as st
 
 from pages._internals.current import run_capture
 from pages._internals.link import capture_from_link
-from pages._state import CHAT_TEMPLATE, FOLLOW, INTERNALS as K, PROMPT, SEEN_SEQ, last_sequence_ids
+from pages._state import CHAT_TEMPLATE, FOLLOW, INTERNALS as K, LAST_SEQUENCE_GENERATION, PROMPT, SEEN_SEQ, \
+    last_sequence_ids
 
 
 def _sequence_key(ids) -> str:
@@ -23,8 +24,17 @@ def capture_controls(loaded) -> None:
         key = _sequence_key(ids)
         if st.session_state.get(SEEN_SEQ) != key:
             st.session_state[SEEN_SEQ] = key
-            text = loaded.tokenizer.decode(list(ids))
-            run_capture(loaded, list(ids), text, "raw", "chat turn")
+            made_by = st.session_state.get(LAST_SEQUENCE_GENERATION)
+            if made_by is not None and made_by != loaded.generation:
+                st.info("The last answer came from a model that has since been replaced, so it is not "
+                        "captured (its token ids belong to the other model). Send a new message to capture one.")
+            else:
+                try:
+                    text = loaded.tokenizer.decode(list(ids))
+                except Exception:  # noqa: BLE001 - e.g. the model was unloaded between two lines
+                    st.warning("The model changed; send the message again to capture it.")
+                else:
+                    run_capture(loaded, list(ids), text, "raw", "chat turn")
     with st.form(K + "capture_form", border=False):
         st.text_area("Or capture a prompt without generating", key=PROMPT, height=90,
                      placeholder="The capital of France is")

@@ -8,6 +8,7 @@ from typing import Callable
 import plotly.graph_objects as go
 import streamlit as st
 
+from explorer.model.errors import ModelReplaced, clean_text, user_message
 from explorer.record.capture import CaptureOptions, PromptTooLongError, capture
 from explorer.views.readout import Readout
 from explorer.views.url_state import ViewState
@@ -48,11 +49,19 @@ def capture_options(model_name: str, precision: str | None = None) -> CaptureOpt
 def run_capture(loaded, prompt, text: str, source: str, origin: str) -> bool:
     """The one place the model runs. Returns False (with a message) when the prompt can't be captured."""
     try:
+        loaded.ensure_current()
         with st.status(f"Capturing the {origin} with {loaded.name} ({loaded.precision})…", expanded=False) as status:
             cap = capture(loaded.model, loaded.tokenizer, prompt, capture_options(loaded.name, loaded.precision))
+            loaded.ensure_current()  # replaced meanwhile: the capture belongs to a model that is gone
             status.update(label=f"Captured {cap.num_tokens} tokens × {cap.num_layers} layers", state="complete")
+    except ModelReplaced:
+        st.warning("The model changed while capturing; run the capture again.")
+        return False
     except (PromptTooLongError, ValueError) as exc:
-        st.error(str(exc))
+        st.error(clean_text(str(exc)))
+        return False
+    except Exception as exc:  # noqa: BLE001 - any failure is a message; the page keeps drawing
+        st.error(user_message(exc))
         return False
     set_current(Current(Readout(cap, loaded.model, loaded.tokenizer), text, source, origin))
     return True

@@ -3,14 +3,16 @@ from __future__ import annotations
 
 import os
 import tempfile
+from pathlib import Path
 
 import streamlit as st
 
+from explorer.model.errors import user_message
 from explorer.record.capture_file import open_capture
 from explorer.views.readout import Readout
 from explorer.views.teaching import escape_markdown
 from pages._internals.current import Current, set_current
-from pages._state import BUDGET, INTERNALS as K, PENDING, UPLOAD_SEEN
+from pages._state import BUDGET, INTERNALS as K, OPEN_ERROR, PENDING, UPLOAD_SEEN
 
 
 def settings_sidebar() -> None:
@@ -33,10 +35,22 @@ def open_upload(name: str, data: bytes) -> None:
             f.write(data)
         cap = open_capture(path)
     except Exception as exc:   # noqa: BLE001 - any unreadable file becomes a message
-        st.sidebar.error(f"Could not open {escape_markdown(name)}: {escape_markdown(str(exc))}")
+        message = user_message(exc).replace(Path(path).name, name)
+        st.session_state[OPEN_ERROR] = f"Could not open {escape_markdown(name)}: {escape_markdown(message)}"
         return
     finally:
         os.unlink(path)
     st.session_state.pop(PENDING, None)
+    st.session_state.pop(OPEN_ERROR, None)
     set_current(Current(Readout(cap), None, "file", f"file {name}"))
+
+
+def open_error_banner() -> None:
+    """A capture file that could not be opened, said in the main area until dismissed."""
+    message = st.session_state.get(OPEN_ERROR)
+    if message:
+        st.error(message, icon="⚠️")
+        if st.button("Dismiss", key=OPEN_ERROR + "_dismiss"):
+            st.session_state.pop(OPEN_ERROR, None)
+            st.rerun()
 

@@ -85,5 +85,5 @@ def test_hub_ids_offline_get_a_clear_message(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ConfigError, match="offline"):
         config_from_hub("someone/not-cached-anywhere")
-    with pytest.raises(ConfigError, match="not a hub id"):
+    with pytest.raises(ConfigError, match="not a valid hub id"):
         config_from_hub("no slash here")

@@ -1,0 +1,123 @@
+"""Bad input through the app (AppTest): a message in the main area, the page keeps drawing, the
+session keeps serving, and the resident model is still there with the same logits."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+from transformers import AutoTokenizer
+
+from explorer.model.loading import LoadConfig, embedded_model_dir
+from tests import bad_inputs as B
+
+PAGES = Path(__file__).resolve().parents[2] / "pages"
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    tokenizer = AutoTokenizer.from_pretrained(str(embedded_model_dir()))
+    root = tmp_path_factory.mktemp("app_bad")
+    good = B.make_good(root, tokenizer)
+    made = {name: make(good, root / name) for name, make in B.FOLDER_MAKERS.items()}
+    made["good"] = good
+    return made
+
+
+@pytest.fixture
+def resident(empty_registry, folders, monkeypatch):
+    """The app's registry holding a tiny model, and its reference logits."""
+    monkeypatch.setenv("EXPLORER_AUTOLOAD", "0")
+    empty_registry.load(LoadConfig(source=str(folders["good"]), precision="fp32"))
+    return empty_registry, empty_registry.current, B.logits_of(empty_registry.current)
+
+
+def assert_still_serving(at, resident) -> None:
+    reg, model, reference = resident
+    assert not at.exception
+    at.run()  # the session still serves
+    assert not at.exception
+    assert reg.current is model, "the resident model was replaced or lost"
+    assert torch.equal(B.logits_of(reg.current), reference)
+
+
+CHAT_CASES = [  # id, source kind, value (str or a key of folders), phrase
+    ("5000-char hub id", "Hub id", "a" * 5000, "too long"),
+    ("owner/na$me", "Hub id", "owner/na$me", "not a valid hub id"),
+    ("-/-", "Hub id", "-/-", "not a valid hub id"),
+    ("NUL byte", "Hub id", "abc\x00def", "control characters"),
+    ("5000-char path", "Local folder or .gguf file", "/" + "p" * 5000, "too long"),
+    ("missing path", "Local folder or .gguf file", "/no/such/model", "No such file or folder"),
+    ("config.json only", "Local folder or .gguf file", "config_only", "has no weights"),
+    ("truncated weights", "Local folder or .gguf file", "truncated_weights", "truncated"),
+    ("mismatched weights", "Local folder or .gguf file", "mismatched_weights", "do not fit"),
+    ("BERT", "Local folder or .gguf file", "bert", "encoder"),
+    ("pickle only", "Local folder or .gguf file", "pickle_only", "pytorch_model.bin"),
+    ("broken tokenizer", "Local folder or .gguf file", "broken_tokenizer", "tokenizer"),
+]
+
+
+@pytest.mark.parametrize("case,kind,value,phrase", CHAT_CASES, ids=[c[0] for c in CHAT_CASES])
+def test_a_bad_load_in_the_chat_page_is_a_main_area_message(resident, folders, case, kind, value, phrase):
+    at = AppTest.from_file(str(PAGES / "chat.py"), default_timeout=120)
+    at.run()
+    at.radio(key="load_kind").set_value(kind).run()
+    key = "load_hub_id" if kind == "Hub id" else "load_path"
+    at.text_input(key=key).set_value(str(folders[value]) if value in folders else value).run()
+    at.button(key="load_button").click().run()
+    assert not at.exception
+    messages = [e.value for e in at.main.error]
+    assert any(phrase in m for m in messages), messages
+    assert all("Traceback" not in m for m in messages)
+    assert at.subheader, "the page kept drawing the model card"
+    assert_still_serving(at, resident)
+
+
+ARCH_CASES = [
+    ("path 5000 chars", "path", "arch_path", "/" + "q" * 5000, "too long"),
+    ("path with NUL", "path", "arch_path", "/tmp/a\x00b", "control characters"),
+    ("hub 5000 chars", "hub", "arch_hub", "o/" + "n" * 4998, "too long"),
+    ("hub owner/na$me", "hub", "arch_hub", "owner/na$me", "not a valid hub id"),
+    ("hub offline (LocalEntryNotFound)", "hub", "arch_hub", "owner/name", "not in the local cache"),
+    ("hub 500", "hub", "arch_hub", "owner/other", "server error (500)"),
+]
+
+
+@pytest.mark.parametrize("case,source,key,value,phrase", ARCH_CASES, ids=[c[0] for c in ARCH_CASES])
+def test_bad_input_in_the_architecture_page_is_a_message(resident, monkeypatch, case, source, key, value, phrase):
+    kind = "server" if "500" in case else "offline"
+    B.patch_hub(monkeypatch, kind)
+    import huggingface_hub
+
+    real = huggingface_hub.hf_hub_download
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download",
+                        lambda *a, **k: (_ for _ in ()).throw(B.hub_failure("offline")) if k.get("local_files_only")
+                        else real(*a, **k))
+    at = AppTest.from_file(str(PAGES / "architecture.py"), default_timeout=120)
+    at.run()
+    at.selectbox(key="arch_source").set_value(source).run()
+    at.text_input(key=key).set_value(value).run()
+    assert not at.exception
+    messages = [e.value for e in at.main.error]
+    assert any(phrase in m for m in messages), messages
+    assert_still_serving(at, resident)
+
+
+def test_the_internals_page_says_why_a_turn_of_a_replaced_model_is_not_captured(resident):
+    reg, model, _ = resident
+    at = AppTest.from_file(str(PAGES / "internals.py"), default_timeout=120)
+    at.session_state["last_sequence_ids"] = [1, 2, 3, 4]
+    at.session_state["last_sequence_generation"] = model.generation - 1  # made by an earlier model
+    at.run()
+    assert not at.exception
+    assert any("since been replaced" in i.value for i in at.info)
+    assert_still_serving(at, resident)
+
+
+def test_the_chat_page_offers_auto_compute_and_says_which_was_chosen(resident):
+    at = AppTest.from_file(str(PAGES / "chat.py"), default_timeout=120)
+    at.run()
+    assert at.selectbox(key="load_compute").value == "auto"
+    assert "auto" in at.selectbox(key="load_compute").options
+    assert not at.exception

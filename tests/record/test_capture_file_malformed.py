@@ -1,0 +1,113 @@
+"""Malformed capture files: one clear CaptureFileError each, the same sentence from `open_capture`
+and from the CLI `show`, and never a traceback (issue 12, item 8)."""
+from __future__ import annotations
+
+import json
+import struct
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from explorer.cli.main import main
+from explorer.model.errors import CaptureFileError
+from explorer.analyse.attention import head_summaries
+from explorer.record.capture import capture
+from explorer.record.capture_file import META_KEY, open_capture, save_capture
+from tests.tiny_models import tiny_model
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory):
+    path = tmp_path_factory.mktemp("caps") / "good.capture"
+    cap = capture(tiny_model("llama"), None, torch.randint(3, 256, (6,)))
+    head_summaries(cap)
+    save_capture(cap, path)
+    return path
+
+
+def _parts(path):
+    with safe_open(str(path), framework="pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        meta = json.loads(f.metadata()[META_KEY])
+    return tensors, meta
+
+
+def _rewrite(good, dest, edit):
+    tensors, meta = _parts(good)
+    edit(tensors, meta)
+    save_file(tensors, str(dest), metadata={META_KEY: json.dumps(meta)})
+
+
+def _raw(data: bytes):
+    return lambda good, dest: dest.write_bytes(data if data is not None else b"")
+
+
+def _truncated(good, dest):
+    data = good.read_bytes()
+    dest.write_bytes(data[: len(data) - 100])
+
+
+def _header_only(good, dest):
+    data = good.read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    dest.write_bytes(data[: 8 + n])
+
+
+def _edit(fn):
+    return lambda good, dest: _rewrite(good, dest, fn)
+
+
+def _set(key, value):
+    def edit(tensors, meta):
+        meta[key] = value
+    return edit
+
+
+def _nan(tensors, meta):
+    tensors["residual"][0, 0, 0] = float("nan")
+
+
+def _no_meta(good, dest):
+    tensors, _ = _parts(good)
+    save_file(tensors, str(dest))
+
+
+CASES = [  # id, maker, phrase
+    ("empty", _raw(b""), "empty or truncated"),
+    ("truncated", _truncated, "truncated"),
+    ("header only", _header_only, "truncated"),
+    ("huge declared size", _raw(struct.pack("<Q", 2**62) + b"{}"), "corrupt or truncated"),
+    ("not JSON", _raw(struct.pack("<Q", 6) + b"{oops}"), "not valid JSON"),
+    ("token_ids missing", _edit(lambda t, m: t.pop("token_ids")), "token_ids tensor is missing"),
+    ("shapes disagree", _edit(lambda t, m: t.__setitem__("residual", t["residual"][:, :3].contiguous())), "residual has shape"),
+    ("unknown meta key", _edit(_set("evil", 1)), "unknown metadata keys ['evil']"),
+    ("unknown anatomy key", _edit(lambda t, m: m["anatomy"].__setitem__("evil", 1)), "unknown anatomy keys"),
+    ("anatomy null", _edit(_set("anatomy", None)), "'anatomy' is empty"),
+    ("norm_names missing", _edit(lambda t, m: m.pop("norm_names")), "lacks 'norm_names'"),
+    ("unknown tensor", _edit(lambda t, m: t.__setitem__("payload", torch.zeros(2))), "unknown tensors ['payload']"),
+    ("NaN values", _edit(_nan), "NaN"),
+    ("newer version", _edit(_set("version", 99)), "newer version"),
+    ("tokens and texts disagree", _edit(lambda t, m: m["token_texts"].pop()), "token texts"),
+    ("norm tensor missing", _edit(lambda t, m: t.pop("norm.0.input_rms")), "norm.0.input_rms is missing"),
+    ("attention q missing", _edit(lambda t, m: t.pop("attn.0.q")), "attn.0.q is missing"),
+    ("not a capture", _no_meta, "not an LLM Explorer capture"),
+]
+
+
+@pytest.mark.parametrize("case,make,phrase", CASES, ids=[c[0] for c in CASES])
+def test_a_malformed_capture_file_gets_one_clear_message_from_open_and_show(good, tmp_path, capsys, case, make, phrase):
+    path = tmp_path / "bad.capture"
+    make(good, path)
+    with pytest.raises(CaptureFileError) as info:
+        open_capture(path)
+    message = str(info.value)
+    assert phrase in message and "Traceback" not in message and message.startswith("bad.capture")
+    assert main(["show", str(path)]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {message}"
+
+
+def test_the_good_file_still_opens(good):
+    cap = open_capture(good)
+    assert cap.num_tokens == 6 and cap.attention is not None and cap.summaries_cache is not None
