@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import threading
@@ -71,7 +72,7 @@ def main() -> None:
     results: dict = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M"),
                      "torch_threads": torch.get_num_threads(), "prompt": PROMPT, "new_tokens": args.new_tokens,
                      "default": {"precision": default_cfg.precision, "compute_dtype": default_compute},
-                     "runs": {}}
+                     "load_average_start": os.getloadavg()[0], "runs": {}}
     options = GenerateOptions(max_new_tokens=args.new_tokens)
     for label, precision, compute in RUNS:
         start = time.perf_counter()
@@ -94,6 +95,7 @@ def main() -> None:
         unload(loaded)
         del loaded
         release_memory()
+    results["load_average_end"] = os.getloadavg()[0]
     write(results)
 
 
@@ -117,8 +119,10 @@ def write(results: dict) -> None:
     for label, r in results["runs"].items():
         lines.append(f"| {label} | {r['load_seconds']:.1f} | {r['first_token_s']:.2f} | {r['tokens_per_second']:.1f} | "
                      f"{'yes' if r['meets_goals'] else 'no'} | {'◀' if r['is_default'] else ''} |")
-    lines += ["", "The machine is shared with other work, so absolute figures move between runs; the rows "
-              "of one run are comparable with each other."]
+    lines += ["", f"Load average (1 min) at start {results.get('load_average_start', float('nan')):.1f}, at end "
+              f"{results.get('load_average_end', float('nan')):.1f}, on {m['cores']} cores. On a busy machine the "
+              "absolute figures are several times slower than on a quiet one; the rows of one run are comparable "
+              "with each other."]
     (out / "cpu_precisions.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
