@@ -13,7 +13,10 @@ def test_bf16_greedy_answer_names_paris(embedded_bf16):
 
 def test_nf4_footprint_is_under_half_of_bf16(embedded_nf4, embedded_bf16):
     assert embedded_nf4.precision == "nf4"
-    assert embedded_nf4.footprint_bytes < 0.5 * embedded_bf16.footprint_bytes
+    # bitsandbytes leaves the embeddings (49152 × 576, a fifth of the weights) unquantized in the compute
+    # dtype, so fp32 compute (the choice on a CPU without native bf16) keeps them at 4 bytes a weight
+    limit = 0.5 if embedded_nf4.compute_dtype in {"bf16", "fp16"} else 0.65
+    assert embedded_nf4.footprint_bytes < limit * embedded_bf16.footprint_bytes
 
 
 def test_nf4_streams_an_answer(embedded_nf4):
