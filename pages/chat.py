@@ -6,7 +6,7 @@ import streamlit as st
 
 from explorer.model.errors import user_message
 from explorer.model.generation import conversation, generate_batch
-from explorer.model.loading import COMPUTE_DTYPES, LoadConfig, plan_precision
+from explorer.model.load_config import COMPUTE_DTYPES, LoadConfig, plan_precision
 from explorer.model.precisions import LOAD_PRECISIONS as PRECISIONS
 from explorer.presets import PRESETS
 from pages._chat_panel import chat_panel, generation_options

@@ -164,12 +164,12 @@ def patch_hub(monkeypatch, kind: str) -> None:
     """The hub 'answers' with `kind`: reachable, nothing cached, and the download raises."""
     import huggingface_hub
 
-    from explorer.model import loading
+    from explorer.model import preflight
 
     def download(*args, **kwargs):
         raise hub_failure(kind)
 
-    monkeypatch.setattr(loading, "hub_reachable", lambda timeout=3.0: True)
+    monkeypatch.setattr(preflight, "hub_reachable", lambda timeout=3.0: True)
     monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: None)
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
 

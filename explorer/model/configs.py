@@ -16,8 +16,8 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_N
 
 from explorer.model.checks import check_hub_id, check_source_text, shown
 from explorer.model.errors import BadSource, clean_text
-from explorer.model.loading import embedded_config as embedded_gguf_config
-from explorer.model.loading import hub_reachable
+from explorer.model.embedded import embedded_config as embedded_gguf_config
+from explorer.model.preflight import hub_reachable
 from explorer.model.translate import hub_error
 from explorer.presets import EMBEDDED, PRESETS, preset_dict
 

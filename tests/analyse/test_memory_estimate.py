@@ -6,7 +6,7 @@ import torch
 
 from explorer.analyse.architecture import model_from_config
 from explorer.analyse.inventory import count_parameters, inventory
-from explorer.model.loading import bnb_config
+from explorer.model.load_config import bnb_config
 from explorer.model.precisions import PRECISIONS
 from explorer.analyse.memory_estimate import GIB, GPUS, REPORTED, estimate_all, estimate_memory, gpu_fit, \
     kv_cache_bytes, precision_key, quantized_modules

@@ -15,7 +15,7 @@ import torch
 from transformers import AutoTokenizer, PreTrainedModel
 
 from explorer.model import errors as E
-from explorer.model import loading
+from explorer.model import load_config, loading, preflight
 from explorer.model.errors import Secret, user_message
 from explorer.model.generation import GenerateOptions, conversation, generate, generate_batch, stream_generate
 from explorer.model.loading import LoadConfig, ModelRegistry, embedded_model_dir, load_model
@@ -269,10 +269,10 @@ def test_pickle_is_loaded_only_when_the_operator_allows_it(folders, tokenizer, t
 
 
 def test_compute_dtype_auto_follows_the_device():
-    precision, compute, notices = loading.plan_precision(LoadConfig(precision="nf4"))
-    expected = "bf16" if torch.cuda.is_available() or loading.cpu_has_native_bf16() else "fp32"
+    precision, compute, notices = load_config.plan_precision(LoadConfig(precision="nf4"))
+    expected = "bf16" if torch.cuda.is_available() or load_config.cpu_has_native_bf16() else "fp32"
     assert compute == expected and not notices
-    assert loading.plan_precision(LoadConfig(precision="nf4", compute_dtype="bf16"))[1] == "bf16"
+    assert load_config.plan_precision(LoadConfig(precision="nf4", compute_dtype="bf16"))[1] == "bf16"
 
 
 @pytest.mark.parametrize("answer,error,phrase", [
@@ -297,6 +297,6 @@ def test_hub_weights_are_checked_from_remote_headers_before_the_swap(monkeypatch
                                        files_metadata={"model.safetensors": SafetensorsFileMetadata({}, tensors)})
 
     monkeypatch.setattr(huggingface_hub, "get_safetensors_metadata", metadata)
-    resolved = loading.ResolvedSource("hub", "owner/name", "owner/name")
+    resolved = preflight.ResolvedSource("hub", "owner/name", "owner/name")
     with pytest.raises(error, match=phrase):
-        loading._check_hub_weights(LoadConfig(source="owner/name"), resolved, None, config)
+        preflight._check_hub_weights(LoadConfig(source="owner/name"), resolved, None, config)

@@ -11,9 +11,9 @@ import torch
 from transformers import AutoTokenizer, DistilBertConfig, DistilBertModel
 
 from explorer.model.generation import GenerateOptions, conversation, generate
-from explorer.model.loading import (
-    PRESETS, LoadConfig, LoadError, ModelRegistry, embedded_gguf_path, embedded_model_dir, load_model,
-)
+from explorer.model.embedded import embedded_gguf_path
+from explorer.model.loading import LoadConfig, LoadError, ModelRegistry, embedded_model_dir, load_model
+from explorer.presets import PRESETS
 from tests.tiny_models import save_tiny_folder
 
 CPU_PRECISIONS = ("nf4", "fp4", "int8", "bf16", "fp16", "fp32")

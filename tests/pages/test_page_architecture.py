@@ -8,7 +8,8 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from explorer.model.loading import LoadConfig, LoadedModel, bnb_config
+from explorer.model.load_config import bnb_config
+from explorer.model.loading import LoadConfig, LoadedModel
 from tests.tiny_models import tiny_model
 
 PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "architecture.py")

@@ -1,0 +1,245 @@
+"""Everything that can be checked before the resident model is given up for a new one.
+
+Why: bad input (an invalid id, no network, an unknown or gated repo, a bad token, a corrupt GGUF,
+pickle only, remote code, an encoder, missing or mismatched weights, a broken tokenizer) must fail
+here, cheaply, while the model already loaded stays resident; only then does the loader swap.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from explorer.model import checks, translate
+from explorer.model.embedded import embedded_model_dir, gguf_to_safetensors
+from explorer.model.errors import (
+    BadSource, GatedRepo, LoadError, NoNetwork, NotCausal, PickleRefused, RemoteCodeRefused, Secret,
+    TokenizerError, env_token, reveal,
+)
+from explorer.model.load_config import LoadConfig, Progress, plan_precision
+from explorer.presets import EMBEDDED, PRESETS
+
+@dataclass(frozen=True)
+class ResolvedSource:
+    kind: str  # "embedded" | "hub" | "folder" | "gguf"
+    location: str  # folder or hub id passed to from_pretrained
+    name: str
+    gated: bool = False
+
+
+def resolve_source(cfg: LoadConfig) -> ResolvedSource:
+    source = (cfg.source or "").strip()
+    if not source:
+        raise BadSource("No model given: choose a preset, or enter a hub id, a folder or a .gguf file.")
+    if source in PRESETS:
+        preset = PRESETS[source]
+        if preset.hub_id is None:
+            return ResolvedSource("embedded", EMBEDDED, preset.label)
+        return ResolvedSource("hub", preset.hub_id, preset.label, preset.gated)
+    checks.check_source_text(source)
+    path = Path(os.path.expanduser(source))
+    try:
+        exists = path.exists()
+        looks_local = source.startswith((".", "/", "~")) or source.endswith(".gguf") or exists
+        if looks_local:
+            shown = checks.shown(source)
+            if not exists:
+                raise BadSource(f"No such file or folder: {shown}")
+            if path.is_file():
+                if path.suffix != ".gguf":
+                    raise BadSource(f"{checks.shown(path.name)} is a file but not a .gguf; give a model folder "
+                                    "or a .gguf file.")
+                return ResolvedSource("gguf", str(path), path.name)
+            if not (path / "config.json").is_file():
+                raise BadSource(f"The folder {shown} has no config.json, so it is not a Hugging Face model folder.")
+            return ResolvedSource("folder", str(path), path.name)
+    except OSError as exc:  # permission denied, a name the filesystem refuses …
+        raise BadSource(f"Cannot read {checks.shown(source)}: {exc.strerror or type(exc).__name__}.") from None
+    checks.check_hub_id(source)
+    return ResolvedSource("hub", source, source)
+
+
+def _needs_remote_code(folder: Path) -> bool:
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and bool(config.get("auto_map"))
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """A quick TCP probe, so an offline machine gets its answer in seconds instead of after retries."""
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes"}:
+        return False
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        with socket.create_connection((url.hostname or "huggingface.co", url.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass
+class Preflight:
+    """Everything that can be checked before the resident model is given up for a new one."""
+
+    resolved: ResolvedSource
+    location: str
+    model_config: object
+    precision: str
+    compute_dtype: str
+    token: Secret | None = field(repr=False)
+    notices: list[str]
+    tokenizer: object = field(default=None, repr=False)
+
+
+def huggingface_hub_cached(repo_id: str, cfg: LoadConfig) -> object:
+    """The cached path of the repo's first safetensors file, if a snapshot is already local."""
+    import huggingface_hub
+
+    for filename in ("model.safetensors", "model.safetensors.index.json"):
+        found = huggingface_hub.try_to_load_from_cache(repo_id, filename, cache_dir=cfg.cache_dir)
+        if isinstance(found, str):
+            return found
+    return None
+
+
+def _hub_config(cfg: LoadConfig, resolved: ResolvedSource, token: Secret | None) -> None:
+    """Fetch config.json through huggingface_hub itself, so its typed errors (gated, unknown, 401,
+    5xx, offline) reach `translate.hub_error` unwrapped; later reads come from the cache."""
+    import huggingface_hub
+
+    if resolved.gated and not token:
+        raise GatedRepo(f"{resolved.name} is gated on the hub: set HF_TOKEN (environment or Streamlit secrets) "
+                        "to a token that has accepted its licence.")
+    cached = huggingface_hub.try_to_load_from_cache(resolved.location, "config.json", cache_dir=cfg.cache_dir)
+    if isinstance(cached, str):
+        return
+    if not hub_reachable():
+        raise NoNetwork(f"Could not reach the Hugging Face hub to fetch {resolved.name}: no network, and it is "
+                        f"not in the local cache. {translate.OFFLINE_HINT}")
+    try:
+        huggingface_hub.hf_hub_download(resolved.location, "config.json", token=reveal(token),
+                                        cache_dir=cfg.cache_dir)
+    except Exception as exc:  # noqa: BLE001 - typed below
+        raise translate.friendly(exc, resolved.name) from None
+
+
+def _check_hub_weights(cfg: LoadConfig, resolved: ResolvedSource, token: Secret | None, model_config) -> None:
+    """The hub serves safetensors headers on their own: check shapes without downloading a tensor."""
+    import huggingface_hub
+    from huggingface_hub.errors import NotASafetensorsRepoError
+
+    try:
+        meta = huggingface_hub.get_safetensors_metadata(resolved.location, token=reveal(token))
+    except NotASafetensorsRepoError:
+        if cfg.allow_pickle:
+            return
+        raise PickleRefused(f"{resolved.name} has no safetensors weights on the hub (only pickle checkpoints, which "
+                            "can run code when opened); they are refused by default. The operator can allow them "
+                            "with EXPLORER_ALLOW_PICKLE=1.") from None
+    except Exception as exc:  # noqa: BLE001 - typed below
+        raise translate.friendly(exc, resolved.name) from None
+    headers = {k: {"shape": list(t.shape)} for f in meta.files_metadata.values() for k, t in f.tensors.items()}
+    if headers:
+        checks.check_shapes(model_config, headers, resolved.name)
+
+
+def _check_local(cfg: LoadConfig, folder: Path, name: str, model_config) -> None:
+    if not cfg.trust_remote_code and _needs_remote_code(folder):
+        raise RemoteCodeRefused(f"{name} needs code shipped with the model (trust_remote_code), which is refused "
+                                "by default. The operator can allow it with EXPLORER_ALLOW_REMOTE_CODE=1.")
+    if model_config is not None:
+        checks.check_weights(folder, model_config, name, cfg.allow_pickle)
+
+
+def check_weights(cfg: LoadConfig, pre: Preflight) -> None:
+    """The weights against the config (headers only), then the tokenizer: the second half of
+    preflight, separate so a caller (the comparison) can first refuse a model too big for the
+    machine from its config alone."""
+    try:
+        if pre.resolved.kind != "hub":
+            _check_local(cfg, Path(pre.location), pre.resolved.name, pre.model_config)
+        elif not isinstance(huggingface_hub_cached(pre.resolved.location, cfg), str):
+            _check_hub_weights(cfg, pre.resolved, pre.token, pre.model_config)
+        pre.tokenizer = load_tokenizer(pre.location, cfg, pre.token, pre.resolved.name)
+    except LoadError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise translate.friendly(exc, pre.resolved.name) from None
+
+
+def load_tokenizer(location: str, cfg: LoadConfig, token: Secret | None, name: str):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(location, trust_remote_code=cfg.trust_remote_code, token=reveal(token),
+                                             cache_dir=cfg.cache_dir)
+    except Exception as exc:  # noqa: BLE001 - tokenizers raise many types on damaged files
+        typed = translate.hub_error(exc, name)
+        if typed is not None:
+            raise typed from None
+        raise TokenizerError(f"The tokenizer of {name} cannot be read: its tokenizer files are missing or "
+                             f"damaged ({type(exc).__name__}: {translate._first_line(exc, 160)}).") from None
+
+
+def preflight(cfg: LoadConfig, progress: Progress | None = None, weights: bool = True) -> Preflight:
+    """Validate the config and check the source without touching the resident model (see _preflight);
+    whatever goes wrong comes out as a typed LoadError."""
+    try:
+        pre = _preflight(cfg, progress)
+        if weights:
+            check_weights(cfg, pre)
+        return pre
+    except LoadError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - e.g. a GGUF conversion that fails half way
+        name = checks.shown(cfg.source) if isinstance(cfg.source, str) else repr(cfg.source)
+        raise translate.friendly(exc, name) from None
+
+
+def _preflight(cfg: LoadConfig, progress: Progress | None = None) -> Preflight:
+    """Validate the config, resolve the source, apply the security defaults, and read the config,
+    the tokenizer and the weights' headers.
+
+    Bad input (an invalid id, no network, unknown or gated repo, a bad token, a corrupt GGUF, pickle
+    only, remote code, an encoder, missing, truncated or mismatched weights, a broken tokenizer)
+    fails here, cheaply, while the model already loaded stays resident.
+    """
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    token = cfg.token or env_token()
+    precision, compute, notices = plan_precision(cfg)  # validates every field first
+    resolved = resolve_source(cfg)
+    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else None
+    location = resolved.location
+    if resolved.kind == "hub":
+        _hub_config(cfg, resolved, token)
+    elif resolved.kind == "embedded":
+        location = str(embedded_model_dir(cache_dir, progress))
+    elif resolved.kind == "gguf":
+        checks.check_gguf(Path(resolved.location))
+        location = str(gguf_to_safetensors(Path(resolved.location), cache_dir, progress))
+    try:
+        model_config = AutoConfig.from_pretrained(location, trust_remote_code=cfg.trust_remote_code,
+                                                  token=reveal(token), cache_dir=cfg.cache_dir)
+    except Exception as exc:  # noqa: BLE001
+        if resolved.kind != "hub" and not cfg.trust_remote_code and _needs_remote_code(Path(location)):
+            _check_local(cfg, Path(location), resolved.name, None)
+        raise translate.friendly(exc, resolved.name) from None
+    checks.refuse_encoder(model_config, resolved.name)
+    if model_config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and not cfg.trust_remote_code:
+        raise NotCausal(f"{resolved.name} is a {model_config.model_type!r} model, which is not a causal "
+                        "language model, so it cannot generate text here.")
+    if resolved.kind != "hub" and not cfg.trust_remote_code and _needs_remote_code(Path(location)):
+        _check_local(cfg, Path(location), resolved.name, None)
+    return Preflight(resolved, location, model_config, precision, compute, token, notices)
+
+
+__all__ = ["Preflight", "ResolvedSource", "check_weights", "hub_reachable", "huggingface_hub_cached",
+           "load_tokenizer", "preflight", "resolve_source"]
