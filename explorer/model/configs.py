@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from huggingface_hub import hf_hub_download
+import huggingface_hub
 from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, LocalEntryNotFoundError,
                                     RepositoryNotFoundError)
 from transformers import CONFIG_MAPPING, AutoConfig
@@ -17,7 +17,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_N
 from explorer.model.checks import check_hub_id, check_source_text, shown
 from explorer.model.errors import BadSource, clean_text
 from explorer.model.embedded import embedded_config as embedded_gguf_config
-from explorer.model.preflight import hub_reachable
+from explorer.model import preflight  # called through the module: tests put the hub out of reach
 from explorer.model.translate import hub_error
 from explorer.presets import EMBEDDED, PRESETS, preset_dict
 
@@ -99,11 +99,11 @@ def config_from_hub(repo_id: str, token: str | None = None):
     if repo_id.count("/") != 1:
         raise ConfigError(f"{repo_id!r} is not a hub id; it looks like owner/name.")
     try:
-        path = hf_hub_download(repo_id, "config.json", token=token, local_files_only=True)
+        path = huggingface_hub.hf_hub_download(repo_id, "config.json", token=token, local_files_only=True)
     except Exception:  # noqa: BLE001 - not cached: go online below
         path = None
     if path is None:
-        if not hub_reachable():
+        if not preflight.hub_reachable():
             raise ConfigError(f"The hub is out of reach (offline), and {repo_id} is not in the local cache. "
                               "Use a preset, a local config.json or an upload instead.")
         path = _download_config(repo_id, token)
@@ -113,7 +113,7 @@ def config_from_hub(repo_id: str, token: str | None = None):
 def _download_config(repo_id: str, token: str | None) -> str:
     """config.json fetched from the hub, each way it can fail told apart in the user's words."""
     try:
-        return hf_hub_download(repo_id, "config.json", token=token)
+        return huggingface_hub.hf_hub_download(repo_id, "config.json", token=token)
     except GatedRepoError:
         raise ConfigError(f"{repo_id} is gated: its config needs HF_TOKEN with the licence accepted. "
                           "The Llama and Gemma presets open without it.") from None
