@@ -66,3 +66,13 @@ def save_tiny_folder(family: str, folder, tokenizer, seed: int = 0, safe_seriali
         torch.save(model.state_dict(), f"{folder}/pytorch_model.bin")
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def with_random_biases(model: torch.nn.Module, std: float = 0.02, seed: int = 0) -> torch.nn.Module:
+    """Random init leaves biases at zero; give them values so a test can see where they go."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("bias"):
+                param.copy_(torch.randn(param.shape, generator=gen) * std)
+    return model

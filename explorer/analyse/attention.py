@@ -96,6 +96,22 @@ class PreparedLayer:
         return torch.softmax(scores, dim=-1), n
 
 
+class StoredPrepared(PreparedLayer):
+    """Rows read from stored probabilities (eager fallback, explorer/record/eager_fallback.py)."""
+
+    def __init__(self, rec: LayerAttention, heads: list[int], maps: torch.Tensor):
+        t_q, t_k = maps.shape[-2:]
+        super().__init__(rec=rec, heads=heads, q=maps.new_empty(len(heads), t_q, 0),
+                         k=maps.new_empty(1, t_k, 0), kv_local=None, mask=None, device=maps.device, groups=1)
+        self.maps = maps                                                              # (h, Tq, Tk)
+
+    def fusable(self) -> bool:
+        return False
+
+    def block(self, row0: int, row1: int, trim_keys: bool = True) -> tuple[torch.Tensor, int]:
+        return self.maps[:, row0:row1], self.maps.shape[-1]
+
+
 def _compute_device(rec: LayerAttention, device: Device) -> torch.device:
     if device is not None:
         return torch.device(device)
@@ -110,6 +126,10 @@ def prepare(store: AttentionStore, layer: int, heads: list[int] | None = None, b
     """Move one layer's Q/K (and mask) for `heads` to the compute device once; blocks of
     query rows are then computed there without further transfers."""
     rec = store.layer(layer)
+    maps = getattr(store, "maps", None)
+    if maps is not None:                                    # eager fallback: probabilities are stored
+        chosen = list(range(store.num_heads)) if heads is None else list(heads)
+        return StoredPrepared(rec, chosen, maps[layer][chosen])
     dev = _compute_device(rec, device)
     all_heads = heads is None or list(heads) == list(range(store.num_heads))
     heads = list(range(store.num_heads)) if heads is None else list(heads)

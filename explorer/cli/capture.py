@@ -13,7 +13,7 @@ from explorer.cli.args import layer_list, load_config, non_negative_int, positiv
 from explorer.model.errors import BadArgument, GenerationError
 from explorer.model.loading import load_model
 from explorer.model.precisions import LOAD_PRECISIONS
-from explorer.record.capture import PARTS, CaptureOptions, PromptTooLongError, capture
+from explorer.record.capture import DEFAULT_PARTS, PARTS, CaptureOptions, PromptTooLongError, capture
 from explorer.record.capture_file import describe_capture, open_capture, save_capture
 
 CAPTURE_HELP = "run a prompt through a model and save every layer's internals"
@@ -45,7 +45,7 @@ def configure_capture(p: argparse.ArgumentParser) -> None:
 
 def _parts(text: str | None) -> frozenset[str]:
     if not text:
-        return PARTS
+        return DEFAULT_PARTS
     parts = frozenset(p.strip() for p in text.split(",") if p.strip())
     unknown = sorted(parts - PARTS)
     if unknown or not parts:

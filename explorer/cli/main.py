@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 from explorer.cli import capture as capture_cmd
 from explorer.cli import compare as compare_cmd
 from explorer.cli import generate as generate_cmd
+from explorer.cli import routes as routes_cmd
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -31,6 +32,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("capture", capture_cmd.CAPTURE_HELP, capture_cmd.configure_capture, capture_cmd.cmd_capture),
     Command("show", capture_cmd.SHOW_HELP, capture_cmd.configure_show, capture_cmd.cmd_show),
     Command("compare", compare_cmd.HELP, compare_cmd.configure_compare, compare_cmd.cmd_compare),
+    Command("routes", routes_cmd.HELP, routes_cmd.configure, routes_cmd.cmd_routes),
 )
 
 

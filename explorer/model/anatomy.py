@@ -137,7 +137,16 @@ def _find_mlp(layer: nn.Module, attention: str | None) -> str | None:
     # Fallback: the one direct child with parameters that is neither attention nor a norm.
     others = [n for n, m in layer.named_children()
               if n != attention and not is_norm_module(m) and any(True for _ in m.parameters())]
-    return others[0] if len(others) == 1 else None
+    if len(others) == 1:
+        return others[0]
+    # OPT-style: the MLP's linears sit on the layer itself (fc1, fc2). The last one writes the
+    # MLP's output back to the hidden size, so its output is the MLP's output.
+    linears = [n for n in others if isinstance(layer.get_submodule(n), nn.Linear)]
+    if len(linears) >= 2 and linears == others:
+        first, last = layer.get_submodule(linears[0]), layer.get_submodule(linears[-1])
+        if first.in_features == last.out_features and first.out_features == last.in_features:
+            return linears[-1]
+    return None
 
 
 def _layer_norms(layer: nn.Module, attention: str | None, mlp: str | None) -> list[str]:

@@ -58,6 +58,7 @@ class Recorder:
         self._mask_ids: dict[int, int] = {}
         self._keepalive: list[torch.Tensor] = []   # masks whose id() we rely on during the forward
         self._order = 0
+        self.on_value: Callable[[nn.Module, torch.Tensor], None] | None = None   # components: (B, KV, T, hd)
 
     def record(self, module: nn.Module, query: torch.Tensor, key: torch.Tensor,
                attention_mask: torch.Tensor | None, scaling: float | None, softcap: float | None,
@@ -148,6 +149,8 @@ def explorer_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor
     is_causal = kwargs.get("is_causal")
     if recorder is not None:
         recorder.record(module, query, key, attention_mask, scaling, softcap, sliding_window, is_causal)
+        if recorder.on_value is not None:
+            recorder.on_value(module, value)
     kwargs.pop("output_attentions", None)
     if softcap is not None:
         if scaling is None:

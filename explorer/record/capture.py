@@ -23,7 +23,9 @@ from explorer.model.anatomy import Anatomy, find_anatomy, resolve
 from explorer.model.loading import context_length
 from explorer.record.attention_fn import Recorder, explorer_attention_enabled, recording
 from explorer.record.attention_store import AttentionStore
-from explorer.record.capture_data import PARTS, Capture, CaptureOptions, NormStats, PromptTooLongError
+from explorer.record.components import ComponentsRecorder, start_components
+from explorer.record.eager_fallback import FallbackPlan, plan_fallback, store_from_output
+from explorer.record.capture_data import DEFAULT_PARTS, PARTS, Capture, CaptureOptions, NormStats, PromptTooLongError
 from explorer.record.hooks import HookSession, forward_hooks, norm_stats_from_raw
 from explorer.record.offload import Offloader, gather_small
 
@@ -141,6 +143,8 @@ class CapturePlan:
     parts: frozenset[str]
     keep: list[int]              # layers whose residual stream and attention are kept
     notes: list[str]
+    budget: int = 0              # bytes the recorded tensors may take
+    act_bytes: int = 2           # bytes per activation value
 
 
 def plan_capture(model: nn.Module, tokenizer, prompt: Prompt, options: CaptureOptions) -> CapturePlan:
@@ -168,7 +172,7 @@ def plan_capture(model: nn.Module, tokenizer, prompt: Prompt, options: CaptureOp
               else _default_budget(_input_device(model), options.offload_to_cpu))
     keep, note = plan_layers(shape.layers, options.layers, per_layer, budget)
     notes = [f"not found: {m}" for m in anatomy.missing] + ([note] if note else [])
-    return CapturePlan(ids, anatomy, shape, options.parts, keep, notes)
+    return CapturePlan(ids, anatomy, shape, options.parts, keep, notes, budget, act_bytes)
 
 
 # --------------------------------------------------------------------------------------------
@@ -182,6 +186,8 @@ class Recorded:
     store: AttentionStore
     output: Any
     switched: bool               # the model ran the recording attention function
+    components: ComponentsRecorder | None = None
+    fallback: FallbackPlan | None = None
 
 
 def _registrations(model: nn.Module, plan: CapturePlan, session: HookSession) -> list[tuple[nn.Module, str, Callable]]:
@@ -233,11 +239,19 @@ def run_forward(model: nn.Module, plan: CapturePlan, options: CaptureOptions) ->
     session = HookSession(recorder, offload, plan.keep if "residual" in plan.parts else [], options.residual_dtype)
     switch = explorer_attention_enabled(model) if want_attention else contextlib.nullcontext(False)
     input_ids = plan.ids[None].to(_input_device(model))                                   # (1, T)
-    with (torch.inference_mode(), forward_hooks(_registrations(model, plan, session)), switch as switched,
-          recording(recorder)):
-        output = model(input_ids=input_ids, **_forward_kwargs(model))
+    shape, t = plan.shape, int(plan.ids.shape[0])
+    comps, comps_note = (start_components(model, plan.anatomy, recorder, offload, plan.budget,
+                                          (shape.layers, t, shape.hidden, shape.heads, shape.kv_heads,
+                                           shape.head_dim, plan.act_bytes))
+                         if "components" in plan.parts else (None, None))
+    plan.notes += [comps_note] if comps_note else []
+    fallback = plan_fallback(model, want_attention, (shape.layers, shape.heads, t, plan.act_bytes), plan.budget)
+    registrations = _registrations(model, plan, session) + (comps.registrations() if comps is not None else [])
+    with (torch.inference_mode(), forward_hooks(registrations), switch as switched,
+          recording(recorder), fallback.running(model)):
+        output = model(input_ids=input_ids, **_forward_kwargs(model), **fallback.kwargs)
         offload.finish()
-    return Recorded(session, store, output, bool(switched))
+    return Recorded(session, store, output, bool(switched), comps, fallback)
 
 
 # --------------------------------------------------------------------------------------------
@@ -296,11 +310,12 @@ def assemble(model: nn.Module, tokenizer, plan: CapturePlan, recorded: Recorded,
     """Gather what the forward kept into a Capture that holds no reference to the model."""
     session, store, shape = recorded.session, recorded.store, plan.shape
     notes = list(plan.notes)
+    if recorded.fallback is not None and recorded.fallback.note:
+        notes.append(recorded.fallback.note)
+    if recorded.fallback is not None and recorded.fallback.active:
+        store = store_from_output(recorded.output, set(plan.keep), shape.heads, shape.kv_heads) or store
     if "attention" in plan.parts and plan.keep:
-        if not recorded.switched:
-            notes.append("attention probabilities: this model does not dispatch through transformers' "
-                         "attention interface, so its attention could not be recorded")
-        elif len(store.layers) < len(plan.keep):
+        if recorded.switched and len(store.layers) < len(plan.keep):
             notes.append(f"attention recorded for {len(store.layers)} of {len(plan.keep)} requested layers")
     norms, attn_out_norm, mlp_out_norm = _small_statistics(model, session, shape.layers)
     residual_layers = [layer for layer in session.keep if layer in session.filled]
@@ -322,6 +337,9 @@ def assemble(model: nn.Module, tokenizer, plan: CapturePlan, recorded: Recorded,
         precision=options.precision,
         vocab={int(i): s for i, s in zip(plan.ids.tolist(), token_texts)} if tokenizer is not None else {},
     )
+    if recorded.components is not None and _last_logits(recorded.output) is not None:
+        cap.components = recorded.components.assemble(plan.ids, _last_logits(recorded.output), cap.kv_head_of,
+                                                       final_softcap=getattr(config, "final_logit_softcapping", None))
     if tokenizer is not None and last_logits is not None:
         top = last_logits.topk(min(options.top_logits, last_logits.numel())).indices.tolist()
         cap.learn_texts(top, lambda i: tokenizer.decode([i]))
@@ -340,5 +358,5 @@ def capture(model: nn.Module, tokenizer, prompt: Prompt, options: CaptureOptions
     return assemble(model, tokenizer, plan, recorded, options)
 
 
-__all__ = ["PARTS", "Capture", "CaptureOptions", "CapturePlan", "NormStats", "PromptTooLongError", "Recorded",
+__all__ = ["DEFAULT_PARTS", "PARTS", "Capture", "CaptureOptions", "CapturePlan", "NormStats", "PromptTooLongError", "Recorded",
            "anatomy_of", "assemble", "capture", "forward_hooks", "plan_capture", "run_forward", "tokenize"]

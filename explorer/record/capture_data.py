@@ -14,9 +14,13 @@ import torch
 
 from explorer.model.anatomy import Anatomy
 from explorer.record.attention_store import AttentionStore
+from explorer.record.components import Components
 from explorer.record.results import HeadSummaries, LensResult
 
-PARTS: frozenset[str] = frozenset({"embeddings", "residual", "norms", "block_norms", "attention", "logits"})
+PARTS: frozenset[str] = frozenset({"embeddings", "residual", "norms", "block_norms", "attention", "logits",
+                                   "components"})
+DEFAULT_PARTS: frozenset[str] = PARTS - {"components"}
+"""`components` (opt-in): each head's and MLP's share of the residual stream (record/components.py)."""
 """What a capture can record. `block_norms` = norms of the attention and MLP outputs."""
 
 
@@ -27,7 +31,7 @@ class PromptTooLongError(ValueError):
 @dataclass
 class CaptureOptions:
     """What to record and how much memory it may take. Every knob of capture() is here."""
-    parts: frozenset[str] = PARTS
+    parts: frozenset[str] = DEFAULT_PARTS
     """Subset of PARTS; leave out what a view does not need (e.g. {"residual"} for a lens)."""
     layers: Sequence[int] | None = None
     """Decoder layers whose residual stream and attention are kept (None = all). Norm and
@@ -55,7 +59,7 @@ class CaptureOptions:
         unknown = set(self.parts) - PARTS
         if unknown:
             raise ValueError(f"unknown capture parts {sorted(unknown)}; choose from {sorted(PARTS)}")
-        self.parts = frozenset(self.parts)
+        self.parts = frozenset(self.parts) | ({"attention"} if "components" in self.parts else set())
 
 
 @dataclass
@@ -95,6 +99,7 @@ class Capture:
     anatomy: Anatomy
     notes: list[str] = field(default_factory=list)   # what was missing or reduced, in words
     precision: str | None = None             # the weights' precision ("nf4", "bf16", ...); None = unknown
+    components: Components | None = None     # per-head / MLP decomposition (part "components")
     vocab: dict[int, str] = field(default_factory=dict)  # decoded strings of ids this capture shows
     # Results computed after the forward, kept so that a saved file can show them without the model.
     summaries_cache: HeadSummaries | None = field(default=None, repr=False)

@@ -17,6 +17,8 @@ from explorer.model.anatomy import Anatomy, LayerParts
 from explorer.model.checks import read_safetensors_header
 from explorer.model.errors import BadWeights, CaptureFileError
 from explorer.record.attention_store import AttentionStore, LayerAttention
+from explorer.record.components import components_from_file, components_to_file
+from explorer.record.eager_fallback import StoredAttention
 from explorer.record.capture_data import Capture, NormStats
 from explorer.record.capture_schema import FORMAT, VERSION, check_header, check_tensors
 from explorer.record.results import HeadSummaries, LensResult
@@ -68,6 +70,8 @@ def save_capture(capture: Capture, path: str | Path, include_attention: bool = T
         for layer, rec in store.layers.items():
             tensors[f"attn.{layer}.q"] = rec.q
             tensors[f"attn.{layer}.k"] = rec.k
+            if isinstance(store, StoredAttention):                  # eager fallback: the maps themselves
+                tensors[f"attn.{layer}.maps"] = store.maps[layer]
             meta = dataclasses.asdict(dataclasses.replace(rec, q=None, k=None))
             del meta["q"], meta["k"]
             layers_meta[str(layer)] = meta
@@ -82,6 +86,8 @@ def save_capture(capture: Capture, path: str | Path, include_attention: bool = T
         s = capture.summaries_cache
         tensors.update({"summary.entropy": s.entropy, "summary.first_token": s.first_token,
                         "summary.lookback": s.lookback})
+    comp_tensors, comp_meta = components_to_file(capture.components) if capture.components else ({}, None)
+    tensors.update(comp_tensors)
     lens_meta = {}
     for k, result in capture.lens_cache.items():
         tensors[f"lens.{k}.token_ids"] = result.token_ids
@@ -102,6 +108,7 @@ def save_capture(capture: Capture, path: str | Path, include_attention: bool = T
         "attention": attention_meta,
         "summary_layers": capture.summaries_cache.layers if capture.summaries_cache is not None else None,
         "lens": lens_meta,
+        "components": comp_meta,
     }
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     save_file(tensors, str(path), metadata={META_KEY: json.dumps(meta)})
@@ -163,9 +170,13 @@ def _build(meta: dict, tensors: dict[str, torch.Tensor]) -> Capture:
     am = meta.get("attention")
     if am:
         masks = [_unpack_mask(get(f"attn.mask.{i}"), shape) for i, shape in enumerate(am["mask_shapes"])]
-        store = AttentionStore(num_heads=am["num_heads"], num_kv_heads=am["num_kv_heads"], masks=masks)
+        stored = any(k.endswith(".maps") for k in tensors)
+        store = (StoredAttention if stored else AttentionStore)(num_heads=am["num_heads"],
+                                                                num_kv_heads=am["num_kv_heads"], masks=masks)
         for layer, lm in am["layers"].items():
             store.layers[int(layer)] = LayerAttention(q=get(f"attn.{layer}.q"), k=get(f"attn.{layer}.k"), **lm)
+            if stored:
+                store.maps[int(layer)] = get(f"attn.{layer}.maps")
     a = meta["anatomy"]
     anatomy = Anatomy(**{**a, "layers": [LayerParts(**lp) for lp in a["layers"]]})
     cap = Capture(
@@ -184,6 +195,8 @@ def _build(meta: dict, tensors: dict[str, torch.Tensor]) -> Capture:
     for k, lm in meta.get("lens", {}).items():
         cap.lens_cache[int(k)] = LensResult(lm["layers"], lm["positions"], get(f"lens.{k}.token_ids"),
                                             get(f"lens.{k}.probs"))
+    if meta.get("components"):
+        cap.components = components_from_file(get, meta["components"])
     return cap
 
 
@@ -210,6 +223,8 @@ def describe_capture(capture: Capture, top: int = 5) -> str:
         parts.append(f"attention ({len(capture.attention.layers)}/{capture.num_layers} layers)")
     if capture.summaries_cache is not None:
         parts.append("head summaries")
+    if capture.components is not None:
+        parts.append("components (heads, MLPs)")
     if capture.lens_cache:
         parts.append(f"logit lens (k={sorted(capture.lens_cache)})")
     lines.append("recorded: " + ", ".join(parts))

@@ -45,6 +45,13 @@ EXPLANATIONS: dict[str, Explanation] = {
         "layer, as if the model stopped there, and reads off the token it would predict next.",
         "Read a column upwards: early layers often guess generic tokens, later layers converge on the "
         "final answer. The answer usually appears well before the last layer."),
+    "attribution": Explanation(
+        "Attribution",
+        "Which earlier tokens, heads and MLPs carried the information that ends in the chosen token's "
+        "prediction: a graph of the routes it took through the layers, and each head's and MLP's direct "
+        "push on the predicted token's score.",
+        "Follow the thick lines down from the top: they are the routes that mattered. Click an attention "
+        "edge to see the heads that carry it, or a node to see what the model would predict there."),
     "tour": Explanation(
         "Guided tour",
         "A walk through one forward pass of this prompt, from tokens to the prediction, one step at a time.",
@@ -52,6 +59,17 @@ EXPLANATIONS: dict[str, Explanation] = {
     "glossary": Explanation(
         "Glossary", "Short definitions of the words these views use.", "Terms are in alphabetical order."),
     # ---- figures ----
+    "routes_graph": Explanation(
+        "Information-flow routes",
+        "Tokens run left to right and layers bottom to top. Each line is a contribution that brought more "
+        "than the threshold's share of what its target holds: blue lines come from attention reading an "
+        "earlier token, grey lines are the residual stream passing by, orange ones go through an MLP.",
+        "Thicker lines carry more. Raise the threshold to keep only the main routes; lower it to see more."),
+    "logit_attribution": Explanation(
+        "Direct logit attribution",
+        "How much each head (one cell per layer and head) and each MLP (right column) added directly to the "
+        "predicted token's score, read through the final norm and the LM head; red pushes it up, blue down.",
+        "A few bright cells usually carry most of the prediction; click a head to open its attention map."),
     "tokens": Explanation(
         "Tokens",
         "The prompt as the model sees it: a sequence of tokens, each a word, a piece of a word or a "
@@ -176,10 +194,18 @@ TOUR: tuple[TourStep, ...] = (
              "Finally the LM head turns the last token's vector into a score for every token in the "
              "vocabulary. The model predicts **“{prediction}”** with probability **{prediction_prob:.0%}**; "
              "it became the top guess for good at layer **{settle_layer}**.", "trajectory"),
+    TourStep("routes", "11 · Where the answer came from",
+             "Each head and MLP adds a vector to the stream, so the final score of **“{prediction}”** splits "
+             "into their shares. The heatmap shows each one's direct push; the Attribution view also draws "
+             "the routes the information took from the earlier tokens.", "attribution"),
 )
 
 
 GLOSSARY: dict[str, str] = {
+    "Direct logit attribution": "Each head's and MLP's output, read through the final norm and the LM head, "
+                                "gives its own share of a token's score; the shares add up to the score.",
+    "Information-flow routes": "The contributions that mattered for one prediction, as a graph over "
+                               "tokens and layers (Ferrando & Voita, 2024).",
     "Attention head": "One independent attention mechanism inside a layer, with its own queries, keys "
                       "and values. A layer runs several in parallel.",
     "Attention sink": "A token (usually the first) that receives a large share of attention without "

@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from explorer.model.errors import ModelReplaced, clean_text, user_message
-from explorer.record.capture import CaptureOptions, PromptTooLongError, capture
+from explorer.record.capture import DEFAULT_PARTS, CaptureOptions, PromptTooLongError, capture
 from explorer.views.readout import Readout
 from explorer.views.url_state import ViewState
 from pages._state import BUDGET, CURRENT, HEAD, LAYER, PENDING, TOKEN, TOUR_STEP, VIEW_WIDGET
@@ -42,8 +42,8 @@ def current() -> Current | None:
 
 def capture_options(model_name: str, precision: str | None = None) -> CaptureOptions:
     mib = int(st.session_state.get(BUDGET) or 0)
-    return CaptureOptions(memory_budget_bytes=mib * 2**20 if mib > 0 else None, model_name=model_name,
-                          precision=precision)
+    return CaptureOptions(parts=DEFAULT_PARTS | {"components"}, memory_budget_bytes=mib * 2**20 if mib > 0 else None,
+                          model_name=model_name, precision=precision)
 
 
 def run_capture(loaded, prompt, text: str, source: str, origin: str) -> bool:

@@ -12,6 +12,7 @@ from explorer.views.pooling import MAX_SIDE
 from explorer.views.teaching import escape_markdown
 from explorer.views.url_state import VIEWS
 from pages._internals.attention import attention_view
+from pages._internals.attribution import attribution_view
 from pages._internals.current import Current, current
 from pages._internals.drawing import Shown, pick_token_from, explain, token_name
 from pages._internals.embeddings import embeddings_view
@@ -22,7 +23,7 @@ from pages._internals.tour import glossary_view, tour_view
 from pages._state import HEAD, INTERNALS as K, LAYER, TOKEN, VIEW
 
 VIEW_NAMES = {"attention": "Attention", "residual": "Residual & norms", "embeddings": "Embeddings",
-              "lens": "Logit lens", "tour": "Guided tour", "glossary": "Glossary"}
+              "lens": "Logit lens", "attribution": "Attribution", "tour": "Guided tour", "glossary": "Glossary"}
 
 
 @st.fragment
@@ -50,7 +51,7 @@ def views_fragment() -> None:
     shown.table("tokens", r.tokens_table)
     explain(view)
     body = {"attention": attention_view, "residual": residual_view, "embeddings": embeddings_view,
-            "lens": lens_view, "tour": tour_view, "glossary": glossary_view}[view]
+            "lens": lens_view, "attribution": attribution_view, "tour": tour_view, "glossary": glossary_view}[view]
     body(r, layer, head, token, shown)
     downloads(cur, shown)
     sync_url(cur, layer, head, token, view)

@@ -12,6 +12,7 @@ from explorer.views.figures.lens import lens_heatmap, trajectory_figure
 from explorer.views.figures.residual import contributions_figure, norm_stats_figure, residual_norm_heatmap
 from explorer.views.readout import Readout
 from explorer.views.teaching import GLOSSARY, TOUR, render
+from pages._internals.attribution import attribution_tour_figure
 from pages._internals.drawing import Shown
 from pages._state import INTERNALS as K, TOUR_STEP
 
@@ -55,6 +56,7 @@ def tour_figure(r: Readout, which: str, facts: dict, token: int, shown: Shown) -
         "contributions": (r.contributions() is not None, lambda: contributions_figure(*r.contributions(), focus=token)),
         "lens": (r.lens_available, lambda: lens_heatmap(r.lens_window(max(0, t - 16), t, k=3), r.texts, t - 1)),
         "trajectory": (r.lens_available, lambda: trajectory_figure(r.trajectory(t - 1), r.texts)),
+        "attribution": (cap.components is not None, lambda: attribution_tour_figure(r, t - 1)),
     }
     if which == "tokens":
         st.dataframe(r.tokens_table(), hide_index=True, key=K + "tour_tokens", height=240)

@@ -11,7 +11,7 @@ import torch
 from streamlit.testing.v1 import AppTest
 from transformers import AutoModelForCausalLM
 
-from explorer.record.capture import Capture, CaptureOptions, capture
+from explorer.record.capture import DEFAULT_PARTS, Capture, CaptureOptions, capture
 from explorer.record.capture_file import open_capture
 from explorer.views.readout import Readout
 from tests.tiny_models import tiny_config, tiny_model
@@ -64,7 +64,7 @@ def tiny_llama():
 
 @pytest.fixture(scope="module")
 def tiny_capture(tiny_llama) -> Capture:
-    cap = capture(tiny_llama, None, list(range(5, 5 + T)))
+    cap = capture(tiny_llama, None, list(range(5, 5 + T)), CaptureOptions(parts=DEFAULT_PARTS | {"components"}))
     cap.token_texts[2] = "<script>alert(1)</script>"
     return cap
 
@@ -136,17 +136,19 @@ def test_hostile_token_text_reaches_the_page_only_escaped(no_model, tiny_llama, 
     assert "<script>" not in raw and "&lt;script&gt;" in raw
 
 
-def test_the_guided_tour_walks_from_tokens_to_the_lm_head(no_model, tiny_llama, tiny_capture):
+def test_the_guided_tour_walks_from_tokens_to_where_the_answer_came_from(no_model, tiny_llama, tiny_capture):
     at = page_with(tiny_capture, model=tiny_llama)
     at.segmented_control(key="internals_view").set_value("tour").run()
     assert any("**24 tokens**" in m.value for m in at.markdown)  # the tour quotes this capture
     seen = []
-    for _ in range(10):
+    for _ in range(11):
         seen.append(next(h.value for h in at.subheader if " · " in h.value))
         assert not at.exception and not [i for i in at.info if "does not hold" in i.value], seen[-1]
+        if seen[-1].startswith("10 · The LM head"):
+            assert title_starting(at, "Final prediction")
         at.button(key="internals_tour_next").click().run()
-    assert seen[0].startswith("1 · Tokens") and seen[-1].startswith("10 · The LM head")
-    assert title_starting(at, "Final prediction")
+    assert seen[0].startswith("1 · Tokens") and seen[-1].startswith("11 · Where the answer came from")
+    assert title_starting(at, "Direct contribution to the logit")
 
 
 def test_a_long_prompt_is_pooled_with_a_notice_and_a_window_gives_full_resolution(no_model):

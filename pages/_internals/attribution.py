@@ -1,0 +1,104 @@
+"""The Internals page's Attribution view: routes graph, logit attribution, and what a click opens.
+
+Thin: the maths is explorer.analyse.{attribution,routes}, the figures explorer.views.figures.*;
+results are memoised on the Readout, so moving the threshold or clicking never reruns the model.
+Clicking an attention edge shows the heads that carry it with their maps; clicking a node shows the
+logit lens of the state it stands for.
+"""
+from __future__ import annotations
+
+import streamlit as st
+import torch
+
+from explorer.analyse.attribution import direct_logit_attribution
+from explorer.analyse.routes import DEFAULT_THRESHOLD, attention_rows_from_store, build_routes, node_vector
+from explorer.views.figures.attention import attention_heatmap
+from explorer.views.figures.attribution import attribution_heatmap, ranked_table
+from explorer.views import lens_data
+from explorer.views.figures.routes import EDGE, NODE, routes_figure
+from explorer.views.readout import Readout
+from explorer.views.teaching import escape_markdown, visible_whitespace
+from pages._internals.drawing import Shown, explain, pick_head_from, point_values, selected
+from pages._state import INTERNALS as K
+
+MAX_HEAD_MAPS = 3
+
+
+def attribution_view(r: Readout, layer: int, head: int, token: int, shown: Shown) -> None:
+    cap = r.capture
+    if cap.components is None or cap.attention is None:
+        st.info("This capture has no per-head components (opened from an older file, or over the memory "
+                "budget). Capture the prompt again with the model loaded.")
+        return
+    c1, c2 = st.columns([3, 2])
+    threshold = c1.slider("Edge threshold (share of a node's input)", 0.01, 0.5, DEFAULT_THRESHOLD, 0.01,
+                          key=K + "w_routes_threshold",
+                          help="Keep an edge when it brings more than this share of what its target node holds.")
+    c2.caption(f"Explaining the prediction at token **{token}** "
+               f"“{escape_markdown(visible_whitespace(r.texts[token]))}”: pick another token above.")
+    graph = r._cached(("routes", token, threshold), lambda: build_routes(
+        cap.components, attention_rows_from_store(cap.attention), token, threshold, r.texts))
+    pick_key = K + "routes_pick"
+
+    def remember_pick() -> None:
+        point = selected(K + "fig_routes")
+        if point and point.get("customdata") is not None:
+            values = point_values(point["customdata"])
+            if len(values) == 2:
+                st.session_state[pick_key] = (values[0], values[1], token, threshold)
+
+    pick = st.session_state.get(pick_key)
+    chosen = (pick[0], pick[1]) if pick and pick[2:] == (token, threshold) else None
+    explain("routes_graph")
+    shown.figure("routes", lambda: routes_figure(graph, chosen), key=(token, threshold, chosen),
+                 on_select=remember_pick)
+    if chosen is not None and chosen[0] == EDGE and chosen[1] < len(graph.edges):
+        _edge_details(r, graph, graph.edges[chosen[1]], token, shown)
+    elif chosen is not None and chosen[0] == NODE and chosen[1] < len(graph.nodes):
+        _node_details(r, graph.nodes[chosen[1]])
+    else:
+        st.caption("Click an edge to see the heads that carry it, or a node to read the logit lens there.")
+
+    att = r._cached(("attribution", token), lambda: direct_logit_attribution(cap.components, token))
+    explain("logit_attribution")
+    target = lens_data.token_text(cap, r.source, att.target)
+    shown.figure("attribution", lambda: attribution_heatmap(att, target, f"{token} {r.texts[token]}"),
+                 key=(token,), on_select=pick_head_from(K + "fig_attribution"))
+    for note in att.notes:
+        st.caption(escape_markdown(note))
+    st.dataframe(ranked_table(att), hide_index=True, key=K + "attribution_table")
+
+
+def _edge_details(r: Readout, graph, edge, token: int, shown) -> None:
+    src, dst = graph.node(edge.source), graph.node(edge.target)
+    st.markdown(f"**{edge.kind.capitalize()} edge**, layer {edge.layer}: token {src.position} → {dst.position}, "
+                f"importance {edge.importance:.2f}.")
+    if edge.kind != "attention":
+        return
+    st.markdown("Heads that carry it: " + ", ".join(f"head {h} ({s:.2f})" for h, s in edge.heads[:8]))
+    for h, share in edge.heads[:MAX_HEAD_MAPS]:
+        shown.figure(f"edge_head_{h}", lambda h=h: attention_heatmap(r.attention_view(edge.layer, h), r.texts, dst.position),
+                     key=(edge.layer, h, dst.position))
+
+
+def _node_details(r: Readout, node) -> None:
+    cap = r.capture
+    what = {"res": f"the residual entering layer {node.layer}", "mid": f"the residual after layer {node.layer}'s attention",
+            "mlp": f"the residual after layer {node.layer} (its MLP included)"}[node.kind]
+    head = r.lens_head
+    if head is None:
+        st.info("The logit lens at a node needs the model's LM head (this capture came from a file).")
+        return
+    logits = head.logits(node_vector(cap.components, node)[None])[0]
+    probs = torch.softmax(logits.float(), -1)
+    top = probs.topk(5)
+    st.markdown(f"**Logit lens** at token {node.position}, {what}:")
+    st.dataframe([{"token": visible_whitespace(lens_data.token_text(cap, r.source, int(i))), "probability": round(float(p), 4)}
+                  for p, i in zip(top.values, top.indices)], hide_index=True, key=K + "node_lens")
+
+
+def attribution_tour_figure(r: Readout, position: int):
+    """The tour's attribution step: the heatmap at the last position, for the top prediction."""
+    cap = r.capture
+    att = r._cached(("attribution", position), lambda: direct_logit_attribution(cap.components, position))
+    return attribution_heatmap(att, lens_data.token_text(cap, r.source, att.target), f"{position} {r.texts[position]}")
