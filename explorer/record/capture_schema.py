@@ -26,12 +26,13 @@ META_V1: dict[str, tuple[type, bool, bool]] = {
     "num_kv_heads": (_INT, True, False), "hidden_size": (_INT, True, False), "kv_head_of": (_LIST, True, False),
     "anatomy": (_DICT, True, False), "notes": (_LIST, True, False), "vocab": (_DICT, True, False),
     "attention": (_DICT, False, True), "summary_layers": (_LIST, False, True), "lens": (_DICT, False, False),
-    "precision": (_STR, False, True),
+    "precision": (_STR, False, True), "components": (_DICT, False, True),
 }
 _TENSOR_NAMES = re.compile(
     r"^(token_ids|embeddings|residual|attn_out_norm|mlp_out_norm|last_logits"
     r"|norm\.\d+\.(input_rms|output_mean|output_std|weight)|attn\.\d+\.[qk]|attn\.mask\.\d+"
-    r"|summary\.(entropy|first_token|lookback)|lens\.\d+\.(token_ids|probs))$")
+    r"|summary\.(entropy|first_token|lookback)|lens\.\d+\.(token_ids|probs)|attn\.\d+\.maps"
+    r"|comp\.[a-z_]+|comp\.norm\.(final|\d+)\.(scale|gain|bias))$")
 MAX_ELEMENTS = 2**34  # a declared size beyond this is a corrupt or hostile header
 _LAYER_FIELDS = {"mask", "causal", "scaling", "softcap", "sliding_window", "device"}
 

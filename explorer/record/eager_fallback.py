@@ -108,7 +108,7 @@ def store_from_output(output: Any, keep: set[int], num_heads: int, num_kv_heads:
         maps = probs[0].detach().float().cpu()                                        # (H, T, T)
         t = maps.shape[-1]
         store.maps[layer] = maps
-        store.layers[layer] = LayerAttention(q=maps.new_empty(1, num_heads, t, 0), k=maps.new_empty(1, 1, t, 0),
+        store.layers[layer] = LayerAttention(q=maps.new_empty(1, num_heads, t, 0), k=maps.new_empty(1, num_kv_heads, t, 0),
                                              mask=None, causal=True, scaling=1.0, softcap=None,
                                              sliding_window=None, device="cpu")
     return store
