@@ -32,6 +32,7 @@ LAYER, HEAD, TOKEN, VIEW = INTERNALS + "layer", INTERNALS + "head", INTERNALS + 
 TOUR_STEP = INTERNALS + "tour_step"
 PROMPT, CHAT_TEMPLATE = INTERNALS + "prompt", INTERNALS + "chat_template"
 FOLLOW, BUDGET = INTERNALS + "follow_chat", INTERNALS + "budget_mib"
+COMPONENTS = INTERNALS + "record_components"   # record per-head components (the Attribution view) with each capture
 VIEW_WIDGET = INTERNALS + "w_"         # prefix of per-view widgets, cleared when a new capture arrives
 
 

@@ -27,8 +27,9 @@ MAX_HEAD_MAPS = 3
 def attribution_view(r: Readout, layer: int, head: int, token: int, shown: Shown) -> None:
     cap = r.capture
     if cap.components is None or cap.attention is None:
-        st.info("This capture has no per-head components (opened from an older file, or over the memory "
-                "budget). Capture the prompt again with the model loaded.")
+        st.info("This capture has no per-head components: they were switched off in the sidebar "
+                "(“Record per-head components”), the file is older, or the capture was over its memory "
+                "budget. Switch them on and capture the prompt again with the model loaded.")
         return
     c1, c2 = st.columns([3, 2])
     threshold = c1.slider("Edge threshold (share of a node's input)", 0.01, 0.5, DEFAULT_THRESHOLD, 0.01,

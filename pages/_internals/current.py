@@ -12,7 +12,7 @@ from explorer.model.errors import ModelReplaced, clean_text, user_message
 from explorer.record.capture import DEFAULT_PARTS, CaptureOptions, PromptTooLongError, capture
 from explorer.views.readout import Readout
 from explorer.views.url_state import ViewState
-from pages._state import BUDGET, CURRENT, HEAD, LAYER, PENDING, TOKEN, TOUR_STEP, VIEW_WIDGET
+from pages._state import BUDGET, COMPONENTS, CURRENT, HEAD, LAYER, PENDING, TOKEN, TOUR_STEP, VIEW_WIDGET
 
 
 @dataclass
@@ -42,7 +42,8 @@ def current() -> Current | None:
 
 def capture_options(model_name: str, precision: str | None = None) -> CaptureOptions:
     mib = int(st.session_state.get(BUDGET) or 0)
-    return CaptureOptions(parts=DEFAULT_PARTS | {"components"}, memory_budget_bytes=mib * 2**20 if mib > 0 else None,
+    components = {"components"} if st.session_state.get(COMPONENTS, True) else set()
+    return CaptureOptions(parts=DEFAULT_PARTS | components, memory_budget_bytes=mib * 2**20 if mib > 0 else None,
                           model_name=model_name, precision=precision)
 
 

@@ -49,3 +49,18 @@ def test_a_capture_without_components_explains_what_to_do(no_model):
     at.segmented_control(key="internals_view").set_value("attribution").run()
     assert not at.exception
     assert any("no per-head components" in i.value for i in at.info)
+
+
+def test_the_components_toggle_decides_what_a_capture_records(no_model):
+    """Components are opt-in where they are costly (GPU) and on by default on a CPU; the capture
+    options follow the sidebar toggle either way."""
+    at = page_with(capture(tiny_model("llama"), None, list(range(5, 20))))
+    toggle = at.toggle(key="internals_record_components")
+    assert toggle.value is (not torch.cuda.is_available())
+    from pages._internals import current
+    for on in (True, False):
+        toggle.set_value(on).run()
+        assert not at.exception
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(current.st, "session_state", {"internals_record_components": on})
+            assert ("components" in current.capture_options("m").parts) is on
