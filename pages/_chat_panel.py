@@ -7,14 +7,16 @@ the latest turn, which the internals views capture), `last_stats`. The worker th
 from __future__ import annotations
 
 import threading
+import time
 
 import streamlit as st
 
 from explorer.model.errors import user_message
 from explorer.model.generation import GenerateOptions, conversation, stream_generate
 from explorer.model.loading import LoadedModel
-from pages._state import CHAT_MESSAGES, LAST_SEQUENCE_GENERATION, LAST_SEQUENCE_IDS, LAST_STATS, PARTIAL_ANSWER, \
-    STOP_EVENT
+from explorer.views.text import reveal
+from pages._state import CHAT_MESSAGES, LAST_PROMPT_TOKENS, LAST_SEQUENCE_GENERATION, LAST_SEQUENCE_IDS, LAST_STATS, \
+    PARTIAL_ANSWER, PARTIAL_STATS, STOP_EVENT
 
 
 def generation_options(prefix: str) -> GenerateOptions:
@@ -34,48 +36,80 @@ def generation_options(prefix: str) -> GenerateOptions:
 
 def _stats_line(stats: dict) -> str:
     ttft = f"{stats['ttft']:.2f} s" if stats.get("ttft") is not None else "–"
-    return (f"time to first token {ttft} · {stats['tps']:.1f} tokens/s · {stats['new_tokens']} new tokens "
+    about = "≈" if stats.get("approx") else ""
+    return (f"time to first token {ttft} · {about}{stats['tps']:.1f} tokens/s · {about}{stats['new_tokens']} new tokens "
             f"({stats['prompt_tokens']} prompt){' · stopped' if stats.get('stopped') else ''}")
 
 
-def _finish_interrupted_turn() -> None:
-    """A rerun (stop button, widget change) interrupts write_stream; keep what had arrived."""
+def _partial_stats(loaded: LoadedModel | None, text: str) -> dict | None:
+    """Speed of an answer cut short by a rerun (Stop, a widget): the stream's own result never
+    arrives then, so count the text that did (re-tokenised, hence approximate)."""
+    progress = st.session_state.pop(PARTIAL_STATS, None)
+    if not progress or progress.get("first") is None:
+        return None
+    new = len(loaded.tokenizer(text, add_special_tokens=False)["input_ids"]) if loaded is not None else 0
+    seconds = max(progress["last"] - progress["start"], 1e-6)
+    return dict(ttft=progress["first"] - progress["start"], tps=new / seconds, new_tokens=new,
+                prompt_tokens=progress["prompt_tokens"], stopped=True, approx=True)
+
+
+def _finish_interrupted_turn(loaded: LoadedModel | None) -> None:
+    """A rerun (stop button, widget change) interrupts write_stream; keep what had arrived, and its speed."""
     partial = st.session_state.pop(PARTIAL_ANSWER, None)
     if partial is not None:
         st.session_state[CHAT_MESSAGES].append({"role": "assistant", "content": partial + " ⏹"})
         event = st.session_state.get(STOP_EVENT)
         if event is not None:
             event.set()
+        stats = _partial_stats(loaded, partial)
+        if stats is not None:
+            st.session_state[LAST_STATS] = stats
+
+
+def _show(text: str) -> None:
+    """A chat turn as text, not markdown (model output is never rendered as HTML), its hidden
+    characters (bidi overrides, zero-width spaces) shown as ⟨U+XXXX⟩ instead of applied."""
+    st.text(reveal(text))
 
 
 def chat_panel(loaded: LoadedModel | None, prefix: str = "chat") -> None:
+    """Settings and buttons, then top to bottom: the turns, the stats line, the input. Turns and
+    stats are drawn into slots made before the input, so a new turn never lands below it."""
     st.session_state.setdefault(CHAT_MESSAGES, [])
-    _finish_interrupted_turn()
+    _finish_interrupted_turn(loaded)
     system = st.text_area("System prompt", value="", key=f"{prefix}_system", height=68,
                           placeholder="Optional: how the assistant should behave")
     options = generation_options(prefix)
-    cols = st.columns([1, 1, 4])
-    if cols[0].button("Clear chat", key=f"{prefix}_clear"):
+    cols = st.columns(2)
+    if cols[0].button("Clear chat", key=f"{prefix}_clear", width="stretch"):
         st.session_state[CHAT_MESSAGES] = []
         st.session_state.pop(LAST_STATS, None)
-    if cols[1].button("Stop", key=f"{prefix}_stop"):
+    if cols[1].button("Stop", key=f"{prefix}_stop", width="stretch"):
         event = st.session_state.get(STOP_EVENT)
         if event is not None:
             event.set()
-    for message in st.session_state[CHAT_MESSAGES]:
-        with st.chat_message(message["role"]):
-            st.text(message["content"])  # text, not markdown: model output is never rendered as HTML
+    turns = st.container(key=f"{prefix}_turns")
+    stats_slot = st.empty()
     prompt = st.chat_input("Ask the model…", key=f"{prefix}_input", disabled=loaded is None)
+    with turns:
+        for message in st.session_state[CHAT_MESSAGES]:
+            with st.chat_message(message["role"]):
+                _show(message["content"])
     if prompt is None:
         if LAST_STATS in st.session_state:
-            st.caption(_stats_line(st.session_state[LAST_STATS]))
+            stats_slot.caption(_stats_line(st.session_state[LAST_STATS]))
         return
     if loaded is None:
-        st.error("No model is loaded.")
+        stats_slot.error("No model is loaded.")
         return
+    with turns:
+        _answer(loaded, prompt, system, options, stats_slot)
+
+
+def _answer(loaded: LoadedModel, prompt: str, system: str, options: GenerateOptions, stats_slot) -> None:
     history = list(st.session_state[CHAT_MESSAGES])
     with st.chat_message("user"):
-        st.text(prompt)
+        _show(prompt)
     event = threading.Event()
     st.session_state[STOP_EVENT] = event
     try:
@@ -87,25 +121,34 @@ def chat_panel(loaded: LoadedModel | None, prefix: str = "chat") -> None:
     for notice in stream.prepared.notices:
         st.info(notice)
     st.session_state[PARTIAL_ANSWER] = ""
+    progress = st.session_state[PARTIAL_STATS] = dict(start=time.perf_counter(), first=None, last=None,
+                                                      prompt_tokens=int(stream.prepared.input_ids.shape[1]))
 
     def chunks():
         for chunk in stream:
+            now = time.perf_counter()
+            if chunk and progress["first"] is None:
+                progress["first"] = now
+            progress["last"] = now
             st.session_state[PARTIAL_ANSWER] += chunk
-            yield chunk
+            yield reveal(chunk)
 
     with st.chat_message("assistant"):
         try:
             st.write_stream(chunks())
         except Exception as exc:  # noqa: BLE001 - GenerationError, ModelReplaced, or the unexpected
             st.session_state.pop(PARTIAL_ANSWER, None)
+            st.session_state.pop(PARTIAL_STATS, None)
             st.error(user_message(exc))
             return
     st.session_state.pop(PARTIAL_ANSWER, None)
+    st.session_state.pop(PARTIAL_STATS, None)
     result = stream.result
     st.session_state[CHAT_MESSAGES].append({"role": "assistant", "content": result.text})
     st.session_state[LAST_SEQUENCE_IDS] = result.sequence_ids
     st.session_state[LAST_SEQUENCE_GENERATION] = loaded.generation  # which model these ids belong to
+    st.session_state[LAST_PROMPT_TOKENS] = result.prompt_tokens
     st.session_state[LAST_STATS] = dict(ttft=result.time_to_first_token, tps=result.tokens_per_second,
                                        new_tokens=result.new_tokens, prompt_tokens=result.prompt_tokens,
                                        stopped=result.stopped)
-    st.caption(_stats_line(st.session_state[LAST_STATS]))
+    stats_slot.caption(_stats_line(st.session_state[LAST_STATS]))

@@ -19,6 +19,8 @@ LAST_SEQUENCE_GENERATION = "last_sequence_generation"  # int: LoadedModel.genera
 LAST_STATS = "last_stats"              # dict: speed of the latest turn
 STOP_EVENT = "stop_event"              # threading.Event that stops the running answer
 PARTIAL_ANSWER = "partial_answer"      # str: what arrived before a rerun interrupted the stream
+PARTIAL_STATS = "partial_stats"        # dict: start/first/last chunk times of the running answer
+LAST_PROMPT_TOKENS = "last_prompt_tokens"  # int: how many of last_sequence_ids are the prompt
 
 # ---- the internals page (pages/_internals/*) ---------------------------------------------------
 INTERNALS = "internals_"               # prefix of every internals key

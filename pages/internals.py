@@ -18,7 +18,7 @@ st.title("Internals")
 restore_link()
 settings_sidebar()
 open_error_banner()
-left, right = st.columns([1, 2], gap="large")
+left, right = st.columns([3, 5], gap="medium")   # wide enough for "Clear chat" and "Stop" side by side
 with left:
     st.subheader("Conversation")
     loaded = ensure_model()

@@ -28,6 +28,7 @@ from explorer.record.eager_fallback import FallbackPlan, plan_fallback, store_fr
 from explorer.record.capture_data import DEFAULT_PARTS, PARTS, Capture, CaptureOptions, NormStats, PromptTooLongError
 from explorer.record.hooks import HookSession, forward_hooks, norm_stats_from_raw
 from explorer.record.offload import Offloader, gather_small
+from explorer.record.token_text import token_text
 
 Prompt = str | Sequence[dict] | Sequence[int] | torch.Tensor
 
@@ -302,7 +303,7 @@ def _token_strings(tokenizer, ids: torch.Tensor) -> list[str]:
 def _token_texts(tokenizer, ids: torch.Tensor) -> list[str]:
     if tokenizer is None:
         return [str(i) for i in ids.tolist()]
-    return [tokenizer.decode([i]) for i in ids.tolist()]
+    return [token_text(tokenizer, i) for i in ids.tolist()]
 
 
 def assemble(model: nn.Module, tokenizer, plan: CapturePlan, recorded: Recorded,
@@ -342,7 +343,7 @@ def assemble(model: nn.Module, tokenizer, plan: CapturePlan, recorded: Recorded,
                                                        final_softcap=getattr(config, "final_logit_softcapping", None))
     if tokenizer is not None and last_logits is not None:
         top = last_logits.topk(min(options.top_logits, last_logits.numel())).indices.tolist()
-        cap.learn_texts(top, lambda i: tokenizer.decode([i]))
+        cap.learn_texts(top, lambda i: token_text(tokenizer, i))
     return cap
 
 

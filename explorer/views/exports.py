@@ -13,6 +13,7 @@ from explorer.record.capture_data import Capture
 from explorer.record.capture_file import save_capture
 from explorer.views.lens_data import FILE_LENS_K, LensWindow, model_lens
 from explorer.views.residual_data import NormRow, ResidualNorms
+from explorer.views.text import visible_whitespace
 
 
 def capture_file_bytes(cap: Capture, source: ModelRef, include_lens: bool = True) -> bytes:
@@ -32,8 +33,10 @@ def capture_file_bytes(cap: Capture, source: ModelRef, include_lens: bool = True
 
 
 def tokens_table(cap: Capture) -> pd.DataFrame:
+    """Hidden characters shown as ⟨U+XXXX⟩ and whitespace drawn, as everywhere else token text is shown."""
     return pd.DataFrame({"position": range(cap.num_tokens), "id": cap.token_ids.tolist(),
-                         "token": cap.tokens, "text": cap.token_texts})
+                         "token": [visible_whitespace(t) for t in cap.tokens],
+                         "text": [visible_whitespace(t) for t in cap.token_texts]})
 
 
 def head_table(cap: Capture, summaries: dict[str, np.ndarray]) -> pd.DataFrame:
@@ -65,15 +68,15 @@ def norm_table(rows: list[NormRow]) -> pd.DataFrame:
 
 
 def lens_table(window: LensWindow, texts: list[str]) -> pd.DataFrame:
-    rows = [{"layer": layer, "position": pos, "input_token": texts[pos], "rank": r,
-             "token": window.texts[li][pi][r], "probability": float(window.probs[li, pi, r])}
+    rows = [{"layer": layer, "position": pos, "input_token": visible_whitespace(texts[pos]), "rank": r,
+             "token": visible_whitespace(window.texts[li][pi][r]), "probability": float(window.probs[li, pi, r])}
             for li, layer in enumerate(window.layers) for pi, pos in enumerate(window.positions)
             for r in range(window.probs.shape[-1])]
     return pd.DataFrame(rows)
 
 
 def projection_table(proj: Projection, texts: list[str]) -> pd.DataFrame:
-    return pd.DataFrame({"position": proj.positions, "text": [texts[p] for p in proj.positions],
+    return pd.DataFrame({"position": proj.positions, "text": [visible_whitespace(texts[p]) for p in proj.positions],
                          "pc1": proj.coords[:, 0].numpy(), "pc2": proj.coords[:, 1].numpy()})
 
 

@@ -12,6 +12,8 @@ import string
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from explorer.views.text import visible_whitespace
+
 
 @dataclass(frozen=True)
 class Explanation:
@@ -275,11 +277,6 @@ _MD_SPECIAL = frozenset(string.punctuation)
 
 def escape_markdown(text: str) -> str:
     return "".join("\\" + c if c in _MD_SPECIAL else c for c in text)
-
-
-def visible_whitespace(text: str) -> str:
-    """Make a token's spaces and line breaks visible (a leading space is most of what sets tokens apart)."""
-    return (text.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥").replace("\r", "␍")) or "∅"
 
 
 __all__ = ["EXPLANATIONS", "Explanation", "GLOSSARY", "TOUR", "TourStep", "escape_markdown", "render",

@@ -5,7 +5,7 @@ import contextlib
 
 import streamlit as st
 
-from explorer.views.figures.attention import attention_heatmap, gqa_figure, head_summary_figure, overview_figure, \
+from explorer.views.figures.attention import attention_heatmap, focus_row, gqa_figure, head_summary_figure, overview_figure, \
     select_cell, select_tile, token_attention_figure
 from explorer.views.pooling import MAX_SIDE
 from explorer.views.readout import Readout
@@ -29,8 +29,10 @@ def attention_view(r: Readout, layer: int, head: int, token: int, shown: Shown) 
             q_window, k_window = (q_window[0], q_window[1] + 1), (k_window[0], k_window[1] + 1)
             if max(q_window[1] - q_window[0], k_window[1] - k_window[0]) > MAX_SIDE:
                 st.caption(f"Windows are cut to the last {MAX_SIDE} positions.")
-    shown.figure("attention_map", lambda: attention_heatmap(r.attention_view(layer, head, q_window, k_window), r.texts,
-                                                            token), key=(layer, head, q_window, k_window, token))
+    view = r.attention_view(layer, head, q_window, k_window)
+    # cached per layer/head/window; a token switch only moves the focus box (no rebuild, same PNG)
+    shown.figure("attention_map", lambda: attention_heatmap(view, r.texts, token), key=(layer, head, q_window, k_window),
+                 mark=lambda fig: focus_row(fig, view.q_spans, token))
     explain("attention_map")
     c1, c2 = st.columns([3, 2])
     with c1:

@@ -7,8 +7,8 @@ import streamlit as st
 
 from pages._internals.current import run_capture
 from pages._internals.link import capture_from_link
-from pages._state import CHAT_TEMPLATE, FOLLOW, INTERNALS as K, LAST_SEQUENCE_GENERATION, PROMPT, SEEN_SEQ, \
-    last_sequence_ids
+from pages._state import CHAT_TEMPLATE, FOLLOW, INTERNALS as K, LAST_PROMPT_TOKENS, LAST_SEQUENCE_GENERATION, PROMPT, \
+    SEEN_SEQ, last_sequence_ids
 
 
 def _sequence_key(ids) -> str:
@@ -34,7 +34,7 @@ def capture_controls(loaded) -> None:
                 except Exception:  # noqa: BLE001 - e.g. the model was unloaded between two lines
                     st.warning("The model changed; send the message again to capture it.")
                 else:
-                    run_capture(loaded, list(ids), text, "raw", "chat turn")
+                    run_capture(loaded, list(ids), text, "raw", "chat turn", st.session_state.get(LAST_PROMPT_TOKENS))
     with st.form(K + "capture_form", border=False):
         st.text_area("Or capture a prompt without generating", key=PROMPT, height=90,
                      placeholder="The capital of France is")

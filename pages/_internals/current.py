@@ -22,6 +22,7 @@ class Current:
     prompt: str | None        # None: opened from a file, not reproducible from a link
     source: str               # "text" | "chat" | "raw" | "file"
     origin: str               # shown to the user, e.g. "typed prompt", "chat turn", "file x.safetensors"
+    answer_start: int | None = None   # first generated token of a chat turn; None: all prompt
     figures: OrderedDict = field(default_factory=OrderedDict, repr=False)   # key -> go.Figure, LRU
 
     def figure(self, key: tuple, build: Callable[[], go.Figure], keep: int = 48) -> go.Figure:
@@ -47,7 +48,7 @@ def capture_options(model_name: str, precision: str | None = None) -> CaptureOpt
                           model_name=model_name, precision=precision)
 
 
-def run_capture(loaded, prompt, text: str, source: str, origin: str) -> bool:
+def run_capture(loaded, prompt, text: str, source: str, origin: str, answer_start: int | None = None) -> bool:
     """The one place the model runs. Returns False (with a message) when the prompt can't be captured."""
     try:
         loaded.ensure_current()
@@ -64,7 +65,7 @@ def run_capture(loaded, prompt, text: str, source: str, origin: str) -> bool:
     except Exception as exc:  # noqa: BLE001 - any failure is a message; the page keeps drawing
         st.error(user_message(exc))
         return False
-    set_current(Current(Readout(cap, loaded.model, loaded.tokenizer), text, source, origin))
+    set_current(Current(Readout(cap, loaded.model, loaded.tokenizer), text, source, origin, answer_start))
     return True
 
 

@@ -7,7 +7,8 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from explorer.views.readout import Readout
-from explorer.views.teaching import EXPLANATIONS, visible_whitespace
+from explorer.views.teaching import EXPLANATIONS
+from explorer.views.text import visible_whitespace
 from pages._internals.current import Current
 from pages._state import HEAD, INTERNALS as K, LAYER, TOKEN
 

@@ -67,7 +67,7 @@ def controls(cur: Current) -> tuple[int, int, int]:
     token = c3.select_slider("Token in focus", options=list(range(r.num_tokens)), key=TOKEN,
                              format_func=lambda i: token_name(r, i))
     strip_key = K + "strip"
-    st.plotly_chart(cur.figure(("strip", token), lambda: token_strip(r.texts, token)), key=strip_key,
+    st.plotly_chart(cur.figure(("strip", token), lambda: token_strip(r.texts, token, cur.answer_start)), key=strip_key,
                     config={"displayModeBar": False}, on_select=pick_token_from(strip_key), selection_mode="points")
     return int(layer), int(head), int(token)
 

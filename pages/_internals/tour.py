@@ -17,14 +17,21 @@ from pages._internals.drawing import Shown
 from pages._state import INTERNALS as K, TOUR_STEP
 
 
+def _step() -> int:
+    return min(max(int(st.session_state.get(TOUR_STEP, 0)), 0), len(TOUR) - 1)
+
+
+def _move(delta: int) -> None:
+    """Button callback: runs before the script, so the buttons below are drawn for the new step
+    (a check after st.button would draw them for the old one, one click behind)."""
+    st.session_state[TOUR_STEP] = min(max(_step() + delta, 0), len(TOUR) - 1)
+
+
 def tour_view(r: Readout, layer: int, head: int, token: int, shown: Shown) -> None:
-    step_i = min(max(int(st.session_state.get(TOUR_STEP, 0)), 0), len(TOUR) - 1)
+    step_i = _step()
     c1, c2, c3 = st.columns([1, 4, 1])
-    if c1.button("← Previous", key=K + "tour_prev", disabled=step_i == 0):
-        step_i -= 1
-    if c3.button("Next →", key=K + "tour_next", disabled=step_i == len(TOUR) - 1):
-        step_i += 1
-    st.session_state[TOUR_STEP] = step_i
+    c1.button("← Previous", key=K + "tour_prev", disabled=step_i == 0, on_click=_move, args=(-1,))
+    c3.button("Next →", key=K + "tour_next", disabled=step_i == len(TOUR) - 1, on_click=_move, args=(1,))
     step = TOUR[step_i]
     c2.progress((step_i + 1) / len(TOUR), text=f"Step {step_i + 1} of {len(TOUR)}")
     with st.spinner("Gathering this prompt's numbers…"):

@@ -12,8 +12,9 @@ from typing import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
+from explorer.views.figures.image import heatmap_png
 from explorer.views.figures.internals import CLICK_MARKER, FOCUS_COLOR, cell_of, f32, labels, layout, plotly_text, \
-    span_labels
+    span_label, span_labels
 from explorer.views.attention_data import AttentionView, Overview, TokenAttention
 
 SUMMARY_METRICS = {
@@ -23,33 +24,79 @@ SUMMARY_METRICS = {
 }
 
 
+EXACT_CELLS = 160        # up to this many cells a side the map carries its numbers (hover reads them)
+ROW_PX = 14              # screen pixels a labelled row needs (10 px font)
+MAP_MIN_PX, MAP_MAX_PX = 380, 900
+MAP_CHROME_PX = 170      # title, x labels, margins
+
+
+def map_height(n_rows: int) -> int:
+    """Grows with the rows so that every label fits (14 px each), up to MAP_MAX_PX; beyond that the
+    labels are thinned evenly (tick_cells) and, past MAX_SIDE tokens, the map is pooled."""
+    return int(min(MAP_MAX_PX, max(MAP_MIN_PX, ROW_PX * n_rows + MAP_CHROME_PX)))
+
+
+def tick_cells(n: int, room_px: int, keep: int | None = None) -> list[int]:
+    """Evenly spaced cells to label so that labels ROW_PX apart never overlap; `keep` (the focus) is
+    always labelled, replacing the nearest regular tick."""
+    step = max(1, -(-n * ROW_PX // max(room_px, ROW_PX)))
+    cells = list(range(0, n, step))
+    if keep is not None and 0 <= keep < n and keep not in cells:
+        cells = [c for c in cells if abs(c - keep) >= step / 2] + [keep]
+    return sorted(cells)
+
+
+def focus_row(fig: go.Figure, spans, focus: int | None) -> go.Figure:
+    """Outline the focused token's row, in place: a token switch moves a box, the map stays."""
+    row = cell_of(spans, focus)
+    n_k = fig.layout.meta["cols"] if fig.layout.meta else 0
+    fig.layout.shapes = [] if row is None else [
+        dict(type="rect", x0=-0.5, x1=n_k - 0.5, y0=row - 0.5, y1=row + 0.5, line=dict(color=FOCUS_COLOR, width=2))]
+    return fig
+
+
 def attention_heatmap(view: AttentionView, texts: Sequence[str], focus: int | None = None) -> go.Figure:
     """One head: row = query, column = key, colour = attention probability.
 
-    Category axes with unique labels ("12 ␣the"): a token that occurs twice keeps two rows.
+    Numeric axes, labelled "12 ␣the" at evenly thinned cells (a token that occurs twice keeps two
+    rows). Up to EXACT_CELLS a side the trace is a float32 heatmap whose hover reads the value; a
+    larger map is a PNG image trace (see figures/image.py): ~90 kB instead of 1.4 MB at 512 tokens,
+    which the browser paints without colouring every cell.
     """
     n_q, n_k = view.z.shape
-    y = span_labels(view.q_spans, texts)
-    x = span_labels(view.k_spans, texts)
     how = "" if view.factor == 1 else f" · pooled {view.factor} tokens per cell"
     if view.window:
         how = f" · full resolution, queries {view.q_spans[0][0]}–{view.q_spans[-1][1] - 1}, " \
               f"keys {view.k_spans[0][0]}–{view.k_spans[-1][1] - 1}"
-    shapes = []
-    row = cell_of(view.q_spans, focus)
-    if row is not None:
-        shapes.append(dict(type="rect", x0=-0.5, x1=n_k - 0.5, y0=row - 0.5, y1=row + 0.5,
-                           line=dict(color=FOCUS_COLOR, width=2)))
-    heat = go.Heatmap(z=f32(view.z), x=x, y=y, colorscale="Blues", zmin=0.0,
-                      colorbar=dict(title=dict(text="attention"), thickness=12),
-                      hovertemplate="query %{y}<br>key %{x}<br>attention %{z:.3f}<extra></extra>")
-    lay = layout(f"Layer {view.layer} · head {view.head} (KV head {view.kv_head}){how}",
-                 int(min(760, max(380, 11 * n_q + 140))), shapes=shapes,
-                 yaxis=dict(autorange="reversed", title=dict(text="query token"), type="category",
-                            tickfont=dict(size=10)),
-                 xaxis=dict(title=dict(text="key token (attended to)"), type="category", tickangle=-60,
-                            tickfont=dict(size=10)))
-    return go.Figure(data=[heat], layout=lay)
+    height = map_height(n_q)
+    zmax = float(np.nanmax(view.z)) if view.z.size else 1.0
+    colorbar = dict(title=dict(text="attention"), thickness=12)
+    q_ticks = tick_cells(n_q, height - MAP_CHROME_PX, cell_of(view.q_spans, focus))
+    k_ticks = tick_cells(n_k, 700)
+    y_text = [span_label(view.q_spans[c], texts) for c in q_ticks]
+    x_text = [span_label(view.k_spans[c], texts) for c in k_ticks]
+    yaxis = dict(title=dict(text="query token"), tickfont=dict(size=10), autorange="reversed")
+    xaxis = dict(title=dict(text="key token (attended to)"), tickangle=-60, tickfont=dict(size=10))
+    if max(n_q, n_k) <= EXACT_CELLS:       # category axes: hover names both tokens and reads the value
+        traces = [go.Heatmap(z=f32(view.z), x=span_labels(view.k_spans, texts), y=span_labels(view.q_spans, texts),
+                             colorscale="Blues", zmin=0.0, zmax=zmax, colorbar=colorbar,
+                             hovertemplate="query %{y}<br>key %{x}<br>attention %{z:.3f}<extra></extra>")]
+        yaxis.update(type="category", tickvals=y_text, ticktext=y_text)
+        xaxis.update(type="category", tickvals=x_text, ticktext=x_text)
+    else:                                  # a PNG, one pixel per cell; cells are the axis units
+        per_cell = "" if view.factor == 1 else f" ({view.factor} tokens per cell)"
+        traces = [go.Image(source=heatmap_png(view.z, "Blues", zmax), x0=0, dx=1, y0=0, dy=1,
+                           hovertemplate=f"query cell %{{y}} · key cell %{{x}}{per_cell}<br>"
+                                         "the colour bar reads the value<extra></extra>"),
+                  go.Scatter(x=[None], y=[None], mode="markers", showlegend=False, hoverinfo="skip",
+                             marker=dict(color=[0.0, zmax], colorscale="Blues", cmin=0.0, cmax=zmax,
+                                         showscale=True, colorbar=colorbar))]
+        yaxis.update(range=[n_q - 0.5, -0.5], tickvals=q_ticks, ticktext=y_text, showgrid=False, zeroline=False)
+        yaxis.pop("autorange")
+        xaxis.update(range=[-0.5, n_k - 0.5], tickvals=k_ticks, ticktext=x_text, showgrid=False, zeroline=False)
+    lay = layout(f"Layer {view.layer} · head {view.head} (KV head {view.kv_head}){how}", height,
+                 meta=dict(cols=n_k, rows=n_q, tokens=len(texts)), yaxis=yaxis, xaxis=xaxis)
+    return focus_row(go.Figure(data=traces, layout=lay), view.q_spans, focus)
 
 
 def _group_offsets(kv_head_of: Sequence[int], width: int) -> list[int]:
@@ -204,5 +251,5 @@ def token_attention_figure(ta: TokenAttention, texts: Sequence[str]) -> go.Figur
     return go.Figure(data=[heat], layout=lay)
 
 
-__all__ = ["SUMMARY_METRICS", "attention_heatmap", "gqa_figure", "head_summary_figure", "overview_figure",
+__all__ = ["EXACT_CELLS", "SUMMARY_METRICS", "attention_heatmap", "focus_row", "map_height", "tick_cells", "gqa_figure", "head_summary_figure", "overview_figure",
            "select_cell", "select_tile", "token_attention_figure"]

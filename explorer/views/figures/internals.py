@@ -7,12 +7,13 @@ is untrusted; every label goes through `plotly_text`, which writes <, > and & as
 from __future__ import annotations
 
 import html
+import textwrap
 from typing import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
 
-from explorer.views.teaching import visible_whitespace
+from explorer.views.text import BYTE_PIECE_NOTE, has_byte_pieces, visible_whitespace
 
 Span = tuple[int, int]
 LABEL_CHARS = 12
@@ -95,11 +96,33 @@ def _strip_layout(widths: Sequence[int], row_chars: int) -> tuple[list[int], lis
     return rows, starts
 
 
-def token_strip(texts: Sequence[str], focus: int | None, max_tokens: int = STRIP_MAX_TOKENS,
-                row_chars: int = STRIP_ROW_CHARS) -> go.Figure:
+PROMPT_COLOR, ANSWER_COLOR = "#DCE6F2", "#D9F0D3"
+
+
+def strip_title(t: int, window: Span, answer_start: int | None) -> str:
+    """Says what the strip holds: the prompt and, for a chat turn, where the answer begins."""
+    start, stop = window
+    shown = f"tokens {start}–{stop - 1} of {t}" if window != (0, t) else f"{t} tokens"
+    if answer_start is None or not 0 < answer_start < t:
+        return f"{shown[0].upper()}{shown[1:]} · click a token to focus the views"
+    return (f"<span style='color:#4C78A8'>■</span> prompt 0–{answer_start - 1} · "
+            f"<span style='color:#54A24B'>■</span> answer {answer_start}–{t - 1} ({shown}) · click a token to focus")
+
+
+def _strip_hover(p: int, text: str, answer_start: int | None) -> str:
+    part = "" if answer_start is None else (" · answer" if p >= answer_start else " · prompt")
+    hover = f"{p}{part}: {plotly_text(text, 40)}"
+    if has_byte_pieces(text):
+        hover += "<br>" + "<br>".join(textwrap.wrap(html.escape(BYTE_PIECE_NOTE, quote=False), 60))
+    return hover
+
+
+def token_strip(texts: Sequence[str], focus: int | None, answer_start: int | None = None,
+                max_tokens: int = STRIP_MAX_TOKENS, row_chars: int = STRIP_ROW_CHARS) -> go.Figure:
     """The prompt written out token by token, one box per token, wrapped like text; clicking a box
     selects the token (its point's customdata is the position). Long prompts show a window around
-    the focused token.
+    the focused token. For a chat turn the answer's tokens are green and a bar marks where the
+    prompt ends; a token holding part of a character shows its byte pieces (<0xD7>), explained on hover.
 
     Boxes are horizontal bars (bars can be selected, heatmap cells cannot), each as wide as its label.
     """
@@ -111,16 +134,26 @@ def token_strip(texts: Sequence[str], focus: int | None, max_tokens: int = STRIP
     widths = [max(2, len(s) + 1) for s in shown]
     rows, starts = _strip_layout(widths, row_chars)
     n_rows = max(rows) + 1 if rows else 1
-    what = f"tokens {start}–{stop - 1} of {t}" if (start, stop) != (0, t) else f"{t} tokens"
+    answer = answer_start if answer_start is not None and 0 < answer_start < t else None
+
+    def color(p: int) -> str:
+        if p == focus:
+            return FOCUS_COLOR
+        return ANSWER_COLOR if answer is not None and p >= answer else PROMPT_COLOR
+
     bar = go.Bar(
         orientation="h", x=f32(widths), base=f32(starts), y=np.asarray(rows, dtype=np.int32),
         customdata=np.asarray(positions, dtype=np.int32),
         text=labels([html.escape(s, quote=False) for s in shown]), textposition="inside", insidetextanchor="middle",
         constraintext="none", textangle=0, textfont=dict(size=12, color="#1f2933"),
-        marker=dict(color=labels([FOCUS_COLOR if p == focus else "#DCE6F2" for p in positions]),
-                    line=dict(width=1, color="#FFFFFF")),
-        hovertext=labels([f"{p}: {plotly_text(texts[p], 40)}" for p in positions]), hoverinfo="text", showlegend=False)
-    lay = layout(f"Prompt ({what}) · click a token to focus the views", 56 + 26 * n_rows,
+        marker=dict(color=labels([color(p) for p in positions]), line=dict(width=1, color="#FFFFFF")),
+        hovertext=labels([_strip_hover(p, texts[p], answer) for p in positions]), hoverinfo="text", showlegend=False)
+    shapes = []
+    if answer is not None and start <= answer < stop:
+        i = answer - start
+        shapes.append(dict(type="line", x0=starts[i], x1=starts[i], y0=rows[i] - 0.5, y1=rows[i] + 0.5,
+                           line=dict(color="#1f2933", width=3)))
+    lay = layout(strip_title(t, (start, stop), answer), 56 + 26 * n_rows, shapes=shapes,
                  xaxis=dict(visible=False, range=[0, max(row_chars, max(s + w for s, w in zip(starts, widths)))],
                             fixedrange=True),
                  yaxis=dict(visible=False, autorange="reversed", fixedrange=True),
