@@ -11,6 +11,7 @@ from plotly.subplots import make_subplots
 
 from explorer.compare.run import ComparisonResult, RunRecord
 from explorer.analyse.drift import DriftResult
+from explorer.views.figures.axes import log_axis
 from explorer.views.units import gib
 
 PRECISION_COLORS = {"fp32": "#4C78A8", "bf16": "#54A24B", "fp16": "#88D27A", "int8": "#F58518",
@@ -82,7 +83,7 @@ def drift_summary_figure(result: ComparisonResult, height: int = 340) -> go.Figu
                          hovertemplate="%{x}<br>mean %{y:.3e}<br>max %{customdata:.3e}<extra></extra>"), row=1, col=1)
     fig.add_trace(go.Bar(x=labels, y=_f32([r.drift.top1_agreement for r in runs]), marker_color=colors,
                          hovertemplate="%{x}<br>%{y:.1%}<extra></extra>"), row=1, col=2)
-    fig.update_yaxes(type="log", row=1, col=1)
+    fig.update_yaxes(log_axis([max(r.drift.kl_mean, 1e-12) for r in runs]), row=1, col=1)
     fig.update_yaxes(range=[0, 1.02], tickformat=".0%", row=1, col=2)
     fig.update_layout(height=height, showlegend=False, margin=dict(t=40, b=10, l=10, r=10))
     return fig
@@ -106,7 +107,7 @@ def residual_drift_figure(result: ComparisonResult, height: int = 400) -> go.Fig
                                  hovertemplate="layer %{x}<br>rel. error %{y:.3e}<extra>" + name + "</extra>"),
                       row=1, col=2)
     fig.update_xaxes(title_text="decoder layer")
-    fig.update_yaxes(type="log", row=1, col=2)
+    fig.update_yaxes(log_axis([max(v, 1e-12) for r in runs for v in r.drift.residual_rel_error]), row=1, col=2)
     fig.update_layout(height=height, margin=dict(t=40, b=10, l=10, r=10), legend=dict(orientation="h", y=-0.2))
     return fig
 

@@ -2,6 +2,7 @@
 hidden characters shown, the prompt/answer boundary in the token strip, the chat column's order."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,39 @@ def test_tour_buttons_match_the_step_shown_after_every_click(no_model, tiny_capt
         at.button(key="internals_tour_prev").click().run()
         assert tour_buttons(at) == (i == 0, False, TOUR[i].title), i
     assert not at.exception
+
+
+def _walk(node, out: list) -> list:
+    """Element types in page order (depth first)."""
+    for child in getattr(node, "children", {}).values():
+        out.append((child.type, getattr(child, "value", None)))
+        _walk(child, out)
+    return out
+
+
+def test_chat_column_reads_turns_then_stats_then_input_with_hidden_characters_shown(no_model, tiny_capture):
+    from pages import _state
+
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.session_state[_state.CHAT_MESSAGES] = [{"role": "user", "content": "open \u202eevil.exe\u202c"},
+                                              {"role": "assistant", "content": "pay\u200bpal"}]
+    at.session_state[_state.LAST_STATS] = dict(ttft=0.5, tps=12.0, new_tokens=3, prompt_tokens=9, stopped=True,
+                                               approx=True)
+    at.session_state[_state.LINK_READ] = True
+    at.run()
+    assert not at.exception
+    texts = [t.value for t in at.text]
+    assert "open ⟨U+202E⟩evil.exe⟨U+202C⟩" in texts and "pay⟨U+200B⟩pal" in texts
+    order = [kind for kind, value in _walk(at.columns[0], [])
+             if kind in ("chat_message", "chat_input") or (kind == "caption" and "tokens/s" in str(value))]
+    assert order == ["chat_message", "chat_message", "caption", "chat_input"], order
+    stats = next(c.value for c in at.caption if "tokens/s" in c.value)
+    assert "stopped" in stats and "≈" in stats                      # a stopped answer still shows its speed
+    assert at.button(key="internals_clear") and at.button(key="internals_stop")
+
+
+def test_a_chat_turn_capture_marks_where_the_answer_begins(no_model, tiny_capture):
+    at = page_with(tiny_capture, answer_start=20)
+    titles = [json.loads(el.proto.spec)["layout"]["title"]["text"] for el in at.get("plotly_chart")]
+    strip = next(t for t in titles if "answer 20–23" in t)
+    assert "prompt 0–19" in strip

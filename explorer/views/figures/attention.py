@@ -230,24 +230,35 @@ def gqa_figure(kv_head_of: Sequence[int], selected_head: int | None = None) -> g
                    hovertext=labels([f"KV head {g}: shared by {sum(1 for k in kv_head_of if k == g)} query heads"
                                      for g in range(n_kv)])),
     ]
-    lay = layout(f"GQA: {n_heads} query heads → {n_kv} KV heads", 220, showlegend=False,
+    lay = layout(f"GQA: {n_heads} query heads → {n_kv} KV heads", 220, showlegend=False, modebar=dict(orientation="v"),
                  xaxis=dict(visible=False, range=[-0.8, n_heads - 0.2], fixedrange=True),
                  yaxis=dict(visible=False, range=[-0.6, 1.6], fixedrange=True))
     return go.Figure(data=traces, layout=lay)
 
 
+HALF_WIDTH_PX = 420      # plot width of a half-width chart at 1600 px: what its x labels must fit in
+
+
 def token_attention_figure(ta: TokenAttention, texts: Sequence[str]) -> go.Figure:
-    """Rows = layers (first at the bottom), columns = earlier tokens, colour = attention from the token."""
+    """Rows = layers (first at the bottom), columns = earlier tokens, colour = attention from the token.
+
+    Drawn at half width: x labels are thinned so they never overlap, the title is two short lines on
+    the left, and the toolbar stands vertically on the right, clear of it.
+    """
     keep = [i for i, (a, _) in enumerate(ta.k_spans) if a <= ta.token] or [0]
     x = span_labels([ta.k_spans[i] for i in keep], texts)
+    ticks = [x[c] for c in tick_cells(len(keep), HALF_WIDTH_PX)]
     heat = go.Heatmap(z=f32(ta.z[:, keep]), x=x, y=labels([f"L{layer}" for layer in ta.layers]), colorscale="Purples",
                       zmin=0, colorbar=dict(title=dict(text="attention"), thickness=12),
                       hovertemplate="%{y}<br>key %{x}<br>attention %{z:.3f}<extra></extra>")
     who = "mean over heads" if ta.head is None else f"head {ta.head}"
-    lay = layout(f"Attention from token {ta.token} “{plotly_text(texts[ta.token], 24)}” in every layer ({who})",
-                 int(min(900, max(360, 14 * len(ta.layers) + 140))),
-                 xaxis=dict(type="category", tickangle=-60, tickfont=dict(size=10), title=dict(text="key token")),
-                 yaxis=dict(type="category", title=dict(text="layer")))
+    lay = layout(f"Attention from token {ta.token} “{plotly_text(texts[ta.token], 16)}”<br>"
+                 f"<sup>in every layer · {who}</sup>", int(min(900, max(360, 14 * len(ta.layers) + 160))),
+                 xaxis=dict(type="category", tickangle=-60, tickfont=dict(size=10), title=dict(text="key token"),
+                            tickvals=ticks, ticktext=ticks),
+                 yaxis=dict(type="category", title=dict(text="layer")), modebar=dict(orientation="v"))
+    lay["title"].update(x=0.01, xanchor="left")
+    lay["margin"] = dict(l=10, r=40, t=64, b=10)
     return go.Figure(data=[heat], layout=lay)
 
 

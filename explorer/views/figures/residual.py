@@ -12,6 +12,7 @@ from typing import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
+from explorer.views.figures.axes import log_axis
 from explorer.views.figures.internals import FOCUS_COLOR, cell_of, f32, labels, layout, plotly_text, span_labels
 from explorer.views.residual_data import NormRow, ResidualNorms
 
@@ -159,7 +160,10 @@ def contributions_figure(attn: np.ndarray, mlp: np.ndarray, focus: int | None = 
         shapes.append(dict(type="line", x0=layer, x1=layer, y0=0, y1=1, yref="paper",
                            line=dict(color=FOCUS_COLOR, width=1, dash="dash")))
     lay = layout("What each layer adds: ‖attention output‖ and ‖MLP output‖", 380, shapes=shapes,
-                 xaxis=dict(title=dict(text="layer")), yaxis=dict(title=dict(text="L2 norm"), type="log"),
+                 xaxis=dict(title=dict(text="layer")),
+                 yaxis=log_axis(np.concatenate([attn.mean(-1), mlp.mean(-1)] + ([attn[:, focus], mlp[:, focus]]
+                                                                                 if focus is not None else [])),
+                                title=dict(text="L2 norm")),
                  legend=dict(orientation="h", y=-0.25))
     return go.Figure(data=traces, layout=lay)
 

@@ -1,0 +1,149 @@
+"""What the views show of text and how large maps travel: hidden characters shown, byte pieces for
+split characters, the prompt/answer boundary, map height, log ticks, the attention map's payload."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import plotly.io as pio
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from explorer.record.capture import capture
+from explorer.record.token_text import show_bytes, token_text
+from explorer.views.attention_data import AttentionView
+from explorer.views.exports import tokens_table
+from explorer.views.figures.attention import EXACT_CELLS, MAP_MAX_PX, ROW_PX, attention_heatmap, map_height, \
+    tick_cells, token_attention_figure
+from explorer.views.figures.axes import log_ticks
+from explorer.views.figures.internals import plotly_text, token_strip
+from explorer.views.pooling import block_spans
+from explorer.views.readout import Readout
+from explorer.views.teaching import render
+from explorer.views.text import reveal, visible_whitespace
+from tests.tiny_models import tiny_config, tiny_model
+
+RLO = "\u202e"      # right-to-left override
+PDF = "\u202c"      # pop directional formatting
+ZWSP = "\u200b"
+
+
+def payload(fig) -> str:
+    return pio.to_json(fig.to_dict(), validate=False)
+
+
+# ---- hidden characters ---------------------------------------------------------------------------
+
+def test_bidi_overrides_and_zero_width_characters_are_shown_not_applied():
+    assert reveal(f"{RLO}evil.exe{PDF}") == "⟨U+202E⟩evil.exe⟨U+202C⟩"
+    assert reveal(f"pay{ZWSP}pal") == "pay⟨U+200B⟩pal"
+    assert reveal("tag\U000e0041") == "tag⟨U+E0041⟩"                 # tag characters hide text
+    assert reveal("a\u00a0b\ufeff") == "a⟨U+00A0⟩b⟨U+FEFF⟩"
+    assert reveal("two words\nand a tab\t") == "two words\nand a tab\t"   # running text keeps its layout
+    assert reveal("שלום, 日本語 ❤️") == "שלום, 日本語 ❤️"                  # visible scripts untouched
+    assert visible_whitespace(f" {RLO}x\n") == "␣⟨U+202E⟩x↵"
+    assert visible_whitespace("") == "∅"
+
+
+def test_every_token_display_goes_through_the_one_visibility_function():
+    cap = capture(tiny_model("llama"), None, list(range(5, 15)))
+    cap.token_texts[2] = f"{RLO}exe"
+    cap.token_texts[3] = f"a{ZWSP}b"
+    r = Readout(cap)
+    for fig in (token_strip(r.texts, 2), attention_heatmap(r.attention_view(0, 0), r.texts, 2),
+                token_attention_figure(r.token_attention(5), r.texts)):
+        text = payload(fig)
+        assert RLO not in text and "\\u202e" not in text.lower() and ZWSP not in text
+        assert "U+202E" in text and "U+200B" in text
+    table = tokens_table(cap)
+    assert table.loc[2, "text"] == "⟨U+202E⟩exe" and table.loc[3, "text"] == "a⟨U+200B⟩b"
+    assert render("{first}", {"first": f"{RLO}x"}) == "⟨U\\+202E⟩x"          # shown (Markdown-escaped "+")
+    assert plotly_text(f"{RLO}ab") == "⟨U+202E⟩ab"
+
+
+# ---- byte pieces ---------------------------------------------------------------------------------
+
+def test_a_character_split_across_tokens_shows_its_byte_pieces():
+    assert show_bytes("ח".encode()) == "ח"
+    assert show_bytes(b" \xd7") == " <0xD7>"
+    assert show_bytes(b"\x97ab") == "<0x97>ab"
+
+    class ByteLevel:
+        """A GPT-2 style tokenizer for two tokens: the lead and trail bytes of ח (D7 97)."""
+        pieces = {1: "×", 2: "Ĺ", 3: "Ġthe"}          # byte-level alphabet: D7 → ×, 97 → Ĺ, space → Ġ
+
+        def convert_ids_to_tokens(self, i):
+            return self.pieces[i]
+
+        def decode(self, ids):
+            return {1: "\ufffd", 2: "\ufffd", 3: " the"}[ids[0]]
+
+    tok = ByteLevel()
+    assert [token_text(tok, i) for i in (1, 2, 3)] == ["<0xD7>", "<0x97>", " the"]
+
+
+def test_byte_pieces_carry_a_tooltip_in_the_token_strip():
+    fig = token_strip(["a", "<0xD7>", "<0x97>"], 0)
+    hover = list(fig.data[0].hovertext)
+    assert "byte of a character" in hover[1] and "byte of a character" not in hover[0]
+
+
+# ---- token strip: prompt and answer --------------------------------------------------------------
+
+def test_token_strip_marks_where_the_prompt_ends_and_the_answer_begins():
+    texts = [f"t{i}" for i in range(12)]
+    fig = token_strip(texts, 11, answer_start=8)
+    title = fig.layout.title.text
+    assert "prompt 0–7" in title and "answer 8–11" in title and "Prompt (" not in title
+    colors = list(fig.data[0].marker.color)
+    assert colors[7] != colors[8] and colors[8] == colors[10]         # answer tokens share their own colour
+    line = fig.layout.shapes[0]
+    assert line.type == "line" and line.x0 == fig.data[0].base[8]      # a bar before the first answer token
+    plain = token_strip(texts, 3)
+    assert plain.layout.title.text.startswith("12 tokens") and not plain.layout.shapes
+
+
+# ---- attention map: height, labels, payload ------------------------------------------------------
+
+def _view(n: int) -> AttentionView:
+    rng = np.random.default_rng(0)
+    z = np.tril(rng.random((n, n), dtype=np.float32))
+    z /= z.sum(-1, keepdims=True)
+    spans = block_spans(n, 1)
+    return AttentionView(3, 1, 0, z, spans, spans, 1, False)
+
+
+def test_map_height_grows_with_the_tokens_until_a_cap_and_labels_never_overlap():
+    texts = [f"w{i}" for i in range(512)]
+    heights = {n: attention_heatmap(_view(n), texts[:n]).layout.height for n in (8, 21, 40, 60, 142, 512)}
+    assert heights[21] >= ROW_PX * 21 and heights[40] > heights[21] and heights[60] > heights[40]
+    assert heights[142] == heights[512] == MAP_MAX_PX == map_height(10_000)
+    for n in (21, 142, 512):
+        fig = attention_heatmap(_view(n), texts[:n], focus=n - 1)
+        ticks = fig.layout.yaxis.tickvals
+        room = fig.layout.height - 170
+        assert len(ticks) * ROW_PX <= room + ROW_PX                      # labels fit, one per ROW_PX
+        assert (n == 21) <= (len(ticks) == n)                              # 21 tokens: every row labelled
+    assert tick_cells(142, 700, keep=141)[-1] == 141                       # the focus row is always labelled
+
+
+def test_attention_map_at_512_tokens_travels_as_a_compact_image():
+    """1.46 MB of float32 JSON before. Bound: 400 kB = the uint8 levels themselves (512² bytes) in
+    base64 with room to spare; a PNG of real attention (mostly near-zero, smooth rows) is far below it,
+    and even incompressible noise (this test's random map) stays under it."""
+    n = 512
+    fig = attention_heatmap(_view(n), [f"w{i}" for i in range(n)], focus=100)
+    spec = json.loads(payload(fig))
+    assert spec["data"][0]["type"] == "image" and spec["data"][0]["source"].startswith("data:image/png;base64,")
+    assert len(payload(fig)) < 400_000
+    small = attention_heatmap(_view(EXACT_CELLS), [f"w{i}" for i in range(EXACT_CELLS)])
+    assert small.data[0].type == "heatmap"                                # small maps keep hover values
+
+
+# ---- log axes -----------------------------------------------------------------------------------
+
+def test_log_axes_have_a_few_clean_ticks():
+    assert log_ticks([0.3, 4.2]) == [0.2, 0.5, 1.0, 2.0, 5.0]
+    wide = log_ticks([1e-12, 5])
+    assert len(wide) <= 10 and all(f"{t:e}".startswith("1.") for t in wide)
