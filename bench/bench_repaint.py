@@ -148,6 +148,51 @@ def run(tokens: int, switches: int) -> dict:
     return out
 
 
+def floor(switches: int) -> dict:
+    """The same key press on bench/repaint_floor_app.py (one slider, one small chart), same machine."""
+    import socket
+    import subprocess
+    import urllib.request
+
+    from playwright.sync_api import sync_playwright
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "bench" / "repaint_floor_app.py"),
+                             "--server.headless", "true", "--server.port", str(port), "--server.fileWatcherType", "none"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(url + "/_stcore/health", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.3)
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=shutil.which("chromium"), headless=True, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.goto(url)
+            idle = "[data-testid='stApp'][data-test-script-state='notRunning']"
+            page.wait_for_selector(idle)
+            page.wait_for_function(PAINTED, arg="Floor 0")
+            slider = page.locator(".st-key-v input[type='range']")
+            ms = []
+            for i in range(switches):
+                slider.focus()
+                t0 = time.perf_counter()
+                slider.press("ArrowRight")
+                page.evaluate(PAINTED, f"Floor {i + 1}")
+                ms.append((time.perf_counter() - t0) * 1000)
+                page.wait_for_selector(idle)
+                page.wait_for_timeout(300)
+            browser.close()
+    finally:
+        proc.terminate()
+    return summarise(ms)
+
+
 def write_markdown(runs: list[dict]) -> None:
     path = RESULTS / "views.md"
     text = path.read_text() if path.exists() else "# Internals views benchmark\n"
@@ -159,12 +204,16 @@ def write_markdown(runs: list[dict]) -> None:
              "First frame = key press → the server's first websocket message (the server's share). "
              "Bytes = everything the server sent for one layer switch.", "",
              "| run | when | machine | tokens | layer switch painted (median / p90) | first frame | "
-             "head switch painted (median / p90) | bytes per layer switch |", "|---|---|---|---|---|---|---|---|"]
+             "head switch painted (median / p90) | bytes per layer switch | floor (median) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in runs:
         lp, lf, hp = r["layer_switch_painted"], r["layer_switch_first_frame"], r["head_switch_painted"]
         lines.append(f"| {r['label']} | {r['when']} | {r['machine']} | {r['tokens']} | {lp['median_ms']} / "
                      f"{lp['p90_ms']} ms | {lf['median_ms']} ms | {hp['median_ms']} / {hp['p90_ms']} ms | "
-                     f"{r['websocket_bytes_per_layer_switch']:,} |")
+                     f"{r['websocket_bytes_per_layer_switch']:,} | "
+                     f"{r['floor']['median_ms'] if 'floor' in r else '–'} ms |")
+    lines += ["", "Floor: the same key press on bench/repaint_floor_app.py (a fragment with one slider and one "
+              "small chart) right after, on the same machine: no page can repaint faster there."]
     path.write_text(text + "\n".join(lines) + "\n")
 
 
@@ -176,6 +225,7 @@ def main() -> None:
     args = ap.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     res = run(args.tokens, args.switches)
+    res["floor"] = floor(args.switches)
     res.update(label=args.label, when=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                machine=f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")
     print(json.dumps(res, indent=1))

@@ -197,7 +197,7 @@ HEATMAP_PAINTED = """({title, rows}) => {
   for (const chart of document.querySelectorAll('.stPlotlyChart')) {
     const t = chart.querySelector('.gtitle');
     const gd = chart.querySelector('.js-plotly-plot');
-    if (!t || !t.textContent.startsWith(title) || !chart.querySelector('g.hm image')) continue;
+    if (!t || !t.textContent.startsWith(title) || !chart.querySelector('g.hm image, g.im image')) continue;
     if (rows === null || (gd && gd.data && gd.data[0].y && gd.data[0].y.length === rows)) return true;
   }
   return false;

@@ -16,6 +16,8 @@ from explorer.compare.figures import attention_diff_figure, drift_summary_figure
     residual_drift_figure, run_labels, speed_memory_figure
 from explorer.model.precisions import LOAD_PRECISIONS as PRECISIONS
 from explorer.presets import PRESETS
+from explorer.views.teaching import escape_markdown
+from explorer.views.text import reveal
 from explorer.compare.report import drift_rows, html_report, markdown_report, results_from_json, results_to_json, \
     speed_rows
 from explorer.model.errors import user_message
@@ -117,7 +119,7 @@ def show_outputs(result: ComparisonResult) -> None:
         return
     labels = run_labels(runs)
     for i, prompt in enumerate(dict.fromkeys(o.prompt for r in runs for o in r.outputs)):
-        st.markdown(f"**{i + 1}.** {prompt}")
+        st.markdown(f"**{i + 1}.** {escape_markdown(reveal(prompt))}")   # a prompt is shown, never rendered
         per_row = min(len(runs), 3)
         for start in range(0, len(runs), per_row):
             cols = st.columns(per_row)
@@ -129,7 +131,7 @@ def show_outputs(result: ComparisonResult) -> None:
                 if out.error:
                     col.warning(out.error)
                 else:
-                    col.text(out.text.strip() or "(empty)")
+                    col.text(reveal(out.text.strip()) or "(empty)")
 
 
 def show_drift(result: ComparisonResult) -> None:

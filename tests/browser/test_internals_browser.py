@@ -20,7 +20,7 @@ HOSTILE = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</scrip
 PAINTED = """(title) => {
   for (const chart of document.querySelectorAll('.stPlotlyChart')) {
     const t = chart.querySelector('.gtitle');
-    if (t && t.textContent.startsWith(title) && chart.querySelector('g.hm image')) return true;
+    if (t && t.textContent.startsWith(title) && chart.querySelector('g.hm image, g.im image')) return true;
   }
   return false;
 }"""
