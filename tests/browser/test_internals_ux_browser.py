@@ -40,7 +40,15 @@ def test_a_new_user_sees_what_is_really_in_the_text_and_a_readable_page(app_url,
         assert button.inner_text().strip() == name
 
     # a chat turn: hidden characters shown in the turn, the answer marked in the strip
-    page.locator(".st-key-internals_max_new").wait_for(state="attached")
+    page.get_by_text("Generation settings").click()                   # 6 new tokens: the CPU is shared
+    slider = page.locator(".st-key-internals_max_new input[type='range']")
+    slider.focus()
+    slider.press("Home")
+    wait_idle(page)
+    for _ in range(5):
+        slider.press("ArrowRight")
+    wait_idle(page)
+    page.get_by_text("Generation settings").click()
     box = page.get_by_placeholder("Ask the model…")
     box.fill(f"Say: {RLO}evil.exe{PDF} שלום")
     box.press("Enter")
@@ -57,7 +65,7 @@ def test_a_new_user_sees_what_is_really_in_the_text_and_a_readable_page(app_url,
     shot(page, "chat_turn")
 
     # a 142-token prompt: the map is tall and its labels do not overlap
-    text = " ".join(f"word{i}" for i in range(60))
+    text = " ".join(f"word{i}" for i in range(40))
     page.get_by_label("Or capture a prompt without generating").fill(text)
     page.get_by_role("button", name="Capture this prompt").click()
     page.wait_for_timeout(300)

@@ -28,6 +28,7 @@ EXACT_CELLS = 160        # up to this many cells a side the map carries its numb
 ROW_PX = 14              # screen pixels a labelled row needs (10 px font)
 MAP_MIN_PX, MAP_MAX_PX = 380, 900
 MAP_CHROME_PX = 170      # title, x labels, margins
+MAP_WIDTH_PX = 440       # plot width of the map at 1600 px: what its (rotated) x labels must fit in
 
 
 def map_height(n_rows: int) -> int:
@@ -72,7 +73,7 @@ def attention_heatmap(view: AttentionView, texts: Sequence[str], focus: int | No
     zmax = float(np.nanmax(view.z)) if view.z.size else 1.0
     colorbar = dict(title=dict(text="attention"), thickness=12)
     q_ticks = tick_cells(n_q, height - MAP_CHROME_PX, cell_of(view.q_spans, focus))
-    k_ticks = tick_cells(n_k, 700)
+    k_ticks = tick_cells(n_k, MAP_WIDTH_PX)
     y_text = [span_label(view.q_spans[c], texts) for c in q_ticks]
     x_text = [span_label(view.k_spans[c], texts) for c in k_ticks]
     yaxis = dict(title=dict(text="query token"), tickfont=dict(size=10), autorange="reversed")
@@ -236,7 +237,7 @@ def gqa_figure(kv_head_of: Sequence[int], selected_head: int | None = None) -> g
     return go.Figure(data=traces, layout=lay)
 
 
-HALF_WIDTH_PX = 420      # plot width of a half-width chart at 1600 px: what its x labels must fit in
+HALF_WIDTH_PX = 220      # plot width of the half-width chart at 1600 px (colour bar and labels take the rest)
 
 
 def token_attention_figure(ta: TokenAttention, texts: Sequence[str]) -> go.Figure:
