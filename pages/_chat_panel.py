@@ -148,7 +148,11 @@ def _answer(loaded: LoadedModel, prompt: str, system: str, options: GenerateOpti
     st.session_state[LAST_SEQUENCE_IDS] = result.sequence_ids
     st.session_state[LAST_SEQUENCE_GENERATION] = loaded.generation  # which model these ids belong to
     st.session_state[LAST_PROMPT_TOKENS] = result.prompt_tokens
-    st.session_state[LAST_STATS] = dict(ttft=result.time_to_first_token, tps=result.tokens_per_second,
+    # the streamer flushes text at word boundaries: a script without spaces (Hebrew, Thai) arrives in one
+    # chunk at the end, and the decode rate after the "first token" would divide by ~0 s
+    decode = result.seconds - (result.time_to_first_token or 0.0)
+    tps = result.tokens_per_second if decode > 0.2 * result.seconds else result.new_tokens / max(result.seconds, 1e-6)
+    st.session_state[LAST_STATS] = dict(ttft=result.time_to_first_token, tps=tps,
                                        new_tokens=result.new_tokens, prompt_tokens=result.prompt_tokens,
                                        stopped=result.stopped)
     stats_slot.caption(_stats_line(st.session_state[LAST_STATS]))
