@@ -215,7 +215,7 @@ def write_markdown(runs: list[dict]) -> None:
     lines += ["", "Floor: the same key press on bench/repaint_floor_app.py (a fragment with one slider and one "
               "small chart) right after, on the same machine: no page can repaint faster there.", "",
               "Reading: on this shared 2-core machine (load 9–14 from other work) even the floor is above the "
-              "300 ms goal, so the goal cannot be shown here; what changed is measured in the same conditions: "
+              "300 ms goal, so the goal cannot be shown here; before and after were measured under similar load: "
               "the attention map travels as a PNG image trace above 160 cells a side (1.64 MB → 0.28 MB per layer "
               "switch), so the map is decoded, not coloured cell by cell, and a token switch only moves the "
               "focus box. Run `bench/bench_repaint.py` on an idle machine for the goal itself."]
