@@ -26,6 +26,7 @@ from explorer.model.limits import BLOCK_ELEMENTS
 from explorer.record.attention_store import AttentionStore
 from explorer.record.capture import CaptureOptions, capture
 from explorer.record.capture_data import Capture
+from explorer.record.token_text import token_text
 
 # fp32 > bf16 > fp16 > int8 > nf4 ≈ fp4: the reference is the first of these that loads.
 PRECISION_RANK: dict[str, int] = {"fp32": 5, "bf16": 4, "fp16": 3, "int8": 2, "nf4": 1, "fp4": 0}
@@ -111,7 +112,7 @@ def _plain_fingerprint(model: nn.Module, tokenizer, token_ids: torch.Tensor, pro
         out = model(input_ids=ids[None].to(device), use_cache=False, output_hidden_states=True)
     hidden = getattr(out, "hidden_states", None)
     residual = torch.stack([h[0].cpu() for h in hidden[1:]]) if hidden else None  # (L, T, d)
-    tokens = [tokenizer.decode([i]) for i in ids.tolist()] if tokenizer is not None else [str(i) for i in ids.tolist()]
+    tokens = [token_text(tokenizer, i) for i in ids.tolist()] if tokenizer is not None else [str(i) for i in ids.tolist()]
     return Fingerprint(prompt=prompt, token_ids=ids, tokens=tokens, logits=out.logits[0].float().cpu(),
                        residual=residual, layers=list(range(residual.shape[0])) if residual is not None else [],
                        attention=None, notes=[note])

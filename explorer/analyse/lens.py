@@ -17,6 +17,7 @@ from explorer.model.limits import BLOCK_ELEMENTS
 from explorer.record.capture import anatomy_of
 from explorer.record.capture_data import Capture
 from explorer.record.results import LensResult
+from explorer.record.token_text import token_text
 
 
 @dataclass
@@ -83,7 +84,7 @@ class ModelRef:
         tokenizer = self._tokenizer() if self._tokenizer is not None else None
         if tokenizer is None:
             return None
-        return lambda i: tokenizer.decode([int(i)])
+        return lambda i: token_text(tokenizer, int(i))
 
 
 def logit_lens(capture: Capture, head: LensHead | None, k: int = 5, layers: Sequence[int] | None = None,

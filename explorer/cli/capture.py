@@ -15,6 +15,7 @@ from explorer.model.loading import load_model
 from explorer.model.precisions import LOAD_PRECISIONS
 from explorer.record.capture import DEFAULT_PARTS, PARTS, CaptureOptions, PromptTooLongError, capture
 from explorer.record.capture_file import describe_capture, open_capture, save_capture
+from explorer.record.token_text import token_text
 
 CAPTURE_HELP = "run a prompt through a model and save every layer's internals"
 SHOW_HELP = "summarise a saved capture file (no model needed)"
@@ -81,7 +82,7 @@ def cmd_capture(args: argparse.Namespace) -> int:
         head_summaries(cap)
     if args.lens and cap.residual is not None:
         logit_lens(cap, LensHead.from_model(loaded.model), args.lens,
-                   decode=lambda i: loaded.tokenizer.decode([i]))
+                   decode=lambda i: token_text(loaded.tokenizer, i))
     try:
         save_capture(cap, str(out), include_attention=not args.no_attention)
     except OSError as exc:
