@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs on the lent GPU machine (which reaches no registry): install the carried wheels, build the
 # random Llama-3.1-8B checkpoint once, and run the named steps. Results are copied to $OUT.
-#   bash bench/gpu_suite.sh smoke capture compare multi stream
+#   bash bench/gpu_suite.sh smoke capture compare multi stream apppath
 # Carry .whl (../shared/tools/device-wheels.sh transformers==5.23.0) and .gpu-assets/tokenizer (the
 # embedded tokenizer files, from the converted folder in ~/.cache/llm-explorer).
 set -uo pipefail
@@ -9,8 +9,10 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 CKPT=/tmp/llama31-8b-random
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+touch /tmp/suite-start
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-ckpt() { [ -f $CKPT/config.json ] || python3 bench/make_random_checkpoint.py $CKPT; cp .gpu-assets/tokenizer/* $CKPT/; }
+ckpt() { [ -f $CKPT/config.json ] || python3 bench/make_random_checkpoint.py $CKPT; cp .gpu-assets/tokenizer/{tokenizer.json,tokenizer_config.json,chat_template.jinja} $CKPT/; }
+# (only the tokenizer's own files: the folder also holds the embedded model's config.json)
 for step in "$@"; do
   echo "=== $step $(date +%T)"
   case $step in
@@ -18,7 +20,8 @@ for step in "$@"; do
     capture) ckpt; python3 bench/bench_capture.py --device cuda --checkpoint $CKPT 2>&1 | grep -v "it/s" ;;
     compare) ckpt; python3 bench/bench_compare.py --device cuda --checkpoint $CKPT 2>&1 | grep -v "it/s" ;;
     stream)  ckpt; python3 bench/gpu_stream_check.py $CKPT 2>&1 | grep -v "it/s" ;;
+    apppath) ckpt; python3 bench/bench_app_path.py --device cuda --checkpoint $CKPT 2>&1 | grep -v "it/s" | tee $OUT/app_path.log ;;
     multi)   python3 bench/bench_multi_gpu.py .gpu-assets/tokenizer 2>&1 | grep -v "it/s" ;;
   esac
 done
-cp bench/results/*cuda* "$OUT"/ 2>/dev/null; ls "$OUT"
+find bench/results -name '*cuda*' -newer /tmp/suite-start -exec cp {} "$OUT"/ \; ; ls "$OUT"

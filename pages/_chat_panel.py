@@ -1,8 +1,10 @@
 """The streaming generation panel, shared by the chat page and the internals page.
 
 State per session: `chat_messages` (the history), `last_sequence_ids` (prompt + answer token ids of
-the latest turn, which the internals views capture), `last_stats`. The worker thread that runs
-`generate` never calls st.*; only this script thread draws.
+the latest turn, which the internals views capture), `last_stats`. The answer is generated on the
+model worker (one long-lived thread for every session), which never calls st.*; this script
+thread waits in the queue, showing its position, then draws the chunks. A rerun, the stop button
+or a closed tab cancels the request.
 """
 from __future__ import annotations
 
@@ -12,9 +14,11 @@ import time
 import streamlit as st
 
 from explorer.model.errors import user_message
-from explorer.model.generation import GenerateOptions, conversation, stream_generate
+from explorer.model.generation import GenerateOptions, conversation
 from explorer.model.loading import LoadedModel
+from explorer.model.worker_stream import WorkerStream
 from explorer.views.text import reveal
+from pages._common import model_worker, queue_note, session_alive, session_id
 from pages._state import CHAT_MESSAGES, LAST_PROMPT_TOKENS, LAST_SEQUENCE_GENERATION, LAST_SEQUENCE_IDS, LAST_STATS, \
     PARTIAL_ANSWER, PARTIAL_STATS, STOP_EVENT
 
@@ -112,20 +116,26 @@ def _answer(loaded: LoadedModel, prompt: str, system: str, options: GenerateOpti
         _show(prompt)
     event = threading.Event()
     st.session_state[STOP_EVENT] = event
+    alive = session_alive()
+    stream = WorkerStream(model_worker(), conversation(prompt, system, history), options, session_id(), event,
+                          generation=loaded.generation)   # the model this page shows, or ModelReplaced
+    waiting = st.empty()
     try:
-        stream = stream_generate(loaded, conversation(prompt, system, history), options, event)
-    except Exception as exc:  # noqa: BLE001 - GenerationError, ModelReplaced, or the unexpected
+        prepared = stream.wait_started(on_wait=lambda n: waiting.info(queue_note(n)) if n else None, alive=alive)
+    except Exception as exc:  # noqa: BLE001 - GenerationError, ModelReplaced, a worker error, or the unexpected
+        waiting.empty()
         st.error(user_message(exc))
         return
+    waiting.empty()
     st.session_state[CHAT_MESSAGES].append({"role": "user", "content": prompt})
-    for notice in stream.prepared.notices:
+    for notice in prepared.notices:
         st.info(notice)
     st.session_state[PARTIAL_ANSWER] = ""
     progress = st.session_state[PARTIAL_STATS] = dict(start=time.perf_counter(), first=None, last=None,
-                                                      prompt_tokens=int(stream.prepared.input_ids.shape[1]))
+                                                      prompt_tokens=int(prepared.input_ids.shape[1]))
 
     def chunks():
-        for chunk in stream:
+        for chunk in stream.iterate(alive):
             now = time.perf_counter()
             if chunk and progress["first"] is None:
                 progress["first"] = now
@@ -136,11 +146,14 @@ def _answer(loaded: LoadedModel, prompt: str, system: str, options: GenerateOpti
     with st.chat_message("assistant"):
         try:
             st.write_stream(chunks())
-        except Exception as exc:  # noqa: BLE001 - GenerationError, ModelReplaced, or the unexpected
+        except Exception as exc:  # noqa: BLE001 - GenerationError, ModelReplaced, a worker error, or the unexpected
             st.session_state.pop(PARTIAL_ANSWER, None)
             st.session_state.pop(PARTIAL_STATS, None)
             st.error(user_message(exc))
             return
+        finally:
+            if stream.result is None:    # rerun, stop or closed tab: the worker stops generating
+                stream.cancel()
     st.session_state.pop(PARTIAL_ANSWER, None)
     st.session_state.pop(PARTIAL_STATS, None)
     result = stream.result

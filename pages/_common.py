@@ -1,11 +1,17 @@
-"""Streamlit glue shared by the pages: the one resident model, the token, operator switches.
+"""Streamlit glue shared by the pages: the one model worker, the session's heartbeat, the token,
+operator switches.
 
-The registry lives in `st.cache_resource`, so every session and rerun shares one model; nothing
-per-request is kept on it. Per-session state (chat, captures) lives in `st.session_state`.
+The model worker lives in `st.cache_resource`, so every session and rerun shares one model and
+one thread that runs it; nothing per-request is kept on it. Per-session state (chat, captures)
+lives in `st.session_state`. Every model call of a page goes through `run_on_model` (or a
+WorkerStream), tagged with the browser session's id: the worker queues sessions fairly, and a
+request whose session closed is cancelled. Every failure is a typed error shown as
+`user_message(exc)` in the main area.
 """
 from __future__ import annotations
 
 import os
+from typing import Any, Callable
 
 import streamlit as st
 
@@ -13,12 +19,64 @@ from explorer.model.errors import Secret, env_token, user_message
 from explorer.model.loading import LoadConfig, LoadedModel, ModelRegistry, memory_snapshot
 from explorer.model.switches import env_flag, operator_switches
 from explorer.views.units import fmt_bytes
+from explorer.model.worker import ModelWorker
 from pages._state import AUTOLOAD_TRIED, LOAD_ERROR
 
 
 @st.cache_resource(show_spinner=False)
+def model_worker() -> ModelWorker:
+    """The process's one model worker. EXPLORER_WORKER_STATUS names a JSON file it keeps current
+    (busy, queued, running session), which tests and operators can read."""
+    return ModelWorker(status_file=os.environ.get("EXPLORER_WORKER_STATUS") or None)
+
+
 def registry() -> ModelRegistry:
-    return ModelRegistry()
+    """The worker's registry, for reading `current`. Changes go through model_worker()."""
+    return model_worker().registry
+
+
+def session_id() -> str:
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    return ctx.session_id if ctx is not None else "default"
+
+
+def session_alive() -> Callable[[], bool]:
+    """A heartbeat for waits on the model worker: false once this browser session has gone (tab
+    closed, session expired), so its queued or running requests are cancelled within a poll."""
+    sid = session_id()
+
+    def alive() -> bool:
+        try:
+            from streamlit.runtime import Runtime
+
+            if not Runtime.exists():
+                return True                  # AppTest and bare scripts: no server, no sessions
+            return Runtime.instance().get_client(sid) is not None
+        except Exception:  # noqa: BLE001 - never cancel because the check itself failed
+            return True
+
+    return alive
+
+
+def queue_note(ahead: int) -> str:
+    return f"Queued: {ahead} ahead. Other sessions are using the model…" if ahead else "Starting…"
+
+
+def run_on_model(fn: Callable[[LoadedModel], Any], progress: Callable[[str], None] | None = None,
+                 generation: int | None = -1) -> Any:
+    """Run `fn(loaded)` on the model worker for this session and wait, showing the queue position.
+    `generation`: the LoadedModel.generation the page showed (-1: whatever is resident now).
+    Raises what `fn` raised, or the worker's own typed errors (ModelReplaced, NoModelLoaded,
+    RequestCancelled): the caller shows `user_message(exc)`."""
+    note = st.empty()
+    try:
+        return model_worker().call(fn, session_id(), generation=generation, progress=progress,
+                                   alive=session_alive(),
+                                   on_wait=lambda n: note.caption(queue_note(n)) if n else None)
+    finally:
+        note.empty()
 
 
 def current_model() -> LoadedModel | None:
@@ -74,7 +132,8 @@ def load_into_registry(cfg: LoadConfig) -> LoadedModel | None:
     label = cfg.source if isinstance(cfg.source, str) else "the model"
     with st.status(f"Loading {label[:80]} in {cfg.precision}…", expanded=True) as status:
         try:
-            loaded = registry().load(cfg, progress=status.write)
+            loaded = model_worker().load(cfg, session_id(), progress=status.write, alive=session_alive(),
+                                         on_wait=lambda n: status.write(queue_note(n)) if n else None)
         except Exception as exc:  # noqa: BLE001 - the one boundary: a message, never a traceback
             status.update(label="Load failed: the model loaded before is still there" if current_model() else
                           "Load failed", state="error", expanded=False)

@@ -11,7 +11,8 @@ from explorer.model.precisions import LOAD_PRECISIONS as PRECISIONS
 from explorer.presets import PRESETS
 from pages._chat_panel import chat_panel, generation_options
 from explorer.views.units import fmt_bytes
-from pages._common import ensure_model, load_error_banner, load_into_registry, memory_caption, registry
+from pages._common import ensure_model, load_error_banner, load_into_registry, memory_caption, model_worker, \
+    run_on_model, session_alive, session_id, show_error
 from pages._state import AUTOLOAD_TRIED, LOAD_ERROR
 
 SOURCE_KINDS = ("Preset", "Hub id", "Local folder or .gguf file")
@@ -40,7 +41,10 @@ def loader_form() -> None:
             load_into_registry(LoadConfig(source=source, precision=precision, double_quant=double_quant,
                                           compute_dtype=compute))
         if c2.button("Unload", key="unload_button"):
-            registry().unload()
+            try:
+                model_worker().unload(session_id(), alive=session_alive())
+            except Exception as exc:  # noqa: BLE001 - e.g. cancelled: a message, never a traceback
+                show_error(user_message(exc))
             st.session_state[AUTOLOAD_TRIED] = True
         if st.session_state.get(LOAD_ERROR):
             st.caption("The load failed: see the message in the page.")
@@ -73,10 +77,11 @@ def batch_section(loaded) -> None:
         options = generation_options("batch")
         if st.button("Generate batch", key="batch_button", disabled=loaded is None):
             prompts = [line for line in text.splitlines() if line.strip()]
+            convs = [conversation(p) for p in prompts]
             try:
                 with st.spinner(f"Generating {len(prompts)} answers in one batch…"):
-                    results = generate_batch(loaded, [conversation(p) for p in prompts], options)
-            except Exception as exc:  # noqa: BLE001 - GenerationError, ModelReplaced, or the unexpected
+                    results = run_on_model(lambda m: generate_batch(m, convs, options), generation=loaded.generation)
+            except Exception as exc:  # noqa: BLE001 - GenerationError, ModelReplaced, a worker error, or the unexpected
                 st.error(user_message(exc))
                 return
             st.dataframe(pd.DataFrame([{"prompt": p, "answer": r.text, "new tokens": r.new_tokens,

@@ -22,7 +22,8 @@ from explorer.compare.report import drift_rows, html_report, markdown_report, re
     speed_rows
 from explorer.model.errors import user_message
 from explorer.model.switches import operator_switches
-from pages._common import hf_token, registry
+from explorer.model.worker import Request
+from pages._common import hf_token, model_worker, queue_note, session_alive, session_id
 
 RESULT = "compare_result"
 DEFAULT_PROMPTS = "What is the capital of France?\nExplain in one sentence why the sky is blue."
@@ -51,26 +52,40 @@ def choose_config() -> CompareConfig:
                          fixed_length=fixed, drift=drift, attention_drift=drift and attention)
 
 
-def run(config: CompareConfig, reload: bool) -> ComparisonResult | None:
-    reg = registry()
+def compare_on_worker(config: CompareConfig, reload: bool, access: LoadAccess, req: Request) -> ComparisonResult:
+    """Runs on the model worker, which has the machine to itself meanwhile: the chat model is
+    unloaded, every run loads its own model, and the chat model comes back when asked."""
+    reg = model_worker().registry
     resident = reg.current
     previous = (resident.config, resident.name, resident.precision) if resident is not None else None
     del resident
+    if previous is not None:
+        req.say(f"Unloading the chat model ({previous[1]}, {previous[2]}) so the comparison has the memory.")
+        reg.unload()
+    result = run_comparison(config, progress=req.say, access=access)
+    if reload and previous is not None:
+        req.say(f"Loading the chat model ({previous[1]}) again…")
+        try:
+            reg.load(previous[0], progress=req.say)
+        except Exception as exc:  # noqa: BLE001 - a message, never a traceback
+            req.say(f"The chat model could not be loaded again: {user_message(exc)}")
+    return result
+
+
+def run(config: CompareConfig, reload: bool) -> ComparisonResult | None:
+    switches = operator_switches()  # the same switches as every other page and CLI subcommand
+    access = LoadAccess(token=hf_token(), allow_pickle=switches.allow_pickle,
+                        trust_remote_code=switches.trust_remote_code)
     with st.status(f"Comparing {len(config.models)} model(s) × {len(config.precisions)} precision(s)…",
                    expanded=True) as status:
-        if previous is not None:
-            status.write(f"Unloading the chat model ({previous[1]}, {previous[2]}) so the comparison has the memory.")
-            reg.unload()
-        switches = operator_switches()  # the same switches as every other page and CLI subcommand
-        access = LoadAccess(token=hf_token(), allow_pickle=switches.allow_pickle,
-                            trust_remote_code=switches.trust_remote_code)
-        result = run_comparison(config, progress=status.write, access=access)
-        if reload and previous is not None:
-            status.write(f"Loading the chat model ({previous[1]}) again…")
-            try:
-                reg.load(previous[0], progress=status.write)
-            except Exception as exc:  # noqa: BLE001 - a message, never a traceback
-                status.write(f"The chat model could not be loaded again: {user_message(exc)}")
+        try:
+            result = model_worker().exclusive(
+                lambda req: compare_on_worker(config, reload, access, req), session_id(), progress=status.write,
+                alive=session_alive(), on_wait=lambda n: status.write(queue_note(n)) if n else None)
+        except Exception as exc:  # noqa: BLE001 - cancelled, or the unexpected: a message, never a traceback
+            status.update(label="The comparison did not run to its end", state="error", expanded=False)
+            st.error(user_message(exc))
+            return None
         loaded = sum(r.loaded_precision is not None for r in result.runs)
         state = "complete" if loaded else "error"
         status.update(label=f"Compared {loaded} of {len(result.runs)} runs in {result.seconds:.0f} s",

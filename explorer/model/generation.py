@@ -1,14 +1,16 @@
 """Chat prompts in, streamed text out: templates, streaming with a timeout, batching, stopping.
 
-`generate` runs in a worker thread that never touches the UI; text reaches the caller through a
-`TextIteratorStreamer` whose timeout turns a hung or failed `generate` into an error instead of
-a page that spins forever.
+The app generates on the model worker (explorer/model/worker.py) through `generate_streaming`,
+which runs in the calling thread and hands text to a callback. `stream_generate` is the plain
+Python API's iterator: it runs `generate` in a thread of its own per answer (fine for a script,
+not for the app: on a GPU each new thread pays cuDNN's set-up again), and a `TextIteratorStreamer`
+timeout turns a hung `generate` into an error instead of a caller that waits forever.
 """
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -239,6 +241,63 @@ class GenerationStream:
             sequence_ids=ids, notices=list(self.prepared.notices))
 
 
+def _callback_streamer(tokenizer, on_text: Callable[[str], None]):
+    """A generate() streamer that hands each finished piece of text to `on_text` in the thread that
+    runs generate (the model worker's): no second thread, no queue of its own. `.first` is when
+    the first piece arrived (perf_counter)."""
+    from transformers import TextStreamer
+
+    class CallbackStreamer(TextStreamer):
+        first: float | None = None
+
+        def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+            if text:
+                if self.first is None:
+                    self.first = time.perf_counter()
+                on_text(text)
+
+    return CallbackStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+
+
+def generate_streaming(loaded: LoadedModel, prepared: PreparedPrompt, options: GenerateOptions,
+                       on_text: Callable[[str], None], stop_event: threading.Event | None = None) -> GenerationResult:
+    """Generate in the calling thread, handing text to `on_text` as it forms; `stop_event` ends it
+    between two tokens. The model worker calls this; errors come back as GenerationError."""
+    from transformers import StoppingCriteriaList
+
+    loaded.ensure_current()
+    stop_event = stop_event or threading.Event()
+    streamer = _callback_streamer(loaded.tokenizer, on_text)
+    kwargs = options.generate_kwargs()
+    kwargs.update(input_ids=prepared.input_ids, attention_mask=prepared.attention_mask,
+                  max_new_tokens=prepared.max_new_tokens, streamer=streamer,
+                  pad_token_id=pad_token_id(loaded.tokenizer),
+                  stopping_criteria=StoppingCriteriaList([_StopOnEvent(stop_event)]))
+    start = time.perf_counter()
+    try:
+        with torch.inference_mode():
+            out = loaded.model.generate(**kwargs)
+    except Exception as exc:  # noqa: BLE001 - a message for the page; the model stays usable
+        if stop_event.is_set():
+            raise                           # cancelled mid-forward (see explorer.model.worker): as is
+        loaded.ensure_current()
+        if _is_oom(exc):
+            release_memory()
+            raise GenerationError("Out of memory during generation: try fewer new tokens or a shorter "
+                                  "prompt. The model is still loaded.") from None
+        raise GenerationError(f"Generation failed: {type(exc).__name__}: {clean_text(str(exc))[:300]}") from None
+    loaded.ensure_current()
+    seconds = time.perf_counter() - start
+    ids = out[0].tolist()
+    n_prompt = prepared.input_ids.shape[1]
+    new = ids[n_prompt:]
+    return GenerationResult(
+        text=loaded.tokenizer.decode(new, skip_special_tokens=True), prompt_tokens=n_prompt,
+        new_tokens=len(new), seconds=seconds,
+        time_to_first_token=None if streamer.first is None else streamer.first - start,
+        stopped=stop_event.is_set(), sequence_ids=ids, notices=list(prepared.notices))
+
+
 def stream_generate(loaded: LoadedModel, messages: list[Message], options: GenerateOptions | None = None,
                     stop_event: threading.Event | None = None) -> GenerationStream:
     return GenerationStream(loaded, messages, options or GenerateOptions(), stop_event)
@@ -276,6 +335,18 @@ def generate(loaded: LoadedModel, messages: list[Message], options: GenerateOpti
                             sequence_ids=out[0].tolist(), notices=prepared.notices)
 
 
+def _left_padded(tokenizer, texts: list[str], pad_id: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, W) ids and mask, every row ending at its prompt. Padded here rather than by the tokenizer,
+    whose `padding_side` and `pad_token` belong to every session sharing it and are never changed."""
+    special = not getattr(tokenizer, "chat_template", None)
+    rows = [tokenizer(t, add_special_tokens=special)["input_ids"] for t in texts]
+    width = max(len(r) for r in rows)
+    fill = 0 if pad_id is None else pad_id
+    ids = torch.tensor([[fill] * (width - len(r)) + list(r) for r in rows], dtype=torch.long)  # (B, W)
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], dtype=torch.long)  # (B, W)
+    return ids, mask
+
+
 def generate_batch(loaded: LoadedModel, conversations: list[list[Message]],
                    options: GenerateOptions | None = None) -> list[GenerationResult]:
     """Several conversations in one batched `generate` call, left-padded so every row ends at the prompt."""
@@ -289,15 +360,7 @@ def generate_batch(loaded: LoadedModel, conversations: list[list[Message]],
         texts.append(prepared.text)
         notices.append(prepared.notices)
     pad_id = pad_token_id(tokenizer)
-    side, pad_token = tokenizer.padding_side, tokenizer.pad_token
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    try:
-        enc = tokenizer(texts, return_tensors="pt", padding=True,
-                        add_special_tokens=not getattr(tokenizer, "chat_template", None))
-    finally:
-        tokenizer.padding_side, tokenizer.pad_token = side, pad_token
+    enc = dict(zip(("input_ids", "attention_mask"), _left_padded(tokenizer, texts, pad_id)))
     device = _device_of(loaded.model)
     kwargs = options.generate_kwargs()
     limit = loaded.context_length

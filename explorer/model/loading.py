@@ -227,6 +227,17 @@ class ModelRegistry:
         except Exception:  # noqa: BLE001 - the original error is the one to report
             self._current = None
 
+    def adopt(self, loaded: LoadedModel) -> LoadedModel:
+        """Make an already loaded model resident (the model worker's adopt: tests, benches, the CLI);
+        the model resident before is unloaded, as a load would."""
+        loaded.ensure_current()
+        with self._lock:
+            previous, self._current = self._current, loaded
+            if previous is not loaded:
+                unload(previous)
+            del previous
+            return loaded
+
     def unload(self) -> None:
         with self._lock:
             previous, self._current = self._current, None

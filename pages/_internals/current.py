@@ -12,6 +12,7 @@ from explorer.model.errors import ModelReplaced, clean_text, user_message
 from explorer.record.capture import DEFAULT_PARTS, CaptureOptions, PromptTooLongError, capture
 from explorer.views.readout import Readout
 from explorer.views.url_state import ViewState
+from pages._common import run_on_model
 from pages._state import BUDGET, COMPONENTS, CURRENT, HEAD, LAYER, PENDING, TOKEN, TOUR_STEP, VIEW_WIDGET
 
 
@@ -50,10 +51,11 @@ def capture_options(model_name: str, precision: str | None = None) -> CaptureOpt
 
 def run_capture(loaded, prompt, text: str, source: str, origin: str, answer_start: int | None = None) -> bool:
     """The one place the model runs. Returns False (with a message) when the prompt can't be captured."""
+    options = capture_options(loaded.name, loaded.precision)   # read here: session state is this thread's
     try:
         loaded.ensure_current()
         with st.status(f"Capturing the {origin} with {loaded.name} ({loaded.precision})…", expanded=False) as status:
-            cap = capture(loaded.model, loaded.tokenizer, prompt, capture_options(loaded.name, loaded.precision))
+            cap = run_on_model(lambda m: capture(m.model, m.tokenizer, prompt, options), generation=loaded.generation)
             loaded.ensure_current()  # replaced meanwhile: the capture belongs to a model that is gone
             status.update(label=f"Captured {cap.num_tokens} tokens × {cap.num_layers} layers", state="complete")
     except ModelReplaced:

@@ -6,6 +6,7 @@ browser is the system's /usr/bin/chromium, never one that a tool downloads.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -34,26 +36,49 @@ def chromium_path() -> str | None:
     return os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+@dataclass
+class Server:
+    url: str
+    pid: int
+    worker_status: Path  # the model worker's status file (EXPLORER_WORKER_STATUS)
+
+    def worker(self) -> dict:
+        try:
+            return json.loads(self.worker_status.read_text())
+        except (OSError, ValueError):
+            return {}
+
+
 @contextlib.contextmanager
-def served_app(log: Path, env_extra: dict[str, str] | None = None) -> Iterator[str]:
-    """A fresh `scripts/serve.py` server on a free port; yields its URL once /_stcore/health answers."""
+def served_process(log: Path, env_extra: dict[str, str] | None = None) -> Iterator[Server]:
+    """A fresh `scripts/serve.py` server on a free port, as a user starts it (the project's
+    .streamlit/config.toml applies: no file watcher); yields it once /_stcore/health answers."""
     port = _free_port()
-    env = dict(os.environ, STREAMLIT_BROWSER_GATHER_USAGE_STATS="false", PYTHONUNBUFFERED="1", **(env_extra or {}))
+    status = log.with_name(log.stem + "-worker.json")
+    env = dict(os.environ, STREAMLIT_BROWSER_GATHER_USAGE_STATS="false", PYTHONUNBUFFERED="1",
+               EXPLORER_WORKER_STATUS=str(status), **(env_extra or {}))
     with open(log, "w") as out:
         proc = subprocess.Popen(
             [sys.executable, str(ROOT / "scripts" / "serve.py"), "--server.headless", "true",
-             "--server.port", str(port), "--server.address", "127.0.0.1", "--server.fileWatcherType", "none"],
+             "--server.port", str(port), "--server.address", "127.0.0.1"],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_healthy(proc, url, log)
-        yield url
+        yield Server(url, proc.pid, status)
     finally:
         proc.terminate()
         try:
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@contextlib.contextmanager
+def served_app(log: Path, env_extra: dict[str, str] | None = None) -> Iterator[str]:
+    """A fresh server's URL (see served_process)."""
+    with served_process(log, env_extra) as server:
+        yield server.url
 
 
 def _wait_healthy(proc: subprocess.Popen, url: str, log: Path) -> None:
@@ -71,10 +96,15 @@ def _wait_healthy(proc: subprocess.Popen, url: str, log: Path) -> None:
 
 
 @pytest.fixture(scope="session")
-def app_url(tmp_path_factory) -> Iterator[str]:
+def app_server(tmp_path_factory) -> Iterator[Server]:
     """One server shared by the session's browser tests (the model loads once)."""
-    with served_app(tmp_path_factory.mktemp("streamlit") / "server.log") as url:
-        yield url
+    with served_process(tmp_path_factory.mktemp("streamlit") / "server.log") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def app_url(app_server) -> str:
+    return app_server.url
 
 
 @pytest.fixture(scope="session")
@@ -88,6 +118,21 @@ def browser():
         b = pw.chromium.launch(executable_path=exe, headless=True, args=CHROMIUM_ARGS)
         yield b
         b.close()
+
+
+def new_page(browser):
+    context = browser.new_context(viewport={"width": 1600, "height": 1000})
+    pg = context.new_page()
+    pg.set_default_timeout(60_000)
+    return pg
+
+
+def screenshot(pg, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    try:
+        pg.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    except Exception:  # noqa: BLE001 - a screenshot is a courtesy, not part of the verdict
+        pass
 
 
 @pytest.fixture

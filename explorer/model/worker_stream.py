@@ -1,0 +1,162 @@
+"""A streamed answer generated on the model worker's thread and read in the caller's thread.
+
+Why a stream of messages rather than a TextIteratorStreamer: the worker must never wait on a
+consumer, and the consumer must notice a closed session or a silent worker. The consumer polls
+its inbox a few times a second; if it stops polling (its thread stopped, the generator dropped)
+the worker stops generating at the next token.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from concurrent.futures import CancelledError
+from typing import Any, Iterator
+
+from explorer.model.generation import GenerateOptions, GenerationError, generate_streaming, prepare
+from explorer.model.loading import LoadedModel
+from explorer.model.errors import ExplorerError, clean_text
+from explorer.model.worker import POLL_S, Alive, ModelWorker, OnWait, Request, RequestCancelled
+
+
+class WorkerStream:
+    """A streamed answer generated on the worker thread; iterate it in the caller's thread.
+
+    `wait_started` blocks until the worker took the request and prepared the prompt (reporting
+    the queue position meanwhile); iterating yields text chunks and then sets `result`. If the
+    caller stops pulling (rerun, tab closed, the generator dropped) the generation is cancelled.
+    """
+
+    def __init__(self, worker: ModelWorker, messages, options, session: str = "default",
+                 stop_event: threading.Event | None = None, generation: int | None = -1,
+                 abandon_after_s: float = 10.0) -> None:
+        self.options = options or GenerateOptions()
+        self.messages = messages
+        self.prepared = None
+        self.result = None
+        self.abandon_after_s = abandon_after_s
+        self._pending: list[str] = []
+        self._finished = False
+        # the page's stop button and our cancel are one event
+        self.request = worker.submit(self._work, session, kind="stream", generation=generation,
+                                     cancel_event=stop_event)
+        self.submitted = self.request.submitted
+        self.first_token_at: float | None = None
+
+    # ---- worker side
+    def _work(self, loaded: LoadedModel, req: Request):
+        prepared = prepare(loaded, self.messages, self.options.max_new_tokens)
+        req.inbox.put(("prepared", prepared))
+
+        def on_text(text: str) -> None:
+            req.inbox.put(("text", text))
+            if req.abandoned(self.abandon_after_s):
+                req.cancel_event.set()
+
+        return generate_streaming(loaded, prepared, self.options, on_text, req.cancel_event)
+
+    # ---- caller side
+    def cancel(self) -> None:
+        self.request.cancel()
+
+    def position(self) -> int | None:
+        return self.request.position()
+
+    @property
+    def stop_event(self) -> threading.Event:
+        return self.request.cancel_event
+
+    def _get(self, alive: Alive | None, waited_for: str) -> tuple[str, Any]:
+        """The next message from the worker; raises if the session closed or the worker is silent."""
+        quiet_since = time.monotonic()
+        while True:
+            self.request.last_poll = time.monotonic()
+            try:
+                return self.request.inbox.get(timeout=POLL_S)
+            except queue.Empty:
+                pass
+            if alive is not None and not alive():
+                self.cancel()
+                raise RequestCancelled("The session that asked for this closed.")
+            if self.request.future.done() and self.request.inbox.empty():
+                return "done", None
+            if self.request.started is None:
+                quiet_since = time.monotonic()     # queued time does not count against the timeout
+            elif time.monotonic() - quiet_since > self.options.timeout_s:
+                self.cancel()
+                raise GenerationError(f"No {waited_for} arrived for {self.options.timeout_s:.0f} s: generation "
+                                      "stopped. The model may be too slow for this prompt on this machine.")
+
+    def wait_started(self, on_wait: OnWait | None = None, alive: Alive | None = None):
+        """Wait in the queue until the prompt is prepared; returns the PreparedPrompt."""
+        shown: int | None = -1
+        try:
+            while self.prepared is None:
+                pos = self.position()
+                if on_wait is not None and pos is not None and pos != shown:
+                    shown = pos
+                    on_wait(pos)
+                kind, payload = self._get(alive, "answer")
+                if kind == "prepared":
+                    self.prepared = payload
+                elif kind == "text":
+                    self._pending.append(payload)
+                elif kind == "done":
+                    self._raise_outcome()
+            return self.prepared
+        except BaseException:
+            if not self.request.future.done():
+                self.cancel()
+            raise
+
+    def iterate(self, alive: Alive | None = None) -> Iterator[str]:
+        """Text chunks as the worker produces them; `result` is set once the stream ends."""
+        try:
+            if self.prepared is None:
+                self.wait_started(alive=alive)
+            while self._pending:
+                chunk = self._pending.pop(0)
+                self._mark_first(chunk)
+                yield chunk
+            while True:
+                kind, payload = self._get(alive, "token")
+                if kind == "text":
+                    self._mark_first(payload)
+                    yield payload
+                elif kind == "done":
+                    break
+            self.result = self._raise_outcome()
+            self._finished = True
+        finally:
+            if not self._finished:
+                self.cancel()
+
+    def __iter__(self) -> Iterator[str]:
+        return self.iterate()
+
+    def _mark_first(self, chunk: str) -> None:
+        if chunk and self.first_token_at is None:
+            self.first_token_at = time.perf_counter()
+
+    def _raise_outcome(self):
+        """The worker's result, or its exception re-raised here as the message the page shows."""
+        try:
+            return self.request.future.result()
+        except CancelledError:
+            raise RequestCancelled("Cancelled.") from None
+        except ExplorerError:            # GenerationError, ModelReplaced, NoModelLoaded, RequestCancelled
+            raise
+        except Exception as exc:  # noqa: BLE001 - shown as a message, the model stays usable
+            raise GenerationError(f"Generation failed: {type(exc).__name__}: {clean_text(str(exc))[:300]}") from None
+
+    @property
+    def time_to_first_token_from_submit(self) -> float | None:
+        return None if self.first_token_at is None else self.first_token_at - self.submitted
+
+
+def stream_on_worker(worker: ModelWorker, messages, options=None, session: str = "default",
+                     stop_event: threading.Event | None = None, generation: int | None = -1) -> WorkerStream:
+    return WorkerStream(worker, messages, options, session, stop_event, generation)
+
+
+__all__ = ["WorkerStream", "stream_on_worker"]

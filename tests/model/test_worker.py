@@ -1,0 +1,270 @@
+"""The model worker: one thread runs every model call, sessions queue fairly, cancel works queued or
+running, errors come back to the caller, loads are requests too, and a replaced model is noticed."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from transformers import AutoTokenizer
+
+from explorer.model.generation import GenerateOptions, GenerationError, conversation, generate, generate_batch
+from explorer.model.loading import LoadConfig, LoadError, embedded_model_dir, load_model
+from explorer.model.errors import ModelReplaced, user_message
+from explorer.model.worker import ModelWorker, NoModelLoaded, RequestCancelled
+from explorer.model.worker_stream import WorkerStream
+from tests.tiny_models import save_tiny_folder
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    tokenizer = AutoTokenizer.from_pretrained(str(embedded_model_dir()))
+    root = tmp_path_factory.mktemp("worker")
+    return {f: save_tiny_folder(f, root / f, tokenizer) for f in ("llama", "qwen2")}
+
+
+@pytest.fixture(scope="module")
+def tiny(folders):
+    return load_model(LoadConfig(source=str(folders["llama"]), precision="fp32"))
+
+
+@pytest.fixture
+def worker(folders, tmp_path):
+    """A worker with its own resident copy of the tiny model (loads and adopts free the previous one)."""
+    w = ModelWorker(status_file=tmp_path / "status.json")
+    w.adopt(load_model(LoadConfig(source=str(folders["llama"]), precision="fp32")))
+    yield w
+    w.unload()
+    w.shutdown()
+
+
+def gate(worker: ModelWorker, session: str = "blocker"):
+    """Occupy the worker until the returned event is set, so that later requests queue."""
+    release, running = threading.Event(), threading.Event()
+
+    def block(_loaded, _req):
+        running.set()
+        release.wait(10)
+        return "gate"
+
+    request = worker.submit(block, session)
+    assert running.wait(5)
+    return release, request
+
+
+def record(order: list, label: str):
+    return lambda _loaded, _req: order.append((label, threading.current_thread().name))
+
+
+def test_every_request_runs_on_the_one_worker_thread_in_round_robin_order(worker):
+    release, _ = gate(worker)
+    order: list = []
+    requests = [worker.submit(record(order, f"a{i}"), "A") for i in range(3)]
+    requests += [worker.submit(record(order, "b0"), "B"), worker.submit(record(order, "c0"), "C"),
+                 worker.submit(record(order, "b1"), "B")]
+    release.set()
+    for r in requests:
+        r.wait(timeout=10)
+    assert [label for label, _ in order] == ["a0", "b0", "c0", "a1", "b1", "a2"]
+    assert {thread for _, thread in order} == {worker.thread.name}
+
+
+def test_queue_position_counts_the_running_request_and_the_fair_order(worker):
+    release, _ = gate(worker)
+    a = [worker.submit(record([], "a"), "A") for _ in range(2)]
+    b = worker.submit(record([], "b"), "B")
+    assert a[0].position() == 1            # only the running request is before it
+    assert b.position() == 2               # A's first, then B: A's second waits for B
+    assert a[1].position() == 3
+    seen: list[int] = []
+    release.set()
+    b.wait(on_wait=seen.append, timeout=10)
+    assert worker.status()["generation"] == worker.generation
+
+
+def test_a_cancelled_queued_request_never_runs(worker):
+    release, _ = gate(worker)
+    ran: list = []
+    request = worker.submit(record(ran, "x"), "A")
+    request.cancel()
+    assert request.position() is None
+    release.set()
+    with pytest.raises(RequestCancelled):
+        request.wait(timeout=5)
+    worker.call(lambda m: None)          # the worker is still serving
+    assert ran == []
+
+
+def test_a_running_generation_stops_on_cancel(worker):
+    stream = WorkerStream(worker, conversation("Count to a thousand"), GenerateOptions(max_new_tokens=200), "A")
+    stream.wait_started(alive=lambda: True)
+    chunks = iter(stream)
+    next(chunks)
+    stream.cancel()
+    rest = list(chunks)
+    assert stream.result.stopped and stream.result.new_tokens < 200
+    assert len(rest) < 199
+    assert _wait_idle(worker)
+
+
+def test_errors_are_raised_in_the_caller_and_the_worker_keeps_serving(worker):
+    def boom(_loaded):
+        raise ValueError("bad input")
+
+    with pytest.raises(ValueError, match="bad input"):
+        worker.call(boom)
+    with pytest.raises(GenerationError, match="empty"):
+        list(WorkerStream(worker, [{"role": "user", "content": "  "}], GenerateOptions(max_new_tokens=2)))
+    assert worker.call(lambda m: m.name) == worker.current.name
+
+
+def test_a_closed_session_cancels_its_queued_request(worker):
+    release, _ = gate(worker)
+    alive = threading.Event()
+    alive.set()
+    ran: list = []
+    request = worker.submit(record(ran, "x"), "gone")
+    threading.Timer(0.3, alive.clear).start()
+    with pytest.raises(RequestCancelled):
+        request.wait(alive=alive.is_set, timeout=10)
+    release.set()
+    assert _wait_idle(worker) and ran == []
+
+
+def test_a_stream_whose_consumer_vanished_is_stopped_by_the_worker(worker):
+    stream = WorkerStream(worker, conversation("Count"), GenerateOptions(max_new_tokens=200), "A",
+                          abandon_after_s=0.0)
+    # nobody iterates: the worker notices that the consumer is not polling and stops at a token
+    result = stream.request.future.result(timeout=30)
+    assert result.stopped and result.new_tokens < 200
+
+
+def test_streamed_text_on_the_worker_equals_plain_generate_and_starts_no_thread(worker, tiny):
+    options = GenerateOptions(max_new_tokens=8)
+    threads = threading.active_count()
+    stream = WorkerStream(worker, conversation("Tell me a story"), options, "A")
+    chunks, counts = [], []
+    for chunk in stream:
+        chunks.append(chunk)
+        counts.append(threading.active_count())
+    text = "".join(chunks)
+    assert counts and set(counts) == {threads}
+    assert stream.result.time_to_first_token is not None
+    assert text == stream.result.text == generate(tiny, conversation("Tell me a story"), options).text
+
+
+def test_a_load_while_requests_are_queued_runs_in_turn_and_fails_the_older_model_s_later_requests(worker, folders):
+    release, _ = gate(worker)
+    before = worker.generation
+    done: list = []
+    first = worker.submit(lambda m, _r: done.append(m.name) or m.name, "A")            # queued before the load
+    loader = threading.Thread(target=lambda: done.append(
+        worker.load(LoadConfig(source=str(folders["qwen2"]), precision="fp32"), "B")))
+    loader.start()
+    time.sleep(0.3)
+    stale = worker.submit(lambda m, _r: m.name, "C", generation=before)                # made for the old model
+    release.set()
+    old_name = first.wait(timeout=30)
+    loader.join(30)
+    assert old_name == "llama" and worker.current.name == "qwen2" and worker.generation > before
+    with pytest.raises(ModelReplaced, match="run it again"):
+        stale.wait(timeout=30)
+    fresh_gen = worker.generation
+    assert worker.call(lambda m: m.name, generation=fresh_gen) == "qwen2"
+
+
+def test_a_failed_load_keeps_the_resident_model_and_its_requests_valid(worker, tmp_path):
+    made_for = worker.generation
+    with pytest.raises(LoadError, match="No such file"):
+        worker.load(LoadConfig(source=str(tmp_path / "missing")))
+    assert worker.generation == made_for
+    assert worker.call(lambda m: m.name, generation=made_for) == "llama"
+
+
+def test_no_model_is_a_clear_error(tiny):
+    w = ModelWorker()
+    try:
+        with pytest.raises(NoModelLoaded, match="No model is loaded"):
+            w.call(lambda m: m.name, timeout=10)
+    finally:
+        w.shutdown()
+
+
+def test_the_status_file_says_when_the_worker_is_busy(worker):
+    import json
+
+    release, _ = gate(worker, "S1")
+    status = json.loads(worker.status_file.read_text())
+    assert status["busy"] and status["running_session"] == "S1"
+    release.set()
+    assert _wait_idle(worker)
+    assert json.loads(worker.status_file.read_text())["busy"] is False
+
+
+def test_batched_generation_leaves_the_shared_tokenizer_untouched(tiny):
+    tok = tiny.tokenizer
+    before = (tok.padding_side, tok.pad_token, tok.pad_token_id)
+    results = generate_batch(tiny, [conversation("Hi"), conversation("A much longer question here")],
+                             GenerateOptions(max_new_tokens=3))
+    assert (tok.padding_side, tok.pad_token, tok.pad_token_id) == before
+    assert len(results) == 2 and all(r.new_tokens >= 1 for r in results)
+
+
+def _wait_idle(worker: ModelWorker, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if worker.idle():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_a_cancel_stops_a_long_forward_between_two_layers(worker):
+    """A capture (or a prefill) is one long forward: a cancel lands at the next decoder layer."""
+    from explorer.record.capture import capture
+
+    started, seen = threading.Event(), []
+    # (the slow hook stays on this test's own model copy; the worker fixture loads a fresh one)
+
+    def slow_capture(loaded, request):
+        layers = list(loaded.model.model.layers)
+        def slow(*_):
+            started.set()
+            time.sleep(0.5)
+            seen.append(1)
+
+        layers[1].register_forward_pre_hook(slow)
+        return capture(loaded.model, loaded.tokenizer, list(range(5, 40)))
+
+    request = worker.submit(slow_capture, "A")
+    assert started.wait(10)
+    request.cancel()
+    with pytest.raises(RequestCancelled):
+        request.wait(timeout=10)
+    assert _wait_idle(worker)
+    assert worker.call(lambda m: capture(m.model, m.tokenizer, list(range(5, 12))).num_tokens) == 7
+
+
+def test_the_model_changed_check_is_the_loaded_model_s_own_generation(worker, folders):
+    """One mechanism: a request made for a LoadedModel fails with ModelReplaced once that model is
+    retired, and the worker's generation is the resident model's `LoadedModel.generation`."""
+    old = worker.current
+    assert worker.generation == old.generation
+    adopted = load_model(LoadConfig(source=str(folders["qwen2"]), precision="fp32"))
+    worker.adopt(adopted)                                  # through ModelRegistry.adopt: the old one retires
+    assert old.retired and worker.current is adopted and worker.generation == adopted.generation
+    with pytest.raises(ModelReplaced):
+        old.ensure_current()
+    with pytest.raises(ModelReplaced):                     # made for the model the page showed, now gone
+        worker.call(lambda m: m.name, "A", generation=old.generation, timeout=30)
+    assert worker.call(lambda m: m.name, "A", generation=adopted.generation, timeout=30) == "qwen2"
+
+
+def test_worker_errors_read_as_plain_sentences(worker):
+    """The pages show `user_message(exc)`: the worker's own errors are typed, so they read as written."""
+    request = worker.submit(lambda m, _r: m.name, "A", generation=worker.generation + 1000)
+    with pytest.raises(ModelReplaced) as replaced:
+        request.wait(timeout=30)
+    assert user_message(replaced.value).endswith("run it again.")
+    assert not user_message(RequestCancelled("Cancelled.")).startswith("Unexpected")
+    assert user_message(NoModelLoaded()) == "No model is loaded."
