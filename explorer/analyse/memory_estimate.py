@@ -124,9 +124,17 @@ class MemoryEstimate:
         return self.allocated_bytes / GIB
 
 
-def estimate_memory(model: nn.Module, precision: str | PrecisionSpec) -> MemoryEstimate:
-    """Memory of `model` (a meta skeleton from model_from_config) loaded in `precision`."""
+def estimate_memory(model: nn.Module, precision: str | PrecisionSpec,
+                    compute_dtype: torch.dtype | None = None) -> MemoryEstimate:
+    """Memory of `model` (a meta skeleton from model_from_config) loaded in `precision`.
+
+    `compute_dtype` matters for 4-bit only: bitsandbytes keeps what it does not quantize
+    (embeddings, norms, often the LM head) in the compute dtype, which the loader makes fp32 on a
+    CPU without native bf16, so a small model's footprint grows by a third there.
+    """
     spec = _spec(precision)
+    if compute_dtype is not None and spec.weight_kind in {"nf4", "fp4"}:
+        spec = replace(spec, rest_dtype=compute_dtype)
     records = planned_inventory(model, spec)
     params = [r for r in records if r.kind == "param"]
     return MemoryEstimate(

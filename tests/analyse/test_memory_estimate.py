@@ -6,7 +6,7 @@ import torch
 
 from explorer.analyse.architecture import model_from_config
 from explorer.analyse.inventory import count_parameters, inventory
-from explorer.model.load_config import bnb_config
+from explorer.model.load_config import DTYPES, bnb_config
 from explorer.model.precisions import PRECISIONS
 from explorer.analyse.memory_estimate import GIB, GPUS, REPORTED, estimate_all, estimate_memory, gpu_fit, \
     kv_cache_bytes, precision_key, quantized_modules
@@ -123,6 +123,7 @@ def test_estimate_matches_the_embedded_model_loaded_for_real(fixture, precision,
 
     loaded = request.getfixturevalue(fixture)
     assert precision_key(loaded.precision, loaded.config.double_quant) == precision
-    estimate = estimate_memory(model_from_config(embedded_config()), precision)
+    compute = DTYPES[loaded.compute_dtype] if loaded.compute_dtype else None   # "auto" picks it by device
+    estimate = estimate_memory(model_from_config(embedded_config()), precision, compute)
     assert abs(estimate.footprint_bytes / loaded.footprint_bytes - 1) < TOLERANCE
     assert count_parameters(loaded.model) == estimate.params == 134_515_008
