@@ -2,8 +2,8 @@
 
 Why: bitsandbytes' 4-bit layers compute in bf16 unless told otherwise, and a CPU without native
 bf16 (no AVX-512 BF16 / AMX) emulates it, so a new user waits seconds for the first token. This
-script measures what the chat page does (a fresh script thread calling `stream_generate`, which
-streams from its own generation thread) for NF4 with bf16 compute, NF4 with fp32 compute, bf16 and
+script measures what the chat page does (a fresh script thread submitting a WorkerStream to the one
+long-lived model worker, which also does the loads) for NF4 with bf16 compute, NF4 with fp32 compute, bf16 and
 fp32, and records first-token latency and decode tokens/s into bench/results/cpu_precisions.{json,md}.
 
     .venv/bin/python bench/bench_cpu_precisions.py [--new-tokens 48] [--repeats 3]
@@ -24,8 +24,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_loading import machine  # noqa: E402
-from explorer.model.generation import GenerateOptions, conversation, stream_generate  # noqa: E402
-from explorer.model.loading import LoadConfig, load_model, plan_precision, release_memory, unload  # noqa: E402
+from explorer.model.generation import GenerateOptions, conversation  # noqa: E402
+from explorer.model.loading import LoadConfig, plan_precision  # noqa: E402
+from explorer.model.worker import ModelWorker  # noqa: E402
+from explorer.model.worker_stream import WorkerStream  # noqa: E402
 
 PROMPT = "Tell me about lighthouses."
 GOAL_FIRST_TOKEN_S = 1.5
@@ -39,17 +41,18 @@ RUNS = (  # label, precision, compute dtype
 )
 
 
-def streamed_turn(loaded, options: GenerateOptions) -> tuple[float, float, int]:
-    """One chat turn as the page runs it: called from a fresh thread, like Streamlit's script runner."""
+def streamed_turn(worker: ModelWorker, options: GenerateOptions) -> tuple[float, float, int]:
+    """One chat turn as the page runs it: a fresh thread (Streamlit's script runner makes one per
+    rerun) submits a WorkerStream to the one long-lived model worker and iterates it."""
     out: dict = {}
 
     def script_thread() -> None:
         start = time.perf_counter()
-        stream = stream_generate(loaded, conversation(PROMPT), options)
+        stream = WorkerStream(worker, conversation(PROMPT), options, session="bench")
         first = None
         for chunk in stream:
             if chunk and first is None:
-                first = time.perf_counter() - start  # includes templating and tokenizing, as the user sees
+                first = time.perf_counter() - start  # includes queueing, templating and tokenizing
         out["first"], out["result"] = first, stream.result
 
     t = threading.Thread(target=script_thread)
@@ -74,14 +77,15 @@ def main() -> None:
                      "default": {"precision": default_cfg.precision, "compute_dtype": default_compute},
                      "load_average_start": os.getloadavg()[0], "runs": {}}
     options = GenerateOptions(max_new_tokens=args.new_tokens)
+    worker = ModelWorker()
     for label, precision, compute in RUNS:
         start = time.perf_counter()
-        loaded = load_model(LoadConfig(precision=precision, compute_dtype=compute))
+        worker.load(LoadConfig(precision=precision, compute_dtype=compute))   # loads go through the worker too
         load_s = time.perf_counter() - start
-        streamed_turn(loaded, GenerateOptions(max_new_tokens=4))  # warm-up
+        streamed_turn(worker, GenerateOptions(max_new_tokens=4))  # warm-up
         firsts, rates, news = [], [], []
         for _ in range(args.repeats):
-            f, r, n = streamed_turn(loaded, options)
+            f, r, n = streamed_turn(worker, options)
             firsts.append(f)
             rates.append(r)
             news.append(n)
@@ -92,9 +96,7 @@ def main() -> None:
         row["meets_goals"] = row["first_token_s"] <= GOAL_FIRST_TOKEN_S and row["tokens_per_second"] >= GOAL_TOKENS_PER_S
         results["runs"][label] = row
         print(label, {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}, flush=True)
-        unload(loaded)
-        del loaded
-        release_memory()
+        worker.unload()
     results["load_average_end"] = os.getloadavg()[0]
     write(results)
 
@@ -110,7 +112,7 @@ def write(results: dict) -> None:
              f"{m['ram_gb']} GiB RAM; torch {m['torch']}; {results['date']}. "
              "Command: `.venv/bin/python bench/bench_cpu_precisions.py`", "",
              f"Prompt {results['prompt']!r} through the chat template, {results['new_tokens']} new tokens, greedy; "
-             "each turn is run as the chat page runs it (a fresh thread calling `stream_generate`). "
+             "each turn is run as the chat page runs it (a fresh thread submitting a WorkerStream to the one model worker). "
              "Median of the repeats. First token counts templating and tokenizing.", "",
              f"Default on this machine: {d['precision']} with {d['compute_dtype']} compute "
              "(`compute_dtype=\"auto\"`: fp32 on a CPU without native bf16, bf16 on a GPU).", "",
