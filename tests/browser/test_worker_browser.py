@@ -26,6 +26,22 @@ def open_chat(browser, url: str):
     return pg
 
 
+def pick_option(pg, selectbox: str, name: str, tries: int = 4) -> None:
+    """Open a selectbox and pick an option. On a loaded machine a click that lands while the page is
+    still settling after its first run can leave the list closed: open it again rather than fail."""
+    option = pg.get_by_role("option", name=name, exact=True)
+    for attempt in range(tries):
+        pg.locator(selectbox).click()
+        try:
+            option.wait_for(timeout=15_000)
+            break
+        except Exception:
+            if attempt == tries - 1:
+                raise
+            pg.keyboard.press("Escape")
+    option.click()
+
+
 @pytest.fixture(scope="module")
 def fp32_server(browser, tmp_path_factory):
     """A server of this module's own (the shared one keeps its NF4 model for the other tests), with
@@ -35,8 +51,7 @@ def fp32_server(browser, tmp_path_factory):
         try:
             pg.goto(f"{server.url}/")
             wait_idle(pg, 300_000)
-            pg.locator(".st-key-load_precision").click()
-            pg.get_by_role("option", name=PRECISION, exact=True).click()
+            pick_option(pg, ".st-key-load_precision", PRECISION)
             pg.locator(".st-key-load_button button").click()
             pg.get_by_text(re.compile(rf"Loaded .* \({PRECISION}\)")).first.wait_for(timeout=300_000)
             wait_idle(pg, 300_000)
