@@ -66,3 +66,28 @@ def test_gguf_conversion_reports_reading_and_writing(tmp_path):
     phases = {p for p, _, _ in rec.steps}
     assert "Writing the converted folder" in phases
     assert any("GGUF" in p for p in phases), phases
+
+
+def test_a_load_on_the_model_worker_hands_step_counts_to_the_waiting_thread(tiny_folder):
+    """The page draws the bar: counts made on the worker thread reach the caller's own thread."""
+    from explorer.model.worker import ModelWorker
+
+    class ThreadRecorder(Recorder):
+        def __init__(self) -> None:
+            super().__init__()
+            self.threads: set[str] = set()
+
+        def fraction(self, phase: str, done: int, total: int) -> None:
+            self.threads.add(threading.current_thread().name)
+            super().fraction(phase, done, total)
+
+    worker = ModelWorker(name="test-progress-worker")
+    try:
+        rec = ThreadRecorder()
+        worker.load(LoadConfig(source=str(tiny_folder), precision="fp32"), progress=rec)
+        weights = [s for s in rec.steps if s[0] == "Loading weights"]
+        assert weights and weights[-1][1] == weights[-1][2] > 1
+        assert rec.threads == {threading.current_thread().name}      # never the worker's thread
+        assert rec.lines                                            # text lines still arrive too
+    finally:
+        worker.shutdown()
