@@ -17,7 +17,7 @@ import streamlit as st
 
 from explorer.model.errors import Secret, env_token, user_message
 from explorer.model.loading import LoadConfig, LoadedModel, ModelRegistry, memory_snapshot
-from explorer.model.switches import env_flag, operator_switches
+from explorer.model.switches import operator_switches
 from explorer.views.units import fmt_bytes
 from explorer.model.worker import ModelWorker
 from pages._state import AUTOLOAD_TRIED, LOAD_ERROR
@@ -83,12 +83,6 @@ def current_model() -> LoadedModel | None:
     return registry().current
 
 
-def operator_allows(name: str) -> bool:
-    """Operator switches come from the environment only, never from a widget a visitor can tick
-    (explorer.model.switches reads them, for the CLI too)."""
-    return env_flag(name)
-
-
 def hf_secret() -> Secret | None:
     """The token from the environment or Streamlit secrets, wrapped so it is never displayed or stored
     in the clear (making the Secret also registers it with the message scrubber)."""
@@ -113,26 +107,56 @@ def show_error(message: str) -> None:
 
 
 def load_error_banner() -> None:
-    """Draw the kept error (if any) in the main area with a button to dismiss it."""
+    """The last load error, in the main area, until the user dismisses it (or a load succeeds),
+    with what is resident now.
+
+    Why here and sticky: a sidebar message below the fold is missed, and one that vanishes on
+    the next click is never read; "Still loaded" answers the first question after a failure."""
     message = st.session_state.get(LOAD_ERROR)
     if not message:
         return
-    st.error(message, icon="⚠️")
-    if st.button("Dismiss", key="load_error_dismiss"):
-        st.session_state.pop(LOAD_ERROR, None)
-        st.rerun()
+    with st.container(border=True, key="load_error_box"):
+        st.error(f"**The model did not load.** {message}", icon="⚠️")
+        resident = current_model()
+        cols = st.columns([4, 1])
+        cols[0].caption(f"Still loaded: {resident.name} ({resident.precision})." if resident is not None
+                        else "No model is loaded now.")
+        cols[1].button("Dismiss", key="load_error_dismiss", on_click=st.session_state.pop, args=(LOAD_ERROR, None))
+
+
+class PageProgress:
+    """The loader's progress in the page: text lines in a status box, step counts on a bar.
+
+    Why a bar: the first launch converts and loads for tens of seconds; a spinner alone looks hung.
+    The load runs on the model worker, which only queues the lines and counts on its request
+    (ModelWorker.load); this object is called from the page's own thread while it waits
+    (Request.wait drains them every poll), so st.* is never called off the script thread.
+    """
+
+    def __init__(self, status) -> None:
+        self._status = status
+        self._bar = status.empty()
+
+    def __call__(self, message: str) -> None:
+        self._status.write(message)
+
+    def fraction(self, phase: str, done: int, total: int) -> None:
+        self._bar.progress(min(max(done / total, 0.0), 1.0) if total else 0.0, text=f"{phase}: {done} of {total}")
 
 
 def load_into_registry(cfg: LoadConfig) -> LoadedModel | None:
-    """Load with visible progress; any failure becomes a message and the app keeps serving."""
+    """Load with visible progress; any failure becomes a message and the app keeps serving.
+
+    Call it from the main area: the progress and the error show where the user is looking."""
     switches = operator_switches()
     cfg.token = hf_secret()
     cfg.allow_pickle = switches.allow_pickle
     cfg.trust_remote_code = switches.trust_remote_code
+    cfg.allow_local_paths = switches.allow_local_paths
     label = cfg.source if isinstance(cfg.source, str) else "the model"
     with st.status(f"Loading {label[:80]} in {cfg.precision}…", expanded=True) as status:
         try:
-            loaded = model_worker().load(cfg, session_id(), progress=status.write, alive=session_alive(),
+            loaded = model_worker().load(cfg, session_id(), progress=PageProgress(status), alive=session_alive(),
                                          on_wait=lambda n: status.write(queue_note(n)) if n else None)
         except Exception as exc:  # noqa: BLE001 - the one boundary: a message, never a traceback
             status.update(label="Load failed: the model loaded before is still there" if current_model() else

@@ -9,8 +9,13 @@ from __future__ import annotations
 import streamlit as st
 
 # ---- the resident model (pages/_common.py, pages/chat.py) -----------------------------------
-LOAD_ERROR = "load_error"              # str: why the last load failed, shown by the chat page
+LOAD_ERROR = "load_error"              # str: why the last load failed, shown in the main area until dismissed
 AUTOLOAD_TRIED = "autoload_tried"      # bool: the embedded default was tried once this session
+
+# ---- the compare page (pages/compare.py, pages/_compare_job.py) -------------------------------
+COMPARE_INPUTS = "compare_inputs"      # dict: the form's last values, restored after leaving the page
+COMPARE_JOB = "compare_job"            # pages._compare_job.CompareJob: this session's running comparison
+COMPARE_OWNER = "compare_owner"        # str: this session's opaque id for the process-wide compare lock
 
 # ---- the chat panel (pages/_chat_panel.py, read by the internals page) -------------------------
 CHAT_MESSAGES = "chat_messages"        # list[{"role", "content"}]: the conversation

@@ -19,6 +19,7 @@ from explorer.views.units import fmt_bytes, fmt_count
 from explorer.analyse.memory_estimate import GIB, RUNTIME_RESERVE_GIB, estimate_all, gpu_fit, kv_cache_bytes, \
     precision_key
 from explorer.model.errors import clean_text, user_message
+from explorer.model.switches import local_paths_allowed
 from explorer.model.precisions import PRECISIONS
 from explorer.model.configs import config_from_dict, config_from_hub, config_from_json, config_from_path, \
     embedded_config, preset_config
@@ -64,7 +65,8 @@ def source_options(loaded) -> dict[str, str]:
         options[LOADED] = f"Loaded model: {loaded.name} ({loaded.precision})"
     options[EMBEDDED] = "SmolLM2-135M-Instruct (embedded) — config only"
     options.update({k: f"{p.label} — config only" for k, p in PRESETS.items()})
-    options[PATH] = "Local config.json or model folder"
+    if local_paths_allowed():
+        options[PATH] = "Local config.json or model folder"
     options[UPLOAD] = "Upload a config.json"
     options[HUB] = "Hub id (needs network)"
     return options

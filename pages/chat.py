@@ -7,6 +7,7 @@ import streamlit as st
 from explorer.model.errors import user_message
 from explorer.model.generation import conversation, generate_batch
 from explorer.model.load_config import COMPUTE_DTYPES, LoadConfig, plan_precision
+from explorer.model.switches import local_paths_allowed
 from explorer.model.precisions import LOAD_PRECISIONS as PRECISIONS
 from explorer.presets import PRESETS
 from pages._chat_panel import chat_panel, generation_options
@@ -18,10 +19,19 @@ from pages._state import AUTOLOAD_TRIED, LOAD_ERROR
 SOURCE_KINDS = ("Preset", "Hub id", "Local folder or .gguf file")
 
 
-def loader_form() -> None:
+def source_kinds() -> tuple[str, ...]:
+    """The local-path source is offered only where the operator allows paths on the server's disk."""
+    return SOURCE_KINDS if local_paths_allowed() else SOURCE_KINDS[:2]
+
+
+def loader_form() -> tuple[LoadConfig | None, object]:
+    """The sidebar form. Returns the config to load now (the load itself runs in the main area,
+    where its progress and error are seen) and a slot for the memory caption, filled after any
+    load so it never shows the RSS from before it."""
+    requested = None
     with st.sidebar:
         st.header("Model")
-        kind = st.radio("Source", SOURCE_KINDS, key="load_kind", horizontal=False)
+        kind = st.radio("Source", source_kinds(), key="load_kind", horizontal=False)
         if kind == "Preset":
             key = st.selectbox("Preset", list(PRESETS), format_func=lambda k: PRESETS[k].label, key="load_preset")
             st.caption(PRESETS[key].note)
@@ -38,17 +48,16 @@ def loader_form() -> None:
                                     f"(here: {plan_precision(LoadConfig())[1]}).")
         c1, c2 = st.columns(2)
         if c1.button("Load", type="primary", key="load_button"):
-            load_into_registry(LoadConfig(source=source, precision=precision, double_quant=double_quant,
-                                          compute_dtype=compute))
+            requested = LoadConfig(source=source, precision=precision, double_quant=double_quant,
+                                   compute_dtype=compute)
         if c2.button("Unload", key="unload_button"):
             try:
                 model_worker().unload(session_id(), alive=session_alive())
             except Exception as exc:  # noqa: BLE001 - e.g. cancelled: a message, never a traceback
                 show_error(user_message(exc))
             st.session_state[AUTOLOAD_TRIED] = True
-        if st.session_state.get(LOAD_ERROR):
-            st.caption("The load failed: see the message in the page.")
-        st.caption(memory_caption())
+        status_slot = st.container()
+    return requested, status_slot
 
 
 def model_card(loaded) -> None:
@@ -90,9 +99,15 @@ def batch_section(loaded) -> None:
                          hide_index=True, key="batch_results")
 
 
-loader_form()
+requested, status_slot = loader_form()
+if requested is not None:
+    load_into_registry(requested)
 loaded = ensure_model()
 load_error_banner()
+with status_slot:  # filled after the load, so the RSS is never the one from before it
+    if st.session_state.get(LOAD_ERROR):
+        st.caption("The load failed: see the message in the page.")
+    st.caption(memory_caption(), help="Measured after this page's last load or unload.")
 model_card(loaded)
 st.divider()
 chat_panel(loaded)

@@ -5,13 +5,19 @@ Coexistence with the app's resident model: a comparison loads its own models one
 it first unloads the resident (chat) model — for every session, since there is one — and, unless
 told not to, loads it again when the comparison ends. The page says so before and while it runs.
 The result lives in this session's state; it can be downloaded and opened again later.
+A comparison runs in a thread (pages/_compare_job.py) under a process-wide lock
+(explorer/compare/lock.py): one at a time across sessions, cancellable, and the form's inputs
+survive a visit to another page.
 """
 from __future__ import annotations
+
+import time
+import uuid
 
 import pandas as pd
 import streamlit as st
 
-from explorer.compare.run import CompareConfig, ComparisonResult, LoadAccess, RunRecord, run_comparison
+from explorer.compare.run import CANCELLED, CompareConfig, ComparisonResult, LoadAccess, RunRecord
 from explorer.compare.figures import attention_diff_figure, drift_summary_figure, position_kl_figure, \
     residual_drift_figure, run_labels, speed_memory_figure
 from explorer.model.precisions import LOAD_PRECISIONS as PRECISIONS
@@ -20,77 +26,128 @@ from explorer.views.teaching import escape_markdown
 from explorer.views.text import reveal
 from explorer.compare.report import drift_rows, html_report, markdown_report, results_from_json, results_to_json, \
     speed_rows
-from explorer.model.errors import user_message
-from explorer.model.switches import operator_switches
-from explorer.model.worker import Request
-from pages._common import hf_token, model_worker, queue_note, session_alive, session_id
+from explorer.compare.lock import COMPARE_LOCK, CompareBusy
+from explorer.model.switches import local_paths_allowed, operator_switches
+from pages import _compare_job as compare_job
+from pages._common import hf_token, model_worker, session_alive, session_id
+from pages._state import COMPARE_INPUTS, COMPARE_JOB, COMPARE_OWNER
 
 RESULT = "compare_result"
+ENDED = "compare_ended"            # (kind, message) of the comparison that just ended, shown once
 DEFAULT_PROMPTS = "What is the capital of France?\nExplain in one sentence why the sky is blue."
 
 
 # --------------------------------------------------------------------------- inputs
 
 
-def choose_config() -> CompareConfig:
+INPUT_DEFAULTS: dict[str, object] = {
+    "cmp_models": ["embedded"], "cmp_extra": "", "cmp_precisions": ["nf4", "bf16"], "cmp_prompts": DEFAULT_PROMPTS,
+    "cmp_max_new": 32, "cmp_fixed": False, "cmp_drift": True, "cmp_attention": True, "cmp_reload": True,
+}
+
+
+def restore_inputs() -> None:
+    """Put back the form's values before its widgets are drawn.
+
+    Why: Streamlit forgets a widget's value on any run that does not draw it, so a visit to
+    another page reset the whole form. The values are copied to a plain key (kept_inputs) on
+    every run and restored from it; the widgets take their value from session state only (no
+    default argument), so Streamlit has one source and no warning."""
+    kept = st.session_state.get(COMPARE_INPUTS, {})
+    for key, default in INPUT_DEFAULTS.items():
+        if key not in st.session_state:
+            value = kept.get(key, default)
+            st.session_state[key] = list(value) if isinstance(value, list) else value
+
+
+def keep_inputs() -> None:
+    st.session_state[COMPARE_INPUTS] = {k: st.session_state.get(k, d) for k, d in INPUT_DEFAULTS.items()}
+
+
+def choose_config(disabled: bool = False) -> CompareConfig:
     cols = st.columns([2, 2, 1])
-    presets = cols[0].multiselect("Models", list(PRESETS), default=["embedded"], key="cmp_models",
-                                  format_func=lambda k: PRESETS[k].label)
-    extra = cols[0].text_input("Other models (comma-separated hub ids, folders or .gguf paths)", key="cmp_extra")
-    precisions = cols[1].multiselect("Precisions", list(PRECISIONS), default=["nf4", "bf16"], key="cmp_precisions",
+    presets = cols[0].multiselect("Models", list(PRESETS), key="cmp_models", format_func=lambda k: PRESETS[k].label,
+                                  disabled=disabled)
+    other = ("Other models (comma-separated hub ids, folders or .gguf paths)" if local_paths_allowed()
+             else "Other models (comma-separated hub ids)")
+    extra = cols[0].text_input(other, key="cmp_extra", disabled=disabled)
+    precisions = cols[1].multiselect("Precisions", list(PRECISIONS), key="cmp_precisions", disabled=disabled,
                                      help="Drift is measured against the highest of these that loads "
                                           "(fp32 > bf16 > fp16 > int8 > nf4/fp4).")
-    prompts = cols[1].text_area("Prompts, one per line", DEFAULT_PROMPTS, key="cmp_prompts", height=100)
-    max_new = cols[2].number_input("New tokens", 1, 1024, 32, key="cmp_max_new")
-    fixed = cols[2].checkbox("Fixed length", key="cmp_fixed",
+    prompts = cols[1].text_area("Prompts, one per line", key="cmp_prompts", height=100, disabled=disabled)
+    max_new = cols[2].number_input("New tokens", min_value=1, max_value=1024, key="cmp_max_new", disabled=disabled)
+    fixed = cols[2].checkbox("Fixed length", key="cmp_fixed", disabled=disabled,
                              help="Generate exactly this many tokens (EOS cannot stop early): equal work per run.")
-    drift = cols[2].checkbox("Quality drift", True, key="cmp_drift")
-    attention = cols[2].checkbox("Per-head attention", True, key="cmp_attention", disabled=not drift)
+    drift = cols[2].checkbox("Quality drift", key="cmp_drift", disabled=disabled)
+    attention = cols[2].checkbox("Per-head attention", key="cmp_attention", disabled=disabled or not drift)
     models = list(presets) + [m.strip() for m in extra.split(",") if m.strip()]
     return CompareConfig(models=models, precisions=list(precisions),
                          prompts=[p for p in prompts.splitlines() if p.strip()], max_new_tokens=int(max_new),
                          fixed_length=fixed, drift=drift, attention_drift=drift and attention)
 
 
-def compare_on_worker(config: CompareConfig, reload: bool, access: LoadAccess, req: Request) -> ComparisonResult:
-    """Runs on the model worker, which has the machine to itself meanwhile: the chat model is
-    unloaded, every run loads its own model, and the chat model comes back when asked."""
-    reg = model_worker().registry
-    resident = reg.current
-    previous = (resident.config, resident.name, resident.precision) if resident is not None else None
-    del resident
-    if previous is not None:
-        req.say(f"Unloading the chat model ({previous[1]}, {previous[2]}) so the comparison has the memory.")
-        reg.unload()
-    result = run_comparison(config, progress=req.say, access=access)
-    if reload and previous is not None:
-        req.say(f"Loading the chat model ({previous[1]}) again…")
-        try:
-            reg.load(previous[0], progress=req.say)
-        except Exception as exc:  # noqa: BLE001 - a message, never a traceback
-            req.say(f"The chat model could not be loaded again: {user_message(exc)}")
-    return result
+def owner_id() -> str:
+    """This session's opaque id for the compare lock (not shown to anyone)."""
+    return st.session_state.setdefault(COMPARE_OWNER, uuid.uuid4().hex)
 
 
-def run(config: CompareConfig, reload: bool) -> ComparisonResult | None:
+def start_run(config: CompareConfig, reload: bool) -> None:
+    """Validate, take the lock and start the comparison thread; say clearly why not otherwise."""
+    try:
+        config.validate()
+    except ValueError as exc:
+        st.error(str(exc).capitalize())
+        return
     switches = operator_switches()  # the same switches as every other page and CLI subcommand
     access = LoadAccess(token=hf_token(), allow_pickle=switches.allow_pickle,
-                        trust_remote_code=switches.trust_remote_code)
-    with st.status(f"Comparing {len(config.models)} model(s) × {len(config.precisions)} precision(s)…",
-                   expanded=True) as status:
-        try:
-            result = model_worker().exclusive(
-                lambda req: compare_on_worker(config, reload, access, req), session_id(), progress=status.write,
-                alive=session_alive(), on_wait=lambda n: status.write(queue_note(n)) if n else None)
-        except Exception as exc:  # noqa: BLE001 - cancelled, or the unexpected: a message, never a traceback
-            status.update(label="The comparison did not run to its end", state="error", expanded=False)
-            st.error(user_message(exc))
-            return None
-        loaded = sum(r.loaded_precision is not None for r in result.runs)
-        state = "complete" if loaded else "error"
-        status.update(label=f"Compared {loaded} of {len(result.runs)} runs in {result.seconds:.0f} s",
-                      state=state, expanded=False)
-    return result
+                        trust_remote_code=switches.trust_remote_code, allow_local_paths=switches.allow_local_paths)
+    try:
+        st.session_state[COMPARE_JOB] = compare_job.start(config, reload, owner_id(), model_worker(), access,
+                                                          session_id(), session_alive())
+    except CompareBusy as exc:
+        st.warning(str(exc), icon="⏳")
+
+
+def cancel_job() -> None:
+    job = st.session_state.get(COMPARE_JOB)
+    if job is not None:
+        job.cancel.set()
+
+
+@st.fragment(run_every=0.5)
+def job_status() -> None:
+    """Redrawn twice a second while this session's comparison runs; a full rerun once it ends."""
+    job = st.session_state.get(COMPARE_JOB)
+    if job is None:
+        return
+    if job.done.is_set():
+        finish_job(job)
+        st.rerun()
+    label = f"Comparing {compare_job.describe(job.config)}… ({time.time() - job.started:.0f} s)"
+    if job.cancelled:
+        label = "Cancelling: the step in progress finishes first…"
+    with st.status(label, expanded=True, state="running"):
+        for line in job.lines[-12:]:
+            st.write(line)
+    st.button("Cancel comparison", key="cmp_cancel", on_click=cancel_job, disabled=job.cancelled,
+              icon=":material/cancel:")
+
+
+def finish_job(job) -> None:
+    """Move a finished job's result into the session, with a line saying how it ended."""
+    st.session_state.pop(COMPARE_JOB, None)
+    if job.result is not None:
+        st.session_state[RESULT] = job.result
+    ran = sum(r.loaded_precision is not None for r in job.result.runs) if job.result else 0
+    if job.error:
+        st.session_state[ENDED] = ("error", job.error)
+    elif job.cancelled:
+        whole = sum(r.loaded_precision is not None and r.error != CANCELLED for r in job.result.runs) if job.result else 0
+        st.session_state[ENDED] = ("warning", f"Cancelled: {whole} run(s) had finished before it; the results so far "
+                                              "are below (an interrupted run keeps the prompts it finished).")
+    else:
+        total = len(job.result.runs) if job.result else 0
+        st.session_state[ENDED] = ("success", f"Compared {ran} of {total} runs in {job.result.seconds:.0f} s.")
 
 
 def open_saved() -> None:
@@ -220,20 +277,32 @@ def main() -> None:
     st.title("Compare models and precisions")
     st.caption("Every model runs in every precision on the same prompts, one load at a time with memory freed in "
                "between. Running a comparison unloads the chat model (shared by every session) first.")
-    config = choose_config()
+    restore_inputs()
+    job = st.session_state.get(COMPARE_JOB)
+    if job is not None and job.done.is_set():
+        finish_job(job)
+        job = None
+    config = choose_config(disabled=job is not None)
     cols = st.columns([1, 3])
-    reload = cols[1].checkbox("Load the chat model again afterwards", True, key="cmp_reload")
-    if cols[0].button("Run comparison", type="primary", key="cmp_run"):
-        try:
-            config.validate()
-        except ValueError as exc:
-            st.error(str(exc).capitalize())
-        else:
-            st.session_state[RESULT] = run(config, reload)
+    reload = cols[1].checkbox("Load the chat model again afterwards", key="cmp_reload", disabled=job is not None)
+    keep_inputs()
+    holder = COMPARE_LOCK.holder
+    if job is None and holder is not None and holder.owner != owner_id():
+        st.info(str(CompareBusy(holder)), icon="⏳")
+    if cols[0].button("Run comparison", type="primary", key="cmp_run", disabled=job is not None):
+        start_run(config, reload)
+        if st.session_state.get(COMPARE_JOB) is not None:
+            st.rerun()                      # redraw the form disabled, with the live status
+    if st.session_state.get(COMPARE_JOB) is not None:  # the fragment's timer runs only while a job does
+        job_status()
+    ended = st.session_state.pop(ENDED, None)
+    if ended is not None:
+        getattr(st, ended[0])(ended[1])
     open_saved()
     result = st.session_state.get(RESULT)
     if result is None:
-        st.info("Choose models, precisions and prompts, then run; or open saved results.")
+        if st.session_state.get(COMPARE_JOB) is None:
+            st.info("Choose models, precisions and prompts, then run; or open saved results.")
         return
     show(result)
 

@@ -10,8 +10,7 @@ from __future__ import annotations
 import streamlit as st
 
 from pages._chat_panel import chat_panel
-from pages._common import ensure_model
-from pages._common import load_error_banner
+from pages._common import ensure_model, load_error_banner
 from pages._internals import capture_controls, open_error_banner, restore_link, settings_sidebar, views_fragment
 
 st.title("Internals")

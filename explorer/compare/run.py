@@ -15,6 +15,7 @@ Peak memory, `peak_method`:
 """
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -33,6 +34,7 @@ from explorer.model.precisions import LOAD_PRECISIONS
 from explorer.views.units import fmt_bytes
 
 Progress = Callable[[str], None]
+CANCELLED = "Cancelled."                       # RunRecord.error of the run a cancel interrupted
 
 
 @dataclass
@@ -76,6 +78,7 @@ class LoadAccess:
     token: str | None = field(default=None, repr=False)
     allow_pickle: bool = False
     trust_remote_code: bool = False
+    allow_local_paths: bool = True             # False: presets and hub ids only (served to others)
 
 
 @dataclass
@@ -208,9 +211,10 @@ def _mean(values: list[float]) -> float | None:
 
 def _run_one(config: CompareConfig, model: str, precision: str, prompts: list[str], drift_prompts: list[str],
              reference: tuple[str, list[Fingerprint]] | None, access: LoadAccess,
-             progress: Progress | None) -> tuple[RunRecord, list[Fingerprint] | None]:
+             progress: Progress | None, cancel: threading.Event | None = None,
+             ) -> tuple[RunRecord, list[Fingerprint] | None]:
     """One load → generate → (fingerprint) → unload. Returns the record and, when this run should
-    become the reference, its fingerprints."""
+    become the reference, its fingerprints. A cancel between steps ends the run as "Cancelled."."""
     record = RunRecord(model=model, precision=precision)
     say = progress or (lambda _m: None)
     release_memory()
@@ -218,7 +222,7 @@ def _run_one(config: CompareConfig, model: str, precision: str, prompts: list[st
     fingerprints: list[Fingerprint] | None = None
     cfg = LoadConfig(source=model, precision=precision, double_quant=config.double_quant,
                      compute_dtype=config.compute_dtype, token=access.token, allow_pickle=access.allow_pickle,
-                     trust_remote_code=access.trust_remote_code)
+                     trust_remote_code=access.trust_remote_code, allow_local_paths=access.allow_local_paths)
     try:
         checked = preflight(cfg, progress, weights=False)
         record.error = fit_problem(checked, config.double_quant)  # first: a config-only estimate
@@ -243,6 +247,9 @@ def _run_one(config: CompareConfig, model: str, precision: str, prompts: list[st
             if config.warmup:
                 timed_generation(loaded, prompts[0], config.warmup_tokens, system_prompt=config.system_prompt)
             for i, prompt in enumerate(prompts):
+                if cancel is not None and cancel.is_set():
+                    record.error = CANCELLED
+                    return record, None
                 say(f"{record.label}: prompt {i + 1} of {len(prompts)}…")
                 record.outputs.append(repeated_generation(loaded, prompt, config))
         record.peak_bytes, record.peak_method = int(peak.peak_bytes), peak.method
@@ -251,7 +258,7 @@ def _run_one(config: CompareConfig, model: str, precision: str, prompts: list[st
         record.tokens_per_second = _mean([o.tokens_per_second for o in done if o.tokens_per_second > 0])
         if len(done) < len(record.outputs):
             record.error = next(o.error for o in record.outputs if o.error is not None)
-        if config.drift:
+        if config.drift and not (cancel is not None and cancel.is_set()):
             say(f"{record.label}: measuring drift…")
             try:
                 prints = take_fingerprints(loaded, drift_prompts, config.system_prompt, config.attention_drift)
@@ -276,11 +283,13 @@ def _run_one(config: CompareConfig, model: str, precision: str, prompts: list[st
 
 def run_comparison(config: CompareConfig, progress: Progress | None = None,
                    on_record: Callable[[RunRecord], None] | None = None,
-                   access: LoadAccess | None = None) -> ComparisonResult:
+                   access: LoadAccess | None = None, cancel: threading.Event | None = None) -> ComparisonResult:
     """Run every model × precision, one resident model at a time, and return every record.
 
     `progress` receives one line per step; `on_record` each finished record (for a live table);
-    `access` the token and operator opt-ins for loading (default: none, the secure defaults).
+    `access` the token and operator opt-ins for loading (default: none, the secure defaults);
+    `cancel`, once set, stops before the next prompt or run (a load or a generation in flight
+    finishes first) and returns the records so far, the interrupted one marked CANCELLED.
     """
     access = access or LoadAccess()
     config.validate()
@@ -295,8 +304,11 @@ def run_comparison(config: CompareConfig, progress: Progress | None = None,
     for model in models:
         reference: tuple[str, list[Fingerprint]] | None = None
         for precision in order:
+            if cancel is not None and cancel.is_set():
+                break
             say(f"Run {len(result.runs) + 1} of {total}: {model} in {precision}")
-            record, prints = _run_one(config, model, precision, prompts, drift_prompts, reference, access, progress)
+            record, prints = _run_one(config, model, precision, prompts, drift_prompts, reference, access, progress,
+                                      cancel)
             if prints is not None:
                 reference = (record.loaded_precision or precision, prints)
             result.runs.append(record)

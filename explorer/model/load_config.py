@@ -44,6 +44,7 @@ class LoadConfig:
     device_map: str = "auto"
     allow_pickle: bool = False  # operator opt-in: .bin checkpoints can run code when unpickled
     trust_remote_code: bool = False  # operator opt-in: runs Python shipped with the model
+    allow_local_paths: bool = True  # operator switch: False = presets and hub ids only (served to others)
     attn_implementation: str | None = None
     cache_dir: str | None = None
     token: Secret | None = field(default=None, repr=False, compare=False)
@@ -66,7 +67,7 @@ class LoadConfig:
             choose("device map", self.device_map, DEVICE_MAPS + ("cuda", "cuda:N"))
         if self.attn_implementation is not None:
             choose("attention implementation", self.attn_implementation, ATTN_IMPLEMENTATIONS)
-        for name in ("double_quant", "allow_pickle", "trust_remote_code"):
+        for name in ("double_quant", "allow_pickle", "trust_remote_code", "allow_local_paths"):
             if not isinstance(getattr(self, name), bool):
                 raise BadConfig(f"{name} must be True or False, not {getattr(self, name)!r}.")
 

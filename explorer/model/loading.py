@@ -24,6 +24,7 @@ from explorer.model.embedded import embedded_model_dir  # noqa: F401 - re-export
 from explorer.model.errors import LoadError, ModelReplaced, reveal  # noqa: F401 - LoadError re-exported
 from explorer.model.load_config import DTYPES, LoadConfig, Progress, bnb_config, plan_precision, say  # noqa: F401
 from explorer.model.precisions import QUANTIZED
+from explorer.model.progress import counting_steps
 from explorer.model.preflight import Preflight, check_weights, load_tokenizer, preflight  # noqa: F401
 
 @dataclass
@@ -100,12 +101,15 @@ def _device_map_summary(model: torch.nn.Module) -> dict[str, str]:
     return summary
 
 
-def _from_pretrained(location: str, kwargs: dict, precision: str, notices: list[str]):
-    """The model, falling back to bf16 (with a notice) where bitsandbytes cannot run the precision."""
+def _from_pretrained(location: str, kwargs: dict, precision: str, notices: list[str],
+                     progress: Progress | None = None):
+    """The model, falling back to bf16 (with a notice) where bitsandbytes cannot run the precision.
+    transformers' weight-loading bar reports its step counts to `progress` (explorer.model.progress)."""
     from transformers import AutoModelForCausalLM
 
     try:
-        return AutoModelForCausalLM.from_pretrained(location, **kwargs), precision
+        with counting_steps(progress):
+            return AutoModelForCausalLM.from_pretrained(location, **kwargs), precision
     except Exception as exc:
         if precision not in QUANTIZED or isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
             raise
@@ -114,7 +118,8 @@ def _from_pretrained(location: str, kwargs: dict, precision: str, notices: list[
         notices.append(f"{precision} is not available on this machine ({type(exc).__name__}): loaded in bf16 instead.")
         kwargs.pop("quantization_config", None)
         kwargs["dtype"] = torch.bfloat16
-        return AutoModelForCausalLM.from_pretrained(location, **kwargs), "bf16"
+        with counting_steps(progress):
+            return AutoModelForCausalLM.from_pretrained(location, **kwargs), "bf16"
 
 
 def load_model(cfg: LoadConfig, progress: Progress | None = None, checked: Preflight | None = None) -> LoadedModel:
@@ -139,7 +144,7 @@ def load_model(cfg: LoadConfig, progress: Progress | None = None, checked: Prefl
     try:
         say(progress, f"Loading {resolved.name} in {precision}…")
         tokenizer = pre.tokenizer if pre.tokenizer is not None else load_tokenizer(location, cfg, pre.token, resolved.name)
-        model, precision = _from_pretrained(location, kwargs, precision, notices)
+        model, precision = _from_pretrained(location, kwargs, precision, notices, progress)
         model.eval()
         if getattr(tokenizer, "chat_template", None) is None:
             notices.append("This model has no chat template: prompts are sent as plain text.")

@@ -18,6 +18,7 @@ from explorer.model.errors import (
     TokenizerError, env_token, reveal,
 )
 from explorer.model.load_config import LoadConfig, Progress, plan_precision
+from explorer.model.switches import LOCAL_PATHS_OFF
 from explorer.presets import EMBEDDED, PRESETS
 
 @dataclass(frozen=True)
@@ -37,6 +38,8 @@ def resolve_source(cfg: LoadConfig) -> ResolvedSource:
         if preset.hub_id is None:
             return ResolvedSource("embedded", EMBEDDED, preset.label)
         return ResolvedSource("hub", preset.hub_id, preset.label, preset.gated)
+    if not cfg.allow_local_paths:
+        return hub_only_source(source)
     checks.check_source_text(source)
     path = Path(os.path.expanduser(source))
     try:
@@ -58,6 +61,35 @@ def resolve_source(cfg: LoadConfig) -> ResolvedSource:
         raise BadSource(f"Cannot read {checks.shown(source)}: {exc.strerror or type(exc).__name__}.") from None
     checks.check_hub_id(source)
     return ResolvedSource("hub", source, source)
+
+
+def hub_only_source(source: str) -> ResolvedSource:
+    """With local paths switched off: a hub id, or the one refusal, decided from the text alone.
+
+    Why never look at the disk: "No such file" vs "no config.json" would tell a visitor what
+    exists on the server. Anything that is not plainly owner/name (or name) gets the same answer.
+    """
+    try:
+        checks.check_source_text(source)
+        checks.check_hub_id(source)
+    except BadSource:
+        raise BadSource(LOCAL_PATHS_OFF) from None
+    if source.lower().endswith(".gguf"):
+        raise BadSource(LOCAL_PATHS_OFF)
+    return ResolvedSource("hub", source, source)
+
+
+def _hub_snapshot(repo_id: str, cfg: LoadConfig, token: Secret | None) -> str:
+    """The hub copy of `repo_id` as a folder in the hub cache, so a same-named folder in the server's
+    working directory (which transformers would prefer) is never read when local paths are off."""
+    from huggingface_hub import snapshot_download
+
+    patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken"]
+    try:
+        return snapshot_download(repo_id, token=reveal(token), allow_patterns=patterns, cache_dir=cfg.cache_dir,
+                                 local_files_only=True)
+    except Exception:  # noqa: BLE001 - not cached: fetch it below
+        return snapshot_download(repo_id, token=reveal(token), allow_patterns=patterns, cache_dir=cfg.cache_dir)
 
 
 def _needs_remote_code(folder: Path) -> bool:
@@ -220,6 +252,8 @@ def _preflight(cfg: LoadConfig, progress: Progress | None = None) -> Preflight:
     location = resolved.location
     if resolved.kind == "hub":
         _hub_config(cfg, resolved, token)
+        if not cfg.allow_local_paths and os.path.lexists(location):
+            location = _hub_snapshot(location, cfg, token)  # errors are typed by preflight()
     elif resolved.kind == "embedded":
         location = str(embedded_model_dir(cache_dir, progress))
     elif resolved.kind == "gguf":
@@ -241,5 +275,5 @@ def _preflight(cfg: LoadConfig, progress: Progress | None = None) -> Preflight:
     return Preflight(resolved, location, model_config, precision, compute, token, notices)
 
 
-__all__ = ["Preflight", "ResolvedSource", "check_weights", "hub_reachable", "huggingface_hub_cached",
-           "load_tokenizer", "preflight", "resolve_source"]
+__all__ = ["Preflight", "ResolvedSource", "check_weights", "hub_only_source", "hub_reachable",
+           "huggingface_hub_cached", "load_tokenizer", "preflight", "resolve_source"]

@@ -109,6 +109,14 @@ class Request:
         """A progress line for the waiting caller (st.status lives on the caller's thread, not here)."""
         self.inbox.put(("say", message))
 
+    def __call__(self, message: str) -> None:
+        """A request is itself a loader `progress` (explorer.model.progress.FractionSink)."""
+        self.say(message)
+
+    def fraction(self, phase: str, done: int, total: int) -> None:
+        """Step counts for the waiting caller's progress bar (explorer.model.progress), queued like `say`."""
+        self.inbox.put(("fraction", (phase, done, total)))
+
     @property
     def cancelled(self) -> bool:
         return self.cancel_event.is_set()
@@ -173,6 +181,8 @@ class Request:
                 return
             if kind == "say" and progress is not None:
                 progress(payload)
+            elif kind == "fraction" and progress is not None and hasattr(progress, "fraction"):
+                progress.fraction(*payload)
 
 
 class ModelWorker:
@@ -256,7 +266,7 @@ class ModelWorker:
              **wait_kwargs) -> LoadedModel:
         """Replace the resident model (ModelRegistry.load semantics: bad input keeps the old one)."""
         def run(_loaded, req: Request) -> LoadedModel:
-            return self.registry.load(cfg, progress=req.say)
+            return self.registry.load(cfg, progress=req)  # lines and step counts, queued for the caller
         return self.submit(run, session, kind="load", generation=None, needs_model=False).wait(
             progress=progress, **wait_kwargs)
 

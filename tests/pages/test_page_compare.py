@@ -39,6 +39,15 @@ def open_page() -> AppTest:
     return AppTest.from_file(PAGE, default_timeout=300).run()
 
 
+def finish(at: AppTest, timeout: float = 300) -> AppTest:
+    """Run the page until this session's comparison thread has ended and its result is shown."""
+    if "compare_job" in at.session_state:
+        assert at.session_state["compare_job"].done.wait(timeout), "the comparison did not end"
+        at.run()
+    assert "compare_job" not in at.session_state
+    return at
+
+
 def configure(at: AppTest, folder: str, precisions: list[str], tokens: int = 3, drift: bool = True) -> None:
     at.multiselect(key="cmp_models").set_value([])
     at.text_input(key="cmp_extra").set_value(folder)
@@ -61,7 +70,7 @@ def test_comparison_runs_shows_tables_charts_downloads_and_reloads_the_chat_mode
     resident = empty_registry.load(LoadConfig(source=tiny_folder, precision="bf16"))
     at = open_page()
     configure(at, tiny_folder, ["fp32", "bf16"])
-    at.button(key="cmp_run").click().run()
+    finish(at.button(key="cmp_run").click().run())
     assert not at.exception and not at.error
     result = at.session_state["compare_result"]
     assert [r.precision for r in result.runs] == ["fp32", "bf16"] and result.runs[1].drift.kl_mean > 0
@@ -84,7 +93,7 @@ def test_without_reload_the_chat_model_stays_unloaded(tiny_folder, empty_registr
     at = open_page()
     configure(at, tiny_folder, ["fp32"], tokens=1, drift=False)
     at.checkbox(key="cmp_reload").set_value(False)
-    at.button(key="cmp_run").click().run()
+    finish(at.button(key="cmp_run").click().run())
     assert not at.exception
     assert empty_registry.current is None
     assert at.session_state["compare_result"].runs[0].loaded_precision == "fp32"
@@ -99,7 +108,7 @@ def test_bad_input_is_a_message_and_a_missing_model_is_a_row():
     at.multiselect(key="cmp_precisions").set_value(["bf16"])
     at.multiselect(key="cmp_models").set_value([])
     at.text_input(key="cmp_extra").set_value("/no/such/model")
-    at.button(key="cmp_run").click().run()
+    finish(at.button(key="cmp_run").click().run())
     assert not at.exception
     assert any("No such file or folder" in e.value for e in at.error)
 
