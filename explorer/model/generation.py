@@ -166,6 +166,16 @@ class _StopOnEvent:
         return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
+def _generation_error(loaded, exc: Exception, oom_message: str, failed: str) -> GenerationError:
+    """One mapping of a failed `generate` to a message: a replaced model first (ensure_current
+    raises), then out of memory (freed, so the model stays usable), then anything else, cleaned."""
+    loaded.ensure_current()
+    if _is_oom(exc):
+        release_memory()
+        return GenerationError(oom_message)
+    return GenerationError(f"{failed}: {type(exc).__name__}: {clean_text(str(exc))[:300]}")
+
+
 def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or "out of memory" in str(exc).lower()
 
@@ -321,11 +331,8 @@ def generate(loaded: LoadedModel, messages: list[Message], options: GenerateOpti
             out = loaded.model.generate(input_ids=prepared.input_ids, attention_mask=prepared.attention_mask,
                                         pad_token_id=pad_token_id(loaded.tokenizer), **kwargs)
     except Exception as exc:  # noqa: BLE001
-        loaded.ensure_current()
-        if _is_oom(exc):
-            release_memory()
-            raise GenerationError("Out of memory during generation. The model is still loaded.") from None
-        raise GenerationError(f"Generation failed: {type(exc).__name__}: {clean_text(str(exc))[:300]}") from None
+        raise _generation_error(loaded, exc, "Out of memory during generation. The model is still loaded.",
+                                "Generation failed") from None
     loaded.ensure_current()
     seconds = time.perf_counter() - start
     n_prompt = prepared.input_ids.shape[1]
@@ -374,11 +381,8 @@ def generate_batch(loaded: LoadedModel, conversations: list[list[Message]],
                                         attention_mask=enc["attention_mask"].to(device),
                                         pad_token_id=pad_id, **kwargs)
     except Exception as exc:  # noqa: BLE001
-        loaded.ensure_current()
-        if _is_oom(exc):
-            release_memory()
-            raise GenerationError("Out of memory during batched generation: try fewer conversations.") from None
-        raise GenerationError(f"Batched generation failed: {type(exc).__name__}: {clean_text(str(exc))[:300]}") from None
+        raise _generation_error(loaded, exc, "Out of memory during batched generation: try fewer conversations.",
+                                "Batched generation failed") from None
     loaded.ensure_current()
     seconds = time.perf_counter() - start
     results = []

@@ -13,20 +13,10 @@ from explorer.views.readout import Readout
 from explorer.views.teaching import TOUR
 from tests.tiny_models import tiny_model
 
+from tests.pages.test_page_internals import no_model  # noqa: E402,F401  (the shared fixture)
+
 PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "internals.py")
 T = 24
-
-
-@pytest.fixture
-def no_model(monkeypatch):
-    from pages._common import registry
-
-    monkeypatch.setenv("EXPLORER_AUTOLOAD", "0")
-    reg = registry()
-    before = reg._current
-    reg._current = None
-    yield
-    reg._current = before
 
 
 @pytest.fixture(scope="module")
