@@ -7,8 +7,12 @@
 CPU: the routes graph (default threshold, last position) and one attribution on a 512-token
 prompt, timed after the capture (goal: graph ≤ 2 s). CUDA: a plain forward
 (model(ids, use_cache=False, logits_to_keep=1), what capture() runs) against capture() with only
-"components" and with the default parts plus "components", interleaved; peak GPU memory over the
-resident model and the host bytes the components hold (goal: components ≤ 1.3× a plain forward).
+"components" (kept on the GPU, the default when they fit; with the previous capture still held,
+as the page holds it; copied to host memory as the forward goes) and with the default parts plus "components", interleaved, every call through the model
+worker from a fresh thread as the app makes it; the first components capture (W_o dequantised,
+pinned memory allocated), the time in each capture step, the time the first analysis pays to
+move GPU-kept components to the host, peak GPU memory over the resident model
+and the host bytes the components hold (goal: components ≤ 1.3× a plain forward).
 Writes bench/results/routes_<device>.json and .md.
 """
 from __future__ import annotations
@@ -51,7 +55,8 @@ def _timed(fn, reps: int, device: str) -> tuple[float, object]:
 
 
 def components_nbytes(comp) -> int:
-    tensors = [comp.resid, comp.z, comp.w_o, comp.mlp, comp.values, comp.b_o, comp.unembed_rows]
+    """Bytes one capture adds (W_o is shared by every capture of a model: not counted)."""
+    tensors = [comp.resid, comp.z, comp.mlp, comp.values, comp.unembed_rows]
     return sum(t.numel() * t.element_size() for t in tensors if t is not None)
 
 
@@ -79,46 +84,137 @@ def run_cpu(args) -> dict:
             "goal": "routes graph ≤ 2 s on CPU after the capture"}
 
 
+def _stages(model, ids, options: CaptureOptions) -> dict[str, float]:
+    """Seconds in each step of capture() (plan, the forward with hooks, assemble) and in the
+    assemble helpers, main thread, each timed with the GPU synchronised."""
+    import explorer.record.capture as cap_mod
+    import explorer.record.components_recorder as rec_mod
+    from explorer.record.capture import assemble, plan_capture, run_forward
+    spent: dict[str, float] = {}
+
+    def timing(owner, name: str):
+        original = getattr(owner, name)
+
+        def wrapper(*a, **k):
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            try:
+                return original(*a, **k)
+            finally:
+                torch.cuda.synchronize()
+                spent[name] = round(spent.get(name, 0.0) + time.perf_counter() - t0, 4)
+        setattr(owner, name, wrapper)
+        return owner, name, original
+    patched = [timing(rec_mod.ComponentsRecorder, "_unembedding"), timing(rec_mod.ComponentsRecorder, "_norms_at"),
+               timing(rec_mod, "output_slices"), timing(cap_mod, "_small_statistics"),
+               timing(cap_mod, "store_from_output"), timing(cap_mod, "_last_logits")]
+    try:
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        plan = plan_capture(model, None, ids, options)
+        t1 = time.perf_counter()
+        recorded = run_forward(model, plan, options)
+        torch.cuda.synchronize()
+        t2 = time.perf_counter()
+        assemble(model, None, plan, recorded, options)
+        torch.cuda.synchronize()
+        t3 = time.perf_counter()
+    finally:
+        for owner, name, original in patched:
+            setattr(owner, name, original)
+    return {"plan": round(t1 - t0, 4), "forward": round(t2 - t1, 4), "assemble": round(t3 - t2, 4), **spent}
+
+
+def _profile(model, ids, options: CaptureOptions) -> None:
+    """torch.profiler's table of one components capture -> bench/results/routes_cuda_profile.txt."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        capture(model, None, ids, options)
+        torch.cuda.synchronize()
+    table = prof.key_averages().table(sort_by="cpu_time_total", row_limit=40)
+    table += "\n\n" + prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25)
+    (ROOT / "bench" / "results" / "routes_cuda_profile.txt").write_text(table)
+
+
 def run_cuda(args) -> dict:
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    """On the path the app takes: every call from a fresh thread through the one model worker."""
+    from bench.bench_app_path import in_fresh_thread
+    from explorer.model.loading import LoadConfig, load_model
+    from explorer.model.worker import ModelWorker
     if not args.checkpoint:
         raise SystemExit("--checkpoint DIR is required on cuda (make it with bench/make_random_checkpoint.py)")
-    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                               bnb_4bit_compute_dtype=torch.bfloat16)
-    model = AutoModelForCausalLM.from_pretrained(args.checkpoint, quantization_config=quant, dtype=torch.bfloat16,
-                                                 device_map={"": 0}, attn_implementation="sdpa").eval()
+    loaded = load_model(LoadConfig(source=args.checkpoint, precision="nf4"))
+    model = loaded.model
+    worker = ModelWorker()
+    worker.adopt(loaded)
     resident = torch.cuda.memory_allocated()
-    ids = torch.randint(1000, 100000, (args.tokens,), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(10, min(100000, model.get_input_embeddings().weight.shape[0]), (args.tokens,), generator=torch.Generator().manual_seed(0))
+    comp = CaptureOptions(parts={"components"})
+    on_app = lambda fn: in_fresh_thread(lambda: worker.call(lambda m: fn(m.model), "s0"))  # noqa: E731
+    kept: dict[str, object] = {}
+
+    def keep_previous(m):
+        """As the page does: the previous capture is still held while the next one runs."""
+        kept["cap"] = capture(m, None, ids, comp)
+        return kept["cap"]
     runs = {
-        "plain": lambda: model(input_ids=ids[None].cuda(), use_cache=False, logits_to_keep=1),
-        "components": lambda: capture(model, None, ids, CaptureOptions(parts={"components"})),
-        "default": lambda: capture(model, None, ids, CaptureOptions()),
-        "default+components": lambda: capture(model, None, ids, CaptureOptions(parts=DEFAULT_PARTS | {"components"})),
+        "plain": lambda: on_app(lambda m: m(input_ids=ids[None].cuda(), use_cache=False, logits_to_keep=1)),
+        "components": lambda: on_app(lambda m: capture(m, None, ids, comp)),
+        "components, previous kept": lambda: on_app(keep_previous),
+        "components to host": lambda: on_app(lambda m: capture(m, None, ids, CaptureOptions(
+            parts={"components"}, components_on_device=False))),
+        "attention only": lambda: on_app(lambda m: capture(m, None, ids, CaptureOptions(parts={"attention"}))),
+        "default": lambda: on_app(lambda m: capture(m, None, ids, CaptureOptions())),
+        "default+components": lambda: on_app(lambda m: capture(m, None, ids, CaptureOptions(
+            parts=DEFAULT_PARTS | {"components"}))),
     }
     times: dict[str, list[float]] = {k: [] for k in runs}
     peaks: dict[str, float] = {}
-    comp_bytes = 0
-    with torch.inference_mode():
-        runs["plain"]()                                                  # warm-up
-        runs["components"]()
-        for _ in range(args.reps):
-            for name, fn in runs.items():
-                gc.collect()
-                torch.cuda.empty_cache()
-                torch.cuda.reset_peak_memory_stats()
-                s, out = _timed(fn, 1, "cuda")
-                times[name].append(s)
-                peaks[name] = max(peaks.get(name, 0.0), (torch.cuda.max_memory_allocated() - resident) / GIB)
-                if name == "components" and getattr(out, "components", None) is not None:
-                    comp_bytes = components_nbytes(out.components)
-                del out
+    comp_bytes = w_o_bytes = 0
+    on_gpu, analysis_s = False, {"routes graph": [], "attribution": [], "move to host (file save)": []}
+    runs["plain"]()                                                  # warm-up (and cuDNN's set-up on the worker)
+    first_s, _ = _timed(runs["components"], 1, "cuda")              # dequantises W_o, allocates pinned memory
+    for name, fn in runs.items():
+        fn()
+    kept.clear()
+    stages = _stages(model, ids, comp)
+    if args.profile:
+        _profile(model, ids, comp)
+    for _ in range(args.reps):
+        for name, fn in runs.items():
+            gc.collect()
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+            s, out = _timed(fn, 1, "cuda")
+            times[name].append(s)
+            peaks[name] = max(peaks.get(name, 0.0), (torch.cuda.max_memory_allocated() - resident) / GIB)
+            if name == "components" and getattr(out, "components", None) is not None:
+                comp_bytes = components_nbytes(out.components)
+                w_o_bytes = out.components.w_o.numel() * out.components.w_o.element_size()
+                on_gpu = out.components.on_device
+                rows = attention_rows_from_store(out.attention)
+                analysis_s["routes graph"].append(_timed(lambda: build_routes(out.components, rows, -1), 1, "cuda")[0])
+                analysis_s["attribution"].append(_timed(lambda: direct_logit_attribution(out.components, -1), 1,
+                                                        "cuda")[0])
+                analysis_s["move to host (file save)"].append(_timed(out.components.on_host, 1, "cuda")[0])
+            del out
+    worker.shutdown()
     med = {k: statistics.median(v) for k, v in times.items()}
     return {"model": f"{args.checkpoint} (Llama-3.1-8B architecture, random weights, NF4, bf16 compute)",
+            "path": "each call from a fresh thread through the one model worker, as the app runs it",
             "tokens": args.tokens, "median_s": {k: round(v, 4) for k, v in med.items()},
             "components_over_plain": round(med["components"] / med["plain"], 3),
+            "components_previous_kept_over_plain": round(med["components, previous kept"] / med["plain"], 3),
+            "components_to_host_over_plain": round(med["components to host"] / med["plain"], 3),
+            "components_kept_on_gpu": on_gpu,
+            "components_over_attention_only": round(med["components"] / med["attention only"], 3),
+            "after_the_capture_s": {k: round(statistics.median(v), 3) for k, v in analysis_s.items() if v},
             "default_plus_components_over_default": round(med["default+components"] / med["default"], 3),
+            "first_components_capture_s": round(first_s, 3),
+            "components_stages_main_thread_s": stages,
             "peak_gpu_over_resident_gib": {k: round(v, 3) for k, v in peaks.items()},
-            "components_host_gib": round(comp_bytes / GIB, 3), "resident_gib": round(resident / GIB, 2),
+            "components_host_gib_per_capture": round(comp_bytes / GIB, 3),
+            "w_o_shared_host_gib": round(w_o_bytes / GIB, 3), "resident_gib": round(resident / GIB, 2),
             "goal": "components ≤ 1.3× a plain forward at 4096 tokens"}
 
 
@@ -145,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tokens", type=int, default=None, help="prompt length (cpu 512, cuda 4096)")
     p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
     p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--profile", action="store_true", help="cuda: also write torch.profiler's table of one capture")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (on a shared, overloaded machine 1 avoids spin-waiting threads)")
     args = p.parse_args(argv)

@@ -10,6 +10,8 @@ per-token scale and P the centring of a LayerNorm (identity for RMSNorm). x_L[i]
 the embedding and of every layer's parts, so each part's contribution is its dot product with u,
 and the contributions plus the embedding and bias terms add up to the logit exactly. What it
 leaves out is indirect effects (a head that changes what later layers do).
+
+Computed where the components are (a GPU when the capture kept them there); results on the CPU.
 """
 from __future__ import annotations
 
@@ -38,7 +40,7 @@ def attention_bias(comp: Components, layer: int, positions: torch.Tensor | None 
     bias of a post-attention norm)."""
     n = comp.z.shape[1] if positions is None else int(positions.numel())
     d = comp.resid.shape[-1]
-    bias = comp.b_o[layer].float() if comp.b_o is not None else torch.zeros(d)
+    bias = comp.b_o[layer].float() if comp.b_o is not None else torch.zeros(d, device=comp.resid.device)
     post = comp.attn_post_norm[layer]
     if post is None:
         return bias.expand(n, d).clone()
@@ -125,8 +127,9 @@ def direct_logit_attribution(comp: Components, position: int = -1, target: int |
     u, const = logit_direction(comp, position, target)
     pos = torch.tensor([position])
     n_layers = comp.num_layers
-    heads = torch.zeros(n_layers, comp.num_heads)
-    mlp, bias, rest = torch.zeros(n_layers), torch.zeros(n_layers), torch.zeros(n_layers)
+    dev = comp.resid.device               # where the components are: a GPU when they were kept there
+    heads = torch.zeros(n_layers, comp.num_heads, device=dev)
+    mlp, bias, rest = (torch.zeros(n_layers, device=dev) for _ in range(3))
     resid = comp.resid[:, position].float()                                         # (L+1, d)
     for layer in range(n_layers):
         parts = head_outputs(comp, layer, pos)[:, 0]                                 # (H, d)
@@ -142,7 +145,7 @@ def direct_logit_attribution(comp: Components, position: int = -1, target: int |
     if comp.final_softcap:
         notes.append(f"the model caps its logits (tanh, {comp.final_softcap:g}) after the LM head; "
                      "contributions explain the logit before the cap")
-    return Attribution(position, target, logit, heads, mlp, bias, rest, embedding, const, notes)
+    return Attribution(position, target, logit, heads.cpu(), mlp.cpu(), bias.cpu(), rest.cpu(), embedding, const, notes)
 
 
 __all__ = ["Attribution", "attention_bias", "attention_total", "direct_logit_attribution", "head_outputs",

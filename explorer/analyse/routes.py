@@ -21,7 +21,8 @@ part A_h[i, j] · N_i(v_h[j] W_O^h) and the edge's denominator.
 Models whose attention and MLP both read x[l] (GPT-J, Falcon's parallel blocks) are drawn the
 same way: mid[l, i] is then a sum rather than the MLP's input, an approximation the graph accepts.
 
-The graph is built top-down from x[L, position]: a node's incoming edges with importance above
+Computed where the components are (a GPU when the capture kept them there; the attention rows
+are moved to them). The graph is built top-down from x[L, position]: a node's incoming edges with importance above
 `threshold` are kept, and their sources join the graph. Only positions already in the graph are
 ever computed, so a sparse graph over a long prompt stays cheap.
 """
@@ -39,7 +40,8 @@ from explorer.record.components import Components
 DEFAULT_THRESHOLD = 0.04
 
 AttentionRows = Callable[[int, torch.Tensor], torch.Tensor]
-"""(layer, positions (P,)) -> (H, P, T) float32 attention probabilities of those query positions."""
+"""(layer, positions (P,)) -> (H, P, T) float32 attention probabilities of those query positions
+(on any device: build_routes moves them to the components')."""
 
 
 @dataclass
@@ -100,8 +102,8 @@ def attention_rows_from_store(store) -> AttentionRows:
             k = prep.k.repeat_interleave(prep.groups, 0) if prep.groups > 1 else prep.k
             scores = torch.matmul(q, k.transpose(1, 2)) * rec.scaling               # (H, P, T)
             offset = k.shape[1] - prep.q.shape[1]
-            future = torch.arange(k.shape[1])[None, :] > (positions[:, None] + offset)
-            return torch.softmax(scores.masked_fill(future, float("-inf")), -1).cpu()
+            future = torch.arange(k.shape[1], device=k.device)[None, :] > (positions.to(k.device)[:, None] + offset)
+            return torch.softmax(scores.masked_fill(future, float("-inf")), -1)              # on prep's device
         pos = positions.tolist()
         out = torch.empty(store.num_heads, len(pos), prep.k.shape[1])
         start = 0
@@ -139,7 +141,7 @@ def value_parts(comp: Components, layer: int, sources: torch.Tensor, floats: _Fl
 def query_scale(comp: Components, layer: int, positions: torch.Tensor) -> torch.Tensor:
     """(P,) the post-attention norm's scale at each query position (ones without such a norm)."""
     post = comp.attn_post_norm[layer]
-    return post.scale[positions] if post is not None else torch.ones(len(positions))
+    return post.scale[positions] if post is not None else torch.ones(len(positions), device=comp.resid.device)
 
 
 def _mlp_block(comp: Components, layer: int, positions: torch.Tensor, mid: torch.Tensor):
@@ -172,7 +174,7 @@ def _attention_block(comp: Components, layer: int, positions: torch.Tensor, mid:
     (P, J), and what the heads of an edge need: (A (H, P, J), U (H, |sources|, d), source index, D)."""
     x = comp.resid[layer, positions].float()                                         # (P, d)
     bias = attention_bias(comp, layer, positions)
-    a = rows(layer, positions)[..., : int(positions.max()) + 1]                      # (H, P, J)
+    a = rows(layer, positions)[..., : int(positions.max()) + 1].to(x.device)         # (H, P, J)
     scale = query_scale(comp, layer, positions)
     p_fixed = proximity(x, mid) + proximity(bias, mid)                               # (P,)
     floats = _Floats(comp, layer)
@@ -199,7 +201,7 @@ def _attention_block(comp: Components, layer: int, positions: torch.Tensor, mid:
 
 def _head_shares(parts, k: int, j: int, y: torch.Tensor) -> list[tuple[int, float]]:
     a, u, sources, total, scale = parts
-    col = int(torch.searchsorted(sources, torch.tensor(j)))
+    col = int(torch.searchsorted(sources, torch.tensor(j, device=sources.device)))
     head_parts = a[:, k, j, None] * u[:, col] * scale[k]                              # (H, d)
     share = proximity(head_parts, y[None]) / total[k]
     order = torch.argsort(share, descending=True)
@@ -281,8 +283,8 @@ __all__ = ["AttentionRows", "DEFAULT_THRESHOLD", "RouteEdge", "RouteGraph", "Rou
 def node_vector(comp: Components, node: RouteNode) -> torch.Tensor:
     """(d,) float32 residual-stream state a node stands for (an MLP node: the stream after its layer)."""
     if node.kind == "res":
-        return comp.resid[node.layer, node.position].float()
+        return comp.resid[node.layer, node.position].float().cpu()
     if node.kind == "mid":
         pos = torch.tensor([node.position])
-        return comp.resid[node.layer, node.position].float() + attention_total(comp, node.layer, pos)[0]
-    return comp.resid[node.layer + 1, node.position].float()
+        return (comp.resid[node.layer, node.position].float() + attention_total(comp, node.layer, pos)[0]).cpu()
+    return comp.resid[node.layer + 1, node.position].float().cpu()

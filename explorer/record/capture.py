@@ -23,7 +23,7 @@ from explorer.model.anatomy import Anatomy, find_anatomy, resolve
 from explorer.model.loading import context_length
 from explorer.record.attention_fn import Recorder, explorer_attention_enabled, recording
 from explorer.record.attention_store import AttentionStore
-from explorer.record.components import ComponentsRecorder, start_components
+from explorer.record.components_recorder import ComponentsRecorder, start_components
 from explorer.record.eager_fallback import FallbackPlan, plan_fallback, store_from_output
 from explorer.record.capture_data import DEFAULT_PARTS, PARTS, Capture, CaptureOptions, NormStats, PromptTooLongError
 from explorer.record.hooks import HookSession, forward_hooks, norm_stats_from_raw
@@ -243,7 +243,8 @@ def run_forward(model: nn.Module, plan: CapturePlan, options: CaptureOptions) ->
     shape, t = plan.shape, int(plan.ids.shape[0])
     comps, comps_note = (start_components(model, plan.anatomy, recorder, offload, plan.budget,
                                           (shape.layers, t, shape.hidden, shape.heads, shape.kv_heads,
-                                           shape.head_dim, plan.act_bytes))
+                                           shape.head_dim, plan.act_bytes), input_ids.device,
+                                          options.components_on_device)
                          if "components" in plan.parts else (None, None))
     plan.notes += [comps_note] if comps_note else []
     fallback = plan_fallback(model, want_attention, (shape.layers, shape.heads, t, plan.act_bytes), plan.budget)

@@ -42,6 +42,11 @@ class CaptureOptions:
     offload_to_cpu: bool = True
     """On GPUs, copy recorded tensors to CPU as the forward goes (asynchronously); False keeps
     them on the device (faster summaries, more GPU memory)."""
+    components_on_device: bool | None = None
+    """Part "components" on a GPU: keep its activations there until an analysis reads them
+    (True), copy them to the host as the forward goes (False), or None: on the GPU when they take
+    at most half of its free memory (a host copy doubles the capture's time, see
+    explorer/record/components_recorder.py)."""
     add_generation_prompt: bool = True
     """Chat messages: end with the assistant's turn header."""
     add_special_tokens: bool = True

@@ -22,11 +22,10 @@ def settings_sidebar() -> None:
         st.number_input("Memory budget (MiB, 0 = half the free RAM)", min_value=0, max_value=1 << 20, value=0,
                         step=64, key=BUDGET,
                         help="Over budget, the capture keeps evenly spaced layers only, and says so.")
-        # On a GPU the components cost a large share of a capture (bench/results/routes_cuda.md), so
-        # they are opt-in there; on a CPU they cost next to nothing next to the forward itself.
-        st.toggle("Record per-head components (Attribution view)", value=not torch.cuda.is_available(),
-                  key=COMPONENTS, help="Each head's and MLP's output, for logit attribution and routes. "
-                  "On a GPU this makes a capture several times slower.")
+        # Kept on the GPU while they fit, they cost little there too (bench/results/routes_cuda.md).
+        st.toggle("Record per-head components (Attribution view)", value=True, key=COMPONENTS,
+                  help="Each head's and MLP's output, for logit attribution and routes. Switch off to "
+                  "keep captures of long prompts smaller.")
         upload = st.file_uploader("Open a capture file (no model needed)", type=["safetensors"],
                                   key=K + "upload")
         if upload is not None and st.session_state.get(UPLOAD_SEEN) != upload.file_id:

@@ -7,7 +7,7 @@ import torch
 
 from explorer.analyse.attribution import attention_bias, head_outputs, remainder
 from explorer.record.capture import PARTS, CaptureOptions, capture
-from explorer.record.components import dense_weight, find_output_projection, probe_norm
+from explorer.record.weights import dense_weight, find_output_projection, probe_norm
 from tests.tiny_models import tiny_model, with_random_biases
 
 FAMILIES5 = ("llama", "qwen2", "phi3", "gemma2", "gpt2")
@@ -93,6 +93,30 @@ def test_probe_finds_layernorm_centering_and_rmsnorm_without():
     assert not center and bias is None
 
 
+def test_probe_handles_an_odd_width_where_the_alternating_probe_is_not_centred():
+    ln = torch.nn.LayerNorm(7)
+    torch.nn.init.normal_(ln.weight)
+    gain, _, center = probe_norm(ln, 7)
+    assert center
+    torch.testing.assert_close(gain, ln.weight.detach() / (1 + ln.eps) ** 0.5, rtol=1e-4, atol=1e-5)
+
+
+def test_captures_share_one_dequantised_w_o_and_do_not_overwrite_each_other():
+    """W_o is read once per model; each capture still gets its own activation buffers."""
+    model = tiny_model("llama")
+    opts = CaptureOptions(parts={"components"})
+    first = capture(model, None, torch.arange(3, 14), opts).components
+    z_before, resid_before = first.z.clone(), first.resid.clone()
+    second = capture(model, None, torch.arange(40, 51), opts).components
+    assert second.w_o.data_ptr() == first.w_o.data_ptr()
+    assert second.z.data_ptr() != first.z.data_ptr()
+    torch.testing.assert_close(first.z, z_before, rtol=0, atol=0)
+    torch.testing.assert_close(first.resid, resid_before, rtol=0, atol=0)
+    assert not torch.equal(first.z, second.z)
+    other = capture(tiny_model("llama"), None, torch.arange(3, 14), opts).components
+    assert other.w_o.data_ptr() != first.w_o.data_ptr()
+
+
 @pytest.mark.slow
 def test_nf4_output_projection_is_dequantised_and_parts_add_up(embedded_nf4):
     model, tok = embedded_nf4.model, embedded_nf4.tokenizer
@@ -109,3 +133,13 @@ def test_nf4_output_projection_is_dequantised_and_parts_add_up(embedded_nf4):
     for layer in (0, comp.num_layers // 2, comp.num_layers - 1):
         scale = comp.resid[layer + 1].float().abs().max()
         assert remainder(comp, layer).abs().max() < 0.05 * scale
+
+
+def test_components_stay_on_the_host_without_a_gpu_and_on_host_is_a_no_op():
+    from explorer.record.components_recorder import keep_on_device
+    assert not keep_on_device(torch.device("cpu"), 1, True)
+    assert not keep_on_device(torch.device("cpu"), 1, None)
+    comp = capture(tiny_model("llama"), None, torch.arange(3, 12), CaptureOptions(parts={"components"})).components
+    assert not comp.on_device
+    z = comp.z
+    assert comp.on_host() is comp and comp.z is z
