@@ -13,6 +13,7 @@ analyses then run on the GPU too (explorer/analyse/attribution.py, routes.py).
 """
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 import torch
@@ -38,6 +39,23 @@ def components_bytes(n_layers: int, t: int, hidden: int, n_heads: int, n_kv: int
 
 def _first(output) -> torch.Tensor:
     return output[0] if isinstance(output, (tuple, list)) else output
+
+
+def _residual_reader(module: nn.Module) -> Callable | None:
+    """For a block whose forward takes a `residual` argument (and adds it to its output), a
+    function (args, kwargs) -> that argument; None for the usual blocks."""
+    try:
+        params = list(inspect.signature(module.forward).parameters)
+    except (TypeError, ValueError):
+        return None
+    if "residual" not in params:
+        return None
+    at = params.index("residual")
+
+    def read(args, kwargs):
+        value = kwargs.get("residual", args[at] if at < len(args) else None)
+        return value if isinstance(value, torch.Tensor) else None
+    return read
 
 
 class ComponentsRecorder:
@@ -78,7 +96,7 @@ class ComponentsRecorder:
                 regs.append((proj, "pre", self._z_hook(lp.index)))
             for module, key in ((attn, "attn"), (mlp, "mlp")):
                 if module is not None:
-                    regs.append((module, "post", self._block_output(lp.index, key)))
+                    regs.append((module, "post_kw", self._block_output(lp.index, key, _residual_reader(module))))
             for name in lp.norms:
                 self._probe(name)                                           # before any hook is on it
                 regs.append((resolve(self.model, name), "post", self._layer_norm(lp.index, name)))
@@ -98,8 +116,10 @@ class ComponentsRecorder:
         norm, _ = self._norms[name]
         return probed_norm(norm, self.hidden, device)
 
-    def _put(self, kind: str, index: int, t: torch.Tensor) -> None:
-        """Copy one layer's tensor into the kind's stacked buffer (allocated at the first write)."""
+    def _put(self, kind: str, index: int, t: torch.Tensor, snapshot: bool = False) -> None:
+        """Copy one layer's tensor into the kind's stacked buffer (allocated at the first write).
+        snapshot: the model may still change `t` in place, so an asynchronous copy (side stream)
+        must read a private copy of it."""
         buf = self.buffers.get(kind)
         if buf is None:
             rows = self.n + 1 if kind == "resid" else self.n
@@ -107,6 +127,8 @@ class ComponentsRecorder:
         if tuple(buf.shape[1:]) != tuple(t.shape):
             self.problem = f"layer {index}'s {kind} has shape {tuple(t.shape)}, not {tuple(buf.shape[1:])}"
             return
+        if snapshot and t.device.type == "cuda" and buf.device != t.device:
+            t = t.clone()
         self.offload.copy_into(buf[index], t)
         self.filled[kind].add(index)
 
@@ -120,9 +142,7 @@ class ComponentsRecorder:
         def hook(module, args, output):
             if not self.mine():
                 return
-            live = self._live.pop(index, {})
-            if "mlp" in live:
-                self._put("mlp", index, live["mlp"])
+            self._live.pop(index, None)
             self._put("resid", index + 1, _first(output)[0])
         return hook
 
@@ -133,10 +153,19 @@ class ComponentsRecorder:
                 self._put("z", index, z[0])                                  # (T, H·hd)
         return hook
 
-    def _block_output(self, index: int, key: str):
-        def hook(module, args, output):
-            if self.mine():
-                self._live.setdefault(index, {})[key] = _first(output)[0]   # (T, d), until the layer ends
+    def _block_output(self, index: int, key: str, residual_of: Callable | None):
+        """The attention's or MLP's output. Blocks that add the residual themselves (BLOOM, MPT:
+        a `residual` argument) give their output minus it; the MLP's share is copied at once,
+        since some layers add into it in place afterwards (Falcon's parallel blocks)."""
+        def hook(module, args, kwargs, output):
+            if not self.mine():
+                return
+            out = _first(output)[0]                                          # (T, d)
+            residual = residual_of(args, kwargs) if residual_of is not None else None
+            if key == "mlp":
+                self._put("mlp", index, out - residual[0] if residual is not None else out, snapshot=True)
+            if residual is None:                 # a norm reading this output is the block's own post-norm
+                self._live.setdefault(index, {})[key] = out                  # until the layer ends
         return hook
 
     def _layer_norm(self, index: int, name: str):
@@ -149,7 +178,7 @@ class ComponentsRecorder:
                 gain, bias, center = self._norm(name, x.device)
                 self.post_attn[index] = NormLinear(fit_scale(x, y, gain, bias, center), gain, bias, center)
             elif "mlp" in live and x.data_ptr() == live["mlp"].data_ptr():
-                live["mlp"] = y                                               # the MLP's share is the norm's output
+                self._put("mlp", index, y, snapshot=True)                     # the MLP's share is the norm's output
         return hook
 
     def _final_norm(self, module, args, output):

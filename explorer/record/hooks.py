@@ -17,12 +17,15 @@ from explorer.record.offload import Offloader
 
 @contextlib.contextmanager
 def forward_hooks(registrations: Sequence[tuple[nn.Module, str, Callable]]) -> Iterator[list]:
-    """Register ("pre" | "post", fn) hooks and always remove every one, on exceptions too."""
+    """Register ("pre" | "post" | "post_kw", fn) hooks and always remove every one, on exceptions
+    too. "post_kw" hooks also get the call's keyword arguments: fn(module, args, kwargs, output)."""
     handles: list = []
     try:
         for module, kind, fn in registrations:
             if kind == "pre":
                 handles.append(module.register_forward_pre_hook(fn, with_kwargs=True))
+            elif kind == "post_kw":
+                handles.append(module.register_forward_hook(fn, with_kwargs=True))
             else:
                 handles.append(module.register_forward_hook(fn))
         yield handles

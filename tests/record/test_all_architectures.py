@@ -90,3 +90,17 @@ def test_fallback_maps_survive_a_capture_file(tmp_path):
     save_capture(cap, str(tmp_path / "mpt.capture"))
     back = open_capture(str(tmp_path / "mpt.capture"))
     torch.testing.assert_close(attention_map(back, 1, 2), attention_map(cap, 1, 2))
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_components_add_up_on_families_with_their_own_blocks(name):
+    """BLOOM and MPT add the residual inside their blocks, Falcon adds attention into the MLP's
+    output in place: each head's and MLP's share must still add up to the next residual."""
+    from explorer.analyse.attribution import attention_bias, head_outputs
+    model = build(name)
+    cap = capture(model, None, torch.arange(3, 20), CaptureOptions(parts={"components"}))
+    comp = cap.components
+    assert comp is not None, cap.notes
+    for layer in range(comp.num_layers):
+        parts = comp.resid[layer] + head_outputs(comp, layer).sum(0) + attention_bias(comp, layer) + comp.mlp[layer]
+        assert (parts - comp.resid[layer + 1]).abs().max() < 1e-5, f"layer {layer}"
