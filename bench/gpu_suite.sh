@@ -22,7 +22,7 @@ for step in "$@"; do
     stream)  ckpt; python3 bench/gpu_stream_check.py $CKPT 2>&1 | grep -v "it/s" ;;
     apppath) ckpt; python3 bench/bench_app_path.py --device cuda --checkpoint $CKPT 2>&1 | grep -v "it/s" | tee $OUT/app_path.log ;;
     compcheck) python3 bench/gpu_components_check.py 2>&1 | tee $OUT/compcheck.log ;;
-    routes)  ckpt; python3 bench/bench_routes.py --device cuda --checkpoint $CKPT --profile 2>&1 | grep -v "it/s" ;;
+    routes)  ckpt; python3 bench/bench_routes.py --device cuda --checkpoint $CKPT --reps 5 --profile 2>&1 | grep -v "it/s" ;;
     multi)   python3 bench/bench_multi_gpu.py .gpu-assets/tokenizer 2>&1 | grep -v "it/s" ;;
   esac
 done
