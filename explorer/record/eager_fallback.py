@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import threading
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -46,19 +48,43 @@ class FallbackPlan:
         Why: these models read config._attn_implementation at every call, and some return wrong
         maps from their SDPA path when asked for output_attentions (Falcon in transformers 5.23
         drops the causal mask there). Another thread's forward on the same model meanwhile also
-        takes the eager path: same outputs, more memory.
+        takes the eager path: same outputs, more memory. Overlapping fallback captures share one
+        switch: the first one in saves the setting, the last one out restores it.
         """
-        configs = [c for c in {id(c): c for c in _configs(model)}.values()]
-        before = [getattr(c, "_attn_implementation", None) for c in configs]
+        if not self.active:
+            yield
+            return
+        _enter_eager(model)
         try:
-            if self.active:
-                for c in configs:
-                    c._attn_implementation = "eager"
             yield
         finally:
-            if self.active:
-                for c, b in zip(configs, before):
-                    c._attn_implementation = b
+            _leave_eager(model)
+
+
+_SWITCH_LOCK = threading.Lock()
+_SWITCHED: "weakref.WeakKeyDictionary[nn.Module, tuple[int, list]]" = weakref.WeakKeyDictionary()  # model -> (users, saved)
+
+
+def _enter_eager(model: nn.Module) -> None:
+    with _SWITCH_LOCK:
+        users, saved = _SWITCHED.get(model, (0, []))
+        if users == 0:
+            configs = list({id(c): c for c in _configs(model)}.values())
+            saved = [(c, getattr(c, "_attn_implementation", None)) for c in configs]
+            for c in configs:
+                c._attn_implementation = "eager"
+        _SWITCHED[model] = (users + 1, saved)
+
+
+def _leave_eager(model: nn.Module) -> None:
+    with _SWITCH_LOCK:
+        users, saved = _SWITCHED.get(model, (1, []))
+        if users <= 1:
+            for c, before in saved:
+                c._attn_implementation = before
+            _SWITCHED.pop(model, None)
+        else:
+            _SWITCHED[model] = (users - 1, saved)
 
 
 def _configs(model: nn.Module) -> list:

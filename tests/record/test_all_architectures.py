@@ -104,3 +104,20 @@ def test_components_add_up_on_families_with_their_own_blocks(name):
     for layer in range(comp.num_layers):
         parts = comp.resid[layer] + head_outputs(comp, layer).sum(0) + attention_bias(comp, layer) + comp.mlp[layer]
         assert (parts - comp.resid[layer + 1]).abs().max() < 1e-5, f"layer {layer}"
+
+
+def test_overlapping_fallback_captures_restore_the_attention_setting_once_both_are_done():
+    """Two threads' fallback forwards overlap: the second must not save "eager" as the setting to
+    restore, and the first must not switch back while the second still runs."""
+    from explorer.record.eager_fallback import FallbackPlan
+    model = build("falcon")
+    before = model.config._attn_implementation
+    assert before != "eager"
+    plan = FallbackPlan(kwargs={"output_attentions": True})
+    first, second = plan.running(model), plan.running(model)
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert model.config._attn_implementation == "eager"       # the second is still running
+    second.__exit__(None, None, None)
+    assert model.config._attn_implementation == before
