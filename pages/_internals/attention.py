@@ -6,10 +6,10 @@ import contextlib
 import streamlit as st
 
 from explorer.views.figures.attention import attention_heatmap, focus_row, gqa_figure, head_summary_figure, overview_figure, \
-    select_cell, select_tile, token_attention_figure
+    select_cell, tile_outline, token_attention_figure
 from explorer.views.pooling import MAX_SIDE
 from explorer.views.readout import Readout
-from pages._internals.drawing import Shown, pick_head_from, explain
+from pages._internals.drawing import Shown, explain, outline_over, pick_head_from
 from pages._state import INTERNALS as K
 
 
@@ -51,8 +51,9 @@ def attention_view(r: Readout, layer: int, head: int, token: int, shown: Shown) 
     else:
         with contextlib.nullcontext() if r.is_cached("overview", 16) else st.spinner("Pooling every head's map…"):
             ov = r.overview()
-        shown.figure("overview", lambda: overview_figure(ov), key=(), on_select=pick_head_from(K + "fig_overview"),
-                     mark=lambda fig: select_tile(fig, ov, (layer, head)))
+        chart = K + "fig_overview"   # the figure stays the same; only the outline over it moves
+        fig = shown.figure("overview", lambda: overview_figure(ov), key=(), on_select=pick_head_from(chart))
+        outline_over(chart, tile_outline(fig, ov, (layer, head)))
         explain("attention_overview")
 
 

@@ -6,6 +6,7 @@ from typing import Callable
 import plotly.graph_objects as go
 import streamlit as st
 
+from explorer.views.figures.attention import Outline
 from explorer.views.readout import Readout
 from explorer.views.teaching import EXPLANATIONS
 from explorer.views.text import visible_whitespace
@@ -24,7 +25,7 @@ class Shown:
         self.tables: list[tuple[str, Callable]] = []
 
     def figure(self, name: str, build: Callable[[], go.Figure], key: tuple | None = None,
-               on_select: Callable | None = None, mark: Callable[[go.Figure], object] | None = None) -> None:
+               on_select: Callable | None = None, mark: Callable[[go.Figure], object] | None = None) -> go.Figure:
         """Draw a figure; `key` caches it per capture, `mark` then updates its selection outline."""
         fig = self.cur.figure((name,) + key, build) if key is not None else build()
         if mark is not None:
@@ -32,9 +33,31 @@ class Shown:
         self.figures.append((name, fig))
         st.plotly_chart(fig, key=K + "fig_" + name, config=PLOTLY_CONFIG,
                         on_select=on_select or "ignore", selection_mode="points")
+        return fig
 
     def table(self, name: str, make) -> None:
         self.tables.append((name, make))
+
+
+def outline_over(chart_key: str, outline: Outline | None) -> None:
+    """Draw `outline` over the chart keyed `chart_key`, as CSS.
+
+    Why CSS: the chart's spec stays byte-identical, so Streamlit keeps the drawn chart instead of
+    remounting it (a remount draws a large Plotly figure twice); only this small style changes.
+    The style's own container is hidden, so it takes no room.
+    """
+    holder = chart_key + "_outline"
+    css = f".st-key-{holder} {{ display: none; }}"
+    if outline is not None:
+        m = outline.margin
+        w, h = f"(100% - {m['l'] + m['r']}px)", f"(100% - {m['t'] + m['b']}px)"
+        css += (f" .st-key-{chart_key} .stPlotlyChart {{ position: relative; }}"
+                f" .st-key-{chart_key} .stPlotlyChart::after {{ content: ''; position: absolute; z-index: 2;"
+                f" pointer-events: none; box-sizing: border-box; border: 2px solid {outline.color};"
+                f" left: calc({m['l']}px + {w} * {outline.left:.5f}); width: calc({w} * {outline.right - outline.left:.5f});"
+                f" top: calc({m['t']}px + {h} * {outline.top:.5f}); height: calc({h} * {outline.bottom - outline.top:.5f}); }}")
+    with st.container(key=holder):
+        st.markdown(f"<style>{css}</style>", unsafe_allow_html=True)
 
 
 def explain(key: str) -> None:

@@ -7,12 +7,14 @@ selection from it.
 """
 from __future__ import annotations
 
+import html
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
 
-from explorer.views.figures.image import heatmap_png
+from explorer.views.figures.image import colour_table, heatmap_png, png_uri
 from explorer.views.figures.internals import CLICK_MARKER, FOCUS_COLOR, cell_of, f32, labels, layout, plotly_text, \
     span_label, span_labels
 from explorer.views.attention_data import AttentionView, Overview, TokenAttention
@@ -29,6 +31,14 @@ ROW_PX = 14              # screen pixels a labelled row needs (10 px font)
 MAP_MIN_PX, MAP_MAX_PX = 380, 900
 MAP_CHROME_PX = 170      # title, x labels, margins
 MAP_WIDTH_PX = 440       # plot width of the map at 1600 px: what its (rotated) x labels must fit in
+
+
+# Numeric axes whose labels Plotly need not measure. By default Plotly measures every tick label of a
+# numeric axis twice per draw: to hide labels past the edge ("ticklabeloverflow") and to grow the
+# margins ("automargin", which then draws the whole figure a second time). In software-rendered
+# Chromium that was half of a 512-token map's draw (236 → 70 ms); the margins come from label_margins.
+FIXED_AXIS = dict(showgrid=False, zeroline=False, ticklabeloverflow="allow", automargin=False)
+CHAR_PX = 5.2            # average glyph of a 10 px tick label (4.4 measured in Chromium), with room to spare
 
 
 def map_height(n_rows: int) -> int:
@@ -92,12 +102,22 @@ def attention_heatmap(view: AttentionView, texts: Sequence[str], focus: int | No
                   go.Scatter(x=[None], y=[None], mode="markers", showlegend=False, hoverinfo="skip",
                              marker=dict(color=[0.0, zmax], colorscale="Blues", cmin=0.0, cmax=zmax,
                                          showscale=True, colorbar=colorbar))]
-        yaxis.update(range=[n_q - 0.5, -0.5], tickvals=q_ticks, ticktext=y_text, showgrid=False, zeroline=False)
+        yaxis.update(range=[n_q - 0.5, -0.5], tickvals=q_ticks, ticktext=y_text, **FIXED_AXIS)
         yaxis.pop("autorange")
-        xaxis.update(range=[-0.5, n_k - 0.5], tickvals=k_ticks, ticktext=x_text, showgrid=False, zeroline=False)
+        xaxis.update(range=[-0.5, n_k - 0.5], tickvals=k_ticks, ticktext=x_text, **FIXED_AXIS)
     lay = layout(f"Layer {view.layer} · head {view.head} (KV head {view.kv_head}){how}", height,
                  meta=dict(cols=n_k, rows=n_q, tokens=len(texts)), yaxis=yaxis, xaxis=xaxis)
+    if traces[0].type == "image":
+        lay["margin"] = label_margins(y_text, x_text)
     return focus_row(go.Figure(data=traces, layout=lay), view.q_spans, focus)
+
+
+def label_margins(y_text: Sequence[str], x_text: Sequence[str]) -> dict:
+    """Margins that fit the y labels, the x labels rotated 60°, both axis titles and the colour bar,
+    computed here so that the browser does not measure them (see FIXED_AXIS)."""
+    def chars(texts: Sequence[str]) -> int:
+        return max((len(html.unescape(t)) for t in texts), default=1)
+    return dict(l=int(CHAR_PX * chars(y_text)) + 32, r=72, t=40, b=int(0.87 * CHAR_PX * chars(x_text)) + 40)
 
 
 def _group_offsets(kv_head_of: Sequence[int], width: int) -> list[int]:
@@ -110,29 +130,30 @@ def _group_offsets(kv_head_of: Sequence[int], width: int) -> list[int]:
     return offsets
 
 
-OVERVIEW_GAP = 255   # uint8 value of the gaps between tiles, drawn white
-
-
 def overview_figure(ov: Overview, selected: tuple[int, int] | None = None) -> go.Figure:
     """Every (layer, head) map as a tile, each scaled to its own maximum so faint patterns show.
 
-    The mosaic is one heatmap of uint8 (0–254 = share of the tile's maximum, 255 = gap): a quarter
-    of the float32 payload, and colour is all it carries (hover names the tile, not a value).
+    The mosaic is one PNG image trace (share of the tile's maximum on the Blues scale, white gaps):
+    colour is all it carries (hover names the tile, not a value), and the browser decodes an image
+    instead of colouring every cell: this figure is redrawn on every layer or head switch, because
+    its selection outline moves (67 ms instead of 220 ms in software-rendered Chromium, 30 × 9 heads).
     """
     n_layers, n_heads, n, _ = ov.tiles.shape
     xs = _group_offsets(ov.kv_head_of, n)
     width = xs[-1] + n
     height = n_layers * (n + 1) - 1
-    mosaic = np.full((height, width), OVERVIEW_GAP, dtype=np.uint8)
+    mosaic = np.zeros((height, width), dtype=np.uint8)                        # colour level per pixel
+    gap = np.ones((height, width), dtype=bool)
     peak = ov.tiles.reshape(n_layers, n_heads, -1).max(-1)                    # (L, H)
-    scaled = np.rint(254 * ov.tiles / np.maximum(peak, 1e-9)[..., None, None]).astype(np.uint8)
+    scaled = np.rint(255 * ov.tiles / np.maximum(peak, 1e-9)[..., None, None]).astype(np.uint8)
     for li in range(n_layers):
         y0 = li * (n + 1)
         for h in range(n_heads):
             mosaic[y0:y0 + n, xs[h]:xs[h] + n] = scaled[li, h]
-    blues = [[0.0, "#f7fbff"], [0.25, "#c6dbef"], [0.5, "#6baed6"], [0.75, "#2171b5"], [254 / 255, "#08306b"],
-             [1.0, "#ffffff"]]
-    heat = go.Heatmap(z=mosaic, colorscale=blues, zmin=0, zmax=255, showscale=False, hoverinfo="skip")
+            gap[y0:y0 + n, xs[h]:xs[h] + n] = False
+    rgb = colour_table("Blues")[mosaic]                                       # (height, width, 3)
+    rgb[gap] = 255                                                            # white between tiles
+    heat = go.Image(source=png_uri(rgb), x0=0, dx=1, y0=0, dy=1, hoverinfo="skip")
     cx = [xs[h] + (n - 1) / 2 for h in range(n_heads)]
     cy = [li * (n + 1) + (n - 1) / 2 for li in range(n_layers)]
     gx, gy = np.meshgrid(np.arange(n_heads), np.arange(n_layers))
@@ -146,30 +167,63 @@ def overview_figure(ov: Overview, selected: tuple[int, int] | None = None) -> go
     lay = layout(f"All layers × heads ({ov.factor} token{'s' if ov.factor > 1 else ''} per cell; "
                  "each tile scaled to its own maximum) · click a tile", int(min(1400, max(420, 26 * n_layers + 110))),
                  xaxis=dict(tickvals=cx, ticktext=[f"h{h}<br>kv{ov.kv_head_of[h]}" for h in range(n_heads)],
-                            side="top", showgrid=False, zeroline=False, fixedrange=True),
-                 yaxis=dict(tickvals=cy, ticktext=[f"L{layer}" for layer in ov.layers], autorange="reversed",
-                            showgrid=False, zeroline=False, fixedrange=True),
+                            side="top", range=[-0.5, width - 0.5], fixedrange=True, **FIXED_AXIS),
+                 yaxis=dict(tickvals=cy, ticktext=[f"L{layer}" for layer in ov.layers], range=[height - 0.5, -0.5],
+                            fixedrange=True, scaleanchor=False, **FIXED_AXIS),   # tiles fill the width
                  clickmode="event+select", dragmode=False)
-    lay["margin"] = dict(l=10, r=10, t=110, b=10)
+    lay["margin"] = dict(l=16 + 8 * max(len(f"L{layer}") for layer in ov.layers), r=10, t=110, b=10)   # 12 px labels
     fig = go.Figure(data=[heat, clicks], layout=lay)
     return select_tile(fig, ov, selected)
 
 
-def select_tile(fig: go.Figure, ov: Overview, selected: tuple[int, int] | None) -> go.Figure:
-    """Outline the selected (layer, head) tile, replacing any earlier outline, in place.
-
-    Why in place: the mosaic itself does not change when the selection does, so the page keeps one
-    figure per capture and only moves this box (rebuilding the figure costs tens of ms).
-    """
+def _tile_box(ov: Overview, selected: tuple[int, int] | None) -> tuple[float, float, float, float] | None:
+    """(x0, x1, y0, y1) of the selected tile's outline in mosaic cells, or None when not in the overview."""
+    if selected is None or selected[0] not in ov.layers or not 0 <= selected[1] < len(ov.kv_head_of):
+        return None
     n = ov.tiles.shape[2]
-    shapes = []
-    if selected is not None and selected[0] in ov.layers and 0 <= selected[1] < len(ov.kv_head_of):
-        xs = _group_offsets(ov.kv_head_of, n)
-        li, h = ov.layers.index(selected[0]), selected[1]
-        shapes.append(dict(type="rect", x0=xs[h] - 0.8, x1=xs[h] + n - 0.2, y0=li * (n + 1) - 0.8,
-                           y1=li * (n + 1) + n - 0.2, line=dict(color=FOCUS_COLOR, width=2)))
-    fig.layout.shapes = shapes
+    x, li = _group_offsets(ov.kv_head_of, n)[selected[1]], ov.layers.index(selected[0])
+    return x - 0.8, x + n - 0.2, li * (n + 1) - 0.8, li * (n + 1) + n - 0.2
+
+
+def select_tile(fig: go.Figure, ov: Overview, selected: tuple[int, int] | None) -> go.Figure:
+    """Outline the selected (layer, head) tile as a layout shape, replacing any earlier outline, in place.
+
+    For a figure drawn once (a download, a notebook). The page instead keeps the figure unchanged and
+    lays `tile_outline` over it: any change to a figure makes Streamlit remount and redraw it.
+    """
+    box = _tile_box(ov, selected)
+    fig.layout.shapes = [] if box is None else [
+        dict(type="rect", x0=box[0], x1=box[1], y0=box[2], y1=box[3], line=dict(color=FOCUS_COLOR, width=2))]
     return fig
+
+
+@dataclass(frozen=True)
+class Outline:
+    """Where the selected tile lies on the drawn overview: fixed margins in px (the figure's own),
+    and the tile as fractions of the plot area (0–1, from the top left), which scales with it."""
+    margin: dict
+    left: float
+    right: float
+    top: float
+    bottom: float
+    color: str = FOCUS_COLOR
+
+
+def tile_outline(fig: go.Figure, ov: Overview, selected: tuple[int, int] | None) -> Outline | None:
+    """The selected tile's outline on overview_figure(ov), for a page to draw over the figure.
+
+    Why not a shape in the figure: the overview is the largest figure of the view, and a shape that
+    moves with every layer or head switch made the browser remount and draw it twice per switch
+    (~250 ms in software-rendered Chromium). Its margins are fixed (no automargin), so a box placed
+    by these fractions lands on the tile at any width.
+    """
+    box = _tile_box(ov, selected)
+    if box is None:
+        return None
+    (xa, xb), (ya, yb) = fig.layout.xaxis.range, fig.layout.yaxis.range        # y is reversed: ya > yb
+    m = fig.layout.margin
+    return Outline(dict(l=m.l, r=m.r, t=m.t, b=m.b), (box[0] - xa) / (xb - xa), (box[1] - xa) / (xb - xa),
+                   (box[2] - yb) / (ya - yb), (box[3] - yb) / (ya - yb))
 
 
 def select_cell(fig: go.Figure, layers: Sequence[int], selected: tuple[int, int] | None) -> go.Figure:
@@ -263,5 +317,6 @@ def token_attention_figure(ta: TokenAttention, texts: Sequence[str]) -> go.Figur
     return go.Figure(data=[heat], layout=lay)
 
 
-__all__ = ["EXACT_CELLS", "SUMMARY_METRICS", "attention_heatmap", "focus_row", "map_height", "tick_cells", "gqa_figure", "head_summary_figure", "overview_figure",
-           "select_cell", "select_tile", "token_attention_figure"]
+__all__ = ["EXACT_CELLS", "SUMMARY_METRICS", "Outline", "attention_heatmap", "focus_row", "map_height", "tick_cells",
+           "gqa_figure", "head_summary_figure", "overview_figure", "select_cell", "select_tile", "tile_outline",
+           "token_attention_figure"]

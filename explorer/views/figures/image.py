@@ -45,10 +45,14 @@ def png_bytes(rgb: np.ndarray) -> bytes:
             + chunk(b"IEND", b""))
 
 
-def heatmap_png(z: np.ndarray, scale: str, zmax: float) -> str:
-    """A data: URI of z coloured with `scale` over [0, zmax], one pixel per cell."""
-    rgb = colour_table(scale)[levels(z, zmax)]                                          # (H, W, 3)
+def png_uri(rgb: np.ndarray) -> str:
+    """(H, W, 3) uint8 → a data: URI that a Plotly image trace takes as its `source`."""
     return "data:image/png;base64," + base64.b64encode(png_bytes(rgb)).decode("ascii")
 
 
-__all__ = ["colour_table", "heatmap_png", "levels", "png_bytes"]
+def heatmap_png(z: np.ndarray, scale: str, zmax: float) -> str:
+    """A data: URI of z coloured with `scale` over [0, zmax], one pixel per cell."""
+    return png_uri(colour_table(scale)[levels(z, zmax)])                                # (H, W, 3)
+
+
+__all__ = ["colour_table", "heatmap_png", "levels", "png_bytes", "png_uri"]
