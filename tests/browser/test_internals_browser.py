@@ -56,6 +56,22 @@ def click_point(page, chart_key: str, index: int) -> None:
     page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
 
 
+OUTLINE_HOLDS = """([chartKey, index]) => {
+  const chart = document.querySelector(`.st-key-${chartKey} .stPlotlyChart`);
+  const box = chart.getBoundingClientRect(), css = getComputedStyle(chart, '::after');
+  if (css.content === 'none' || css.display === 'none') return false;
+  const left = box.left + parseFloat(css.left), top = box.top + parseFloat(css.top);
+  const p = chart.querySelectorAll('path.point')[index].getBoundingClientRect();
+  const x = p.left + p.width / 2, y = p.top + p.height / 2;
+  return left < x && x < left + parseFloat(css.width) && top < y && y < top + parseFloat(css.height);
+}"""
+
+
+def outline_holds_point(page, index: int, chart_key: str = "internals_fig_overview") -> bool:
+    """Whether the selection outline drawn over the overview (CSS) surrounds the index-th click point."""
+    return page.evaluate(OUTLINE_HOLDS, [chart_key, index])
+
+
 def capture_prompt(page, text: str) -> None:
     page.get_by_label("Or capture a prompt without generating").fill(text)
     page.get_by_role("button", name="Capture this prompt").click()
@@ -98,6 +114,17 @@ def test_internals_views_follow_prompts_chat_and_clicks(app_url, page, tmp_path)
     click_point(page, "internals_fig_overview", 20 * 9 + 5)
     heatmap_painted(page, "Layer 20 · head 5 (KV head 1)")
     wait_idle(page)
+    assert outline_holds_point(page, 20 * 9 + 5) and not outline_holds_point(page, 20 * 9 + 4)
+
+    # a layer switch moves the outline, and the overview stays drawn: it is not remounted
+    page.locator(".st-key-internals_fig_overview .js-plotly-plot").evaluate("gd => { gd.__kept = true; }")
+    page.locator(".st-key-internals_layer input[type='range']").focus()
+    page.keyboard.press("ArrowLeft")
+    heatmap_painted(page, "Layer 19 · head 5")
+    wait_idle(page)
+    assert page.locator(".st-key-internals_fig_overview .js-plotly-plot").evaluate("gd => gd.__kept === true")
+    assert outline_holds_point(page, 19 * 9 + 5) and not outline_holds_point(page, 20 * 9 + 5)
+    shot(page, "overview_outline")
 
     # token focus: click a token in the strip
     bar = page.locator(".st-key-internals_strip .stPlotlyChart g.point path").nth(5)
@@ -106,7 +133,7 @@ def test_internals_views_follow_prompts_chat_and_clicks(app_url, page, tmp_path)
     page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     heatmap_painted(page, "Attention from token 5 ")
     wait_idle(page)
-    for param in ("layer=20", "head=5", "token=5"):                # the view is in the URL
+    for param in ("layer=19", "head=5", "token=5"):                # the view is in the URL
         assert re.search(rf"[?&]{param}(&|$)", page.url), (param, page.url)
 
     # head summaries click through to a head

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+import struct
+import zlib
 
 import numpy as np
 import plotly.io as pio
@@ -15,7 +17,7 @@ from explorer.record.capture import capture
 from explorer.record.capture_file import open_capture
 from explorer.analyse.attention import attention_map, attention_map_pooled, head_summaries, layer_probabilities
 from explorer.views.figures.attention import attention_heatmap, gqa_figure, head_summary_figure, overview_figure, \
-    select_tile, token_attention_figure
+    select_tile, tile_outline, token_attention_figure
 from explorer.views.figures.embeddings import pca_figure
 from explorer.views.figures.internals import plotly_text, span_labels, token_strip
 from explorer.views.figures.lens import lens_heatmap, trajectory_figure
@@ -33,6 +35,22 @@ PAYLOAD_LIMIT = 5_000_000
 def payload(fig) -> str:
     """What Streamlit sends: to_dict() then to_json."""
     return pio.to_json(fig.to_dict(), validate=False)
+
+
+def png_pixels(uri: str) -> np.ndarray:
+    """(H, W, 3) of a data: URI written by figures/image.py (truecolour, filter 0 on every row)."""
+    data = base64.b64decode(uri.split(",", 1)[1])
+    pos, idat, (w, h) = 8, b"", (0, 0)
+    while pos < len(data):
+        size, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + size]
+        if kind == b"IHDR":
+            w, h = struct.unpack(">II", body[:8])
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + size
+    rows = np.frombuffer(zlib.decompress(idat), dtype=np.uint8).reshape(h, 1 + 3 * w)
+    return rows[:, 1:].reshape(h, w, 3)
 
 
 def z_of(fig, trace: int = 0) -> np.ndarray:
@@ -132,12 +150,43 @@ def test_overview_tiles_are_pooled_maps_and_clicks_name_layer_and_head(short):
     pooled, factor = attention_map_pooled(short.capture, 2, 3, max_size=8)
     assert factor == 3 and np.allclose(ov.tiles[1 + 1, 3], pooled.numpy(), atol=1e-5)
     fig = overview_figure(ov, (2, 3))
-    assert z_of(fig).dtype == np.uint8
     clicks = fig.data[1]
     assert [list(c) for c in clicks.customdata[:5]] == [[0, 0], [0, 1], [0, 2], [0, 3], [1, 0]]
     box = fig.layout.shapes[0]
     select_tile(fig, ov, (0, 0))
     assert len(fig.layout.shapes) == 1 and fig.layout.shapes[0].x0 != box.x0
+
+
+def test_overview_is_a_png_image_on_axes_plotly_need_not_measure(short):
+    """The mosaic travels as an image (the browser decodes it instead of colouring every cell), and
+    its axes have fixed margins: the page lays the selection outline over it by those numbers."""
+    ov = short.overview(tile=8)
+    fig = overview_figure(ov)
+    image = json.loads(payload(fig))["data"][0]
+    assert image["type"] == "image" and image["source"].startswith("data:image/png;base64,")
+    rgb = png_pixels(image["source"])
+    n_layers, n_heads, n, _ = ov.tiles.shape
+    assert rgb.shape[0] == n_layers * (n + 1) - 1
+    assert (rgb[n] == 255).all()                                       # the row between two layers is a white gap
+    for axis in (fig.layout.xaxis, fig.layout.yaxis):
+        assert axis.automargin is False and axis.ticklabeloverflow == "allow"
+
+
+def test_tile_outline_lands_on_the_clicked_tile(short):
+    """The page draws the selection over the unchanged figure: the outline, in plot-area fractions,
+    must hold the click target of exactly the selected tile."""
+    ov = short.overview(tile=8)
+    fig = overview_figure(ov)
+    clicks = fig.data[1]
+    (xa, xb), (ya, yb) = fig.layout.xaxis.range, fig.layout.yaxis.range
+    for layer, head in ((0, 0), (2, 3), (1, 2)):
+        out = tile_outline(fig, ov, (layer, head))
+        inside = [i for i, (x, y) in enumerate(zip(clicks.x, clicks.y))
+                  if out.left < (x - xa) / (xb - xa) < out.right and out.top < (y - yb) / (ya - yb) < out.bottom]
+        assert [list(clicks.customdata[i]) for i in inside] == [[layer, head]]
+        assert out.margin == dict(l=fig.layout.margin.l, r=fig.layout.margin.r, t=fig.layout.margin.t,
+                                  b=fig.layout.margin.b)
+    assert tile_outline(fig, ov, (99, 0)) is None
 
 
 def test_head_summaries_heatmap_is_layers_by_heads(short):

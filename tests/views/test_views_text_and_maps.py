@@ -141,6 +141,20 @@ def test_attention_map_at_512_tokens_travels_as_a_compact_image():
     assert small.data[0].type == "heatmap"                                # small maps keep hover values
 
 
+def test_a_large_map_has_fixed_margins_that_fit_its_longest_labels():
+    """Plotly measuring ~80 tick labels (overflow check, automargin and a second draw) was half of a
+    512-token map's draw in Chromium; the margins are computed here instead, and must fit the labels."""
+    n = 512
+    short = attention_heatmap(_view(n), [f"w{i}" for i in range(n)])
+    long = attention_heatmap(_view(n), [f"wordy&token{i}" for i in range(n)])
+    for fig in (short, long):
+        for axis in (fig.layout.xaxis, fig.layout.yaxis):
+            assert axis.automargin is False and axis.ticklabeloverflow == "allow"
+    assert long.layout.margin.l > short.layout.margin.l and long.layout.margin.b > short.layout.margin.b
+    longest = len("511 wordy&token511")                                   # "&" is one glyph, not "&amp;"
+    assert long.layout.margin.l >= 4.4 * longest + 20                     # 4.4 px a glyph measured at 10 px
+
+
 # ---- log axes -----------------------------------------------------------------------------------
 
 def test_log_axes_have_a_few_clean_ticks():
