@@ -14,7 +14,7 @@ from explorer.record.capture import capture
 from explorer.record.token_text import show_bytes, token_text
 from explorer.views.attention_data import AttentionView
 from explorer.views.exports import tokens_table
-from explorer.views.figures.attention import EXACT_CELLS, MAP_MAX_PX, ROW_PX, attention_heatmap, map_height, \
+from explorer.views.figures.attention import EXACT_CELLS, MAP_MAX_PX, ROW_PX, attention_heatmap, map_height, nice_ticks, \
     tick_cells, token_attention_figure
 from explorer.views.figures.axes import log_ticks
 from explorer.views.figures.internals import plotly_text, token_strip
@@ -153,6 +153,18 @@ def test_a_large_map_has_fixed_margins_that_fit_its_longest_labels():
     assert long.layout.margin.l > short.layout.margin.l and long.layout.margin.b > short.layout.margin.b
     longest = len("511 wordy&token511")                                   # "&" is one glyph, not "&amp;"
     assert long.layout.margin.l >= 4.4 * longest + 20                     # 4.4 px a glyph measured at 10 px
+
+
+def test_a_large_map_keys_its_colours_with_an_image_bar_and_round_ticks():
+    """The colour bar is a layout image plus tick notes (Plotly's colour bar measured and pushed margins)."""
+    z = _view(512).z
+    fig = attention_heatmap(_view(512), [f"w{i}" for i in range(512)])
+    assert len(fig.data) == 1 and fig.layout.images[0].source.startswith("data:image/png;base64,")
+    notes = [a.text for a in fig.layout.annotations]
+    assert notes[0] == "0" and notes[-1] == "attention"
+    assert [float(t) for t in notes[:-1]] == nice_ticks(float(z.max()))
+    assert nice_ticks(1.0) == [0.0, 0.25, 0.5, 0.75, 1.0] and nice_ticks(0.37) == [0.0, 0.1, 0.2, 0.3]
+    assert nice_ticks(0.0) == [0.0]
 
 
 # ---- log axes -----------------------------------------------------------------------------------
