@@ -206,9 +206,13 @@ READING = (
     "Where the rest goes (Chromium CPU profile of one layer switch): the server has sent the map ~90 ms after "
     "the key press; Streamlit's frontend draws a remounted Plotly chart twice (before and after it knows its "
     "width), ~55 ms each for the map; React re-renders every element of the views fragment on each batch of "
-    "messages (~150 ms); the rest is the round trip and painting, as in the floor. Next step toward 300 ms: a "
-    "narrower fragment (the layer, head and token controls with only what depends on them), so that a switch "
-    "re-renders a handful of elements instead of ~40.")
+    "messages (~150 ms); the rest is the round trip and painting, as in the floor. How far a narrower fragment "
+    "could go (coordinator's experiment, 03:31 UTC, load 0.05 at the start): with the views fragment cut down to "
+    "the controls, the token strip and the map (no other chart, no downloads), a layer switch still paints in "
+    "390 ms median against a floor of 176 ms, so narrowing alone cannot reach 300 ms here: the Plotly map itself "
+    "is the cost. Next step: above a size where hover and zoom show single cells no longer (~160 a side), draw "
+    "the map as a plain image with its axis labels in HTML, and keep Plotly for windows and small prompts; that "
+    "trades the map's zoom for speed, a product choice left open.")
 
 
 def write_markdown(runs: list[dict]) -> None:
