@@ -159,8 +159,9 @@ def overview_figure(ov: Overview, selected: tuple[int, int] | None = None) -> go
 
     The mosaic is one PNG image trace (share of the tile's maximum on the Blues scale, white gaps):
     colour is all it carries (hover names the tile, not a value), and the browser decodes an image
-    instead of colouring every cell: this figure is redrawn on every layer or head switch, because
-    its selection outline moves (67 ms instead of 220 ms in software-rendered Chromium, 30 × 9 heads).
+    instead of colouring every cell (67 ms instead of 220 ms a draw in software-rendered Chromium,
+    30 × 9 heads). The page draws it once per capture; the selection outline moves over it
+    (tile_outline).
     """
     n_layers, n_heads, n, _ = ov.tiles.shape
     xs = _group_offsets(ov.kv_head_of, n)
