@@ -74,7 +74,7 @@ class ComponentsRecorder:
         self.final: NormLinear | None = None
         self.final_out: torch.Tensor | None = None     # (T, d) on the device, for predictions
         self._live: dict[int, dict[str, torch.Tensor]] = {}  # per layer: attn/mlp outputs during its forward
-        self._norms: dict[str, tuple[nn.Module, torch.device]] = {}
+        self._norms: dict[str, nn.Module] = {}
         self.o_proj: list[nn.Module | None] = []
         self._attn_layer: dict[int, int] = {}
 
@@ -109,12 +109,11 @@ class ComponentsRecorder:
         norm = resolve(self.model, name)
         param = next((p for p in norm.parameters() if p.is_floating_point()), None)
         device = param.device if param is not None else torch.device("cpu")
-        probed_norm(norm, self.hidden, device)                                # cached per module
-        self._norms[name] = (norm, device)
+        probed_norm(norm, self.hidden, device)            # cached per module, its gain already on `device`
+        self._norms[name] = norm
 
     def _norm(self, name: str, device: torch.device):
-        norm, _ = self._norms[name]
-        return probed_norm(norm, self.hidden, device)
+        return probed_norm(self._norms[name], self.hidden, device)
 
     def _put(self, kind: str, index: int, t: torch.Tensor, snapshot: bool = False) -> None:
         """Copy one layer's tensor into the kind's stacked buffer (allocated at the first write).
