@@ -23,8 +23,8 @@ from explorer.model.anatomy import Anatomy, resolve
 from explorer.record.attention_fn import active_recorder
 from explorer.record.components import Components, NormLinear
 from explorer.record.offload import Offloader, gather_small
-from explorer.record.weights import dense_weight, find_output_projection, fit_scale, out_features, output_slices, \
-    probed_norm
+from explorer.record.weights import dense_weight, find_output_projection, first_output, fit_scale, out_features, \
+    output_slices, probed_norm
 
 _KINDS = ("resid", "z", "mlp", "values")
 
@@ -35,10 +35,6 @@ def components_bytes(n_layers: int, t: int, hidden: int, n_heads: int, n_kv: int
     model's captures and kept on the host, is not counted)."""
     per_layer = t * (2 * hidden + n_heads * head_dim + n_kv * head_dim) * act_bytes
     return n_layers * per_layer + t * hidden * act_bytes
-
-
-def _first(output) -> torch.Tensor:
-    return output[0] if isinstance(output, (tuple, list)) else output
 
 
 def _residual_reader(module: nn.Module) -> Callable | None:
@@ -142,7 +138,7 @@ class ComponentsRecorder:
             if not self.mine():
                 return
             self._live.pop(index, None)
-            self._put("resid", index + 1, _first(output)[0])
+            self._put("resid", index + 1, first_output(output)[0])
         return hook
 
     def _z_hook(self, index: int):
@@ -159,7 +155,7 @@ class ComponentsRecorder:
         def hook(module, args, kwargs, output):
             if not self.mine():
                 return
-            out = _first(output)[0]                                          # (T, d)
+            out = first_output(output)[0]                                          # (T, d)
             residual = residual_of(args, kwargs) if residual_of is not None else None
             if key == "mlp":
                 self._put("mlp", index, out - residual[0] if residual is not None else out, snapshot=True)
@@ -172,7 +168,7 @@ class ComponentsRecorder:
             if not self.mine() or not args:
                 return
             live = self._live.get(index, {})
-            x, y = args[0][0], _first(output)[0]
+            x, y = args[0][0], first_output(output)[0]
             if "attn" in live and x.data_ptr() == live["attn"].data_ptr():
                 gain, bias, center = self._norm(name, x.device)
                 self.post_attn[index] = NormLinear(fit_scale(x, y, gain, bias, center), gain, bias, center)
@@ -182,7 +178,7 @@ class ComponentsRecorder:
 
     def _final_norm(self, module, args, output):
         if self.mine() and args:
-            x, y = args[0][0], _first(output)[0]
+            x, y = args[0][0], first_output(output)[0]
             gain, bias, center = self._norm(self.anatomy.final_norm, x.device)
             self.final = NormLinear(fit_scale(x, y, gain, bias, center), gain, bias, center)
             self.final_out = y

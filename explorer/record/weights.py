@@ -24,6 +24,8 @@ def dense_weight(module: nn.Module) -> torch.Tensor:
     """(out, in) float32 weight of a Linear, a GPT-2 Conv1D, or a bitsandbytes 4-/8-bit Linear."""
     weight = module.weight
     quant_state = getattr(weight, "quant_state", None)
+    if getattr(quant_state, "packing_format_for_cpu", False):
+        return _probed_weight(module)
     if quant_state is not None:
         import bitsandbytes.functional as bnbf
         return bnbf.dequantize_4bit(weight.data, quant_state).float()
@@ -34,6 +36,25 @@ def dense_weight(module: nn.Module) -> torch.Tensor:
     if type(module).__name__ == "Conv1D":
         return w.t()
     return w
+
+
+@torch.inference_mode()
+def _probed_weight(module: nn.Module) -> torch.Tensor:
+    """(out, in) float32 weight read by running the layer on the identity matrix.
+
+    Why: on a CPU with AVX-512 bf16, bitsandbytes repacks a 4-bit weight into a kernel-specific
+    layout at its first forward, and `dequantize_4bit` on that layout returns garbage. Each
+    output of x = I has a single non-zero term, so this gives exactly the weights the forward
+    uses, whatever their layout.
+    """
+    n_in = int(module.in_features)
+    eye = torch.eye(n_in, dtype=getattr(module, "compute_dtype", None) or torch.float32,
+                    device=module.weight.device)                                # (in, in)
+    out = module(eye).float()                                                   # (in, out) = W^T + b
+    bias = getattr(module, "bias", None)
+    if isinstance(bias, torch.Tensor):
+        out = out - bias.float()
+    return out.t().contiguous()
 
 
 def out_features(module: nn.Module) -> int | None:
@@ -83,7 +104,8 @@ def output_slices(model: nn.Module, projections: list[nn.Module], n_heads: int, 
     return w_o, b_o
 
 
-def _first(output) -> torch.Tensor:
+def first_output(output) -> torch.Tensor:
+    """A module's main output tensor (the first element of a tuple output)."""
     return output[0] if isinstance(output, (tuple, list)) else output
 
 
@@ -100,7 +122,7 @@ def probe_norm(module: nn.Module, d: int) -> tuple[torch.Tensor, torch.Tensor | 
     device = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None else torch.float32
     probes = torch.stack([torch.zeros(d), torch.ones(d), (-1.0) ** torch.arange(d, dtype=torch.float32)])
-    run = lambda x: _first(module(x.to(device=device, dtype=dtype)[None]))[0].float().cpu()  # noqa: E731
+    run = lambda x: first_output(module(x.to(device=device, dtype=dtype)[None]))[0].float().cpu()  # noqa: E731
     bias, on_ones, on_alt = run(probes)                                        # one round trip, (3, d)
     alt = probes[2]
     center = bool((on_ones - bias).abs().max() <= 1e-3 * (on_alt - bias).abs().max())
@@ -137,5 +159,5 @@ def fit_scale(x: torch.Tensor, y: torch.Tensor, gain: torch.Tensor, bias: torch.
     return (target * gx).sum(-1) / gx.square().sum(-1).clamp_min(1e-30)
 
 
-__all__ = ["dense_weight", "find_output_projection", "fit_scale", "out_features", "output_slices", "probe_norm",
+__all__ = ["dense_weight", "find_output_projection", "first_output", "fit_scale", "out_features", "output_slices", "probe_norm",
            "probed_norm"]

@@ -117,6 +117,25 @@ def test_captures_share_one_dequantised_w_o_and_do_not_overwrite_each_other():
     assert other.w_o.data_ptr() != first.w_o.data_ptr()
 
 
+def test_a_4bit_weight_read_through_its_forward_equals_the_dequantised_one():
+    """The identity probe is what dense_weight uses once bitsandbytes has repacked a 4-bit weight
+    for its AVX-512 CPU kernel (dequantize_4bit cannot read that layout); both must agree."""
+    import bitsandbytes as bnb
+
+    from explorer.record.weights import _probed_weight
+
+    torch.manual_seed(0)
+    dense = torch.nn.Linear(64, 32)
+    layer = bnb.nn.Linear4bit(64, 32, compute_dtype=torch.bfloat16, quant_type="nf4")
+    layer.weight = bnb.nn.Params4bit(dense.weight.data.clone(), requires_grad=False, quant_type="nf4")
+    layer.bias = torch.nn.Parameter(dense.bias.data.clone(), requires_grad=False)
+    layer = layer.to("cpu")
+    dequantised = dense_weight(layer)                                        # (32, 64), before any forward
+    torch.testing.assert_close(_probed_weight(layer), dequantised, rtol=1e-2, atol=2e-3)
+    torch.testing.assert_close(dense_weight(layer), dequantised, rtol=1e-2, atol=2e-3)   # after a forward too
+    assert (dequantised - dense.weight).abs().max() < 0.05                   # and NF4 is close to the original
+
+
 @pytest.mark.slow
 def test_nf4_output_projection_is_dequantised_and_parts_add_up(embedded_nf4):
     model, tok = embedded_nf4.model, embedded_nf4.tokenizer
