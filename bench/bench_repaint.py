@@ -4,7 +4,8 @@ Starts `scripts/serve.py` (the embedded model, NF4) on a free port, captures a p
 tokens on the Internals page, then moves the layer slider (ArrowRight) and the head selectbox
 --switches times each. For each switch it records
   - first_frame_ms: key press → the first websocket frame from the server (the server's part),
-  - painted_ms: key press → the map titled "Layer L · head H" is on screen and two animation
+  - painted_ms: key press → the map titled "Layer L · head H" is on screen (a Plotly chart, or the
+    HTML map of a large prompt with its image decoded) and two animation
     frames have passed (Plotly has drawn it and the browser has painted),
 and the payload of the attention-map figure as the browser received it (bytes of its JSON spec).
 
@@ -25,22 +26,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.bench_views import TEXT  # noqa: E402  (the same prose as the server-side views bench)
 from tests.browser.conftest import CHROMIUM_ARGS, served_app  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 GOAL_MS = 300.0
-TEXT = ("The history of the printing press begins in the fifteenth century, when Johannes Gutenberg combined "
-        "movable metal type, oil-based ink and a wooden press adapted from those used to make wine. Before "
-        "him, books were copied by hand, which made them rare and expensive; a single Bible could take a "
-        "scribe years. Within fifty years of his first prints, presses were working in more than two hundred "
-        "cities across Europe, and millions of books had been printed. Scholars could compare identical "
-        "copies of a text, errors stopped multiplying with every copy, and ideas travelled faster than ever. ")
-
 PAINTED = """async (title) => {
   const found = () => {
     for (const chart of document.querySelectorAll('.stPlotlyChart')) {
       const t = chart.querySelector('.gtitle');
       if (t && t.textContent.startsWith(title)) return chart;
+    }
+    for (const map of document.querySelectorAll('.attention-map-image')) {   // a large map drawn as HTML
+      const img = map.querySelector('img');
+      if (map.dataset.title.startsWith(title) && img && img.complete) return map;
     }
     return null;
   };
@@ -93,6 +92,8 @@ def run(tokens: int, switches: int) -> dict:
         page.wait_for_selector(idle)
         page.wait_for_timeout(1500)
         out["tokens"] = int(page.evaluate("""() => {
+            const map = document.querySelector('.attention-map-image');
+            if (map) return Number(map.dataset.tokens);
             for (const gd of document.querySelectorAll('.js-plotly-plot')) {
               const t = gd.querySelector('.gtitle');
               if (t && t.textContent.startsWith('Layer ')) return gd.layout.meta ? gd.layout.meta.tokens :
@@ -194,25 +195,23 @@ def floor(switches: int) -> dict:
 
 
 READING = (
-    "Reading (2026-11-29, 2 cores, load 1.5 at the end of each run, the bench's own load included): the "
-    "≤ 300 ms goal is **not met**. A layer switch now paints in 446 ms median (p90 457), against 583 ms "
-    "(p90 649) just before on the same machine state; a head switch in 516 ms (653 before); the floor, a "
-    "one-slider page, repaints in 185–188 ms. What changed: only the attention map is remounted by a layer "
-    "switch now. The all-heads overview is a PNG image trace whose figure never changes, its selection outline "
-    "being CSS laid over it (a moving shape made Streamlit remount and draw the 30 × 9 mosaic twice per switch: "
-    "280–300 ms per switch, measured under load 4 by leaving it out); the map's numeric axes no longer make "
-    "Plotly measure every tick label (overflow check, automargin and the second draw it causes: 236 → 70 ms per "
-    "draw at 512 tokens, timed in a bare Chromium page); its colour bar is a layout image (−15 ms a draw). "
-    "Where the rest goes (Chromium CPU profile of one layer switch): the server has sent the map ~90 ms after "
-    "the key press; Streamlit's frontend draws a remounted Plotly chart twice (before and after it knows its "
-    "width), ~55 ms each for the map; React re-renders every element of the views fragment on each batch of "
-    "messages (~150 ms); the rest is the round trip and painting, as in the floor. How far a narrower fragment "
-    "could go (coordinator's experiment, 03:31 UTC, load 0.05 at the start): with the views fragment cut down to "
-    "the controls, the token strip and the map (no other chart, no downloads), a layer switch still paints in "
-    "390 ms median against a floor of 176 ms, so narrowing alone cannot reach 300 ms here: the Plotly map itself "
-    "is the cost. Next step: above a size where hover and zoom show single cells no longer (~160 a side), draw "
-    "the map as a plain image with its axis labels in HTML, and keep Plotly for windows and small prompts; that "
-    "trades the map's zoom for speed, a product choice left open.")
+    "Reading (2026-12-01, 2 cores, load 1.5–2.5 during the runs, the bench's own load included): the ≤ 300 ms "
+    "goal is **met**. Back to back on the same machine state, 16 switches each: a layer switch paints in 219 ms "
+    "median (p90 243) against 347 ms (p90 452) on main 682e15a just before, 0.63×; a head switch in 281 ms "
+    "(p90 339) against 475 ms, 0.59×; the floor, a one-slider page, repaints in 170–181 ms, so a layer switch "
+    "is now ~40 ms above the fastest any Streamlit page repaints here. What changed: above EXACT_CELLS (160) "
+    "tokens the attention map is drawn as plain HTML (explorer/views/figures/map_html.py: the same PNG, tick "
+    "labels, colour key and focus box as its Plotly figure, placed by CSS), so a switch decodes a ~97 kB image "
+    "instead of Streamlit remounting a Plotly chart and drawing it twice; the GQA chart is drawn once per "
+    "capture and the chosen head is a CSS box over it (as the overview's tile), so a head switch redraws no "
+    "chart. What the map gives up: hover and zoom on the full map, where a cell is one or two screen pixels "
+    "anyway; the \"Full-resolution window\" toggle, now offered above 160 tokens too, shows a window (128 "
+    "positions by default; up to 160 a side it is a Plotly heatmap whose hover reads each cell), and the "
+    "download is the interactive figure. "
+    "Earlier runs in the table: the first two of 2026-12-01 are single runs of 8 switches while the GQA change "
+    "was made (load 2.8 and 1.7; the second's floor was 231 ms). History: 583 → 446 ms on 2026-11-29 came from "
+    "the overview as one image with a CSS outline, fixed map margins and an image colour bar; a narrowed "
+    "fragment alone still took 390 ms there, which is why the map itself had to leave Plotly.")
 
 
 def write_markdown(runs: list[dict]) -> None:
@@ -221,7 +220,8 @@ def write_markdown(runs: list[dict]) -> None:
     head = "## Repaint in Chromium (bench/bench_repaint.py)"
     text = text.split(head)[0].rstrip() + "\n\n"
     lines = [head, "",
-             f"Key press → the new attention map painted (two animation frames after Plotly drew it), in Debian's "
+             f"Key press → the new attention map painted (two animation frames after Plotly drew it, or after the "
+             f"HTML map's image decoded), in Debian's "
              f"Chromium (headless, software rendering) at 1600×1000, on the machine below; goal ≤ {GOAL_MS:.0f} ms. "
              "First frame = key press → the first websocket message back (the rerun has begun). "
              "Bytes = everything the server sent for one layer switch.", "",

@@ -5,12 +5,16 @@ import contextlib
 
 import streamlit as st
 
-from explorer.views.figures.attention import attention_heatmap, focus_row, gqa_figure, head_summary_figure, overview_figure, \
-    select_cell, tile_outline, token_attention_figure
+from explorer.views.figures.attention import EXACT_CELLS, attention_heatmap, focus_row, gqa_figure, \
+    head_outline, head_summary_figure, overview_figure, select_cell, tile_outline, token_attention_figure
+from explorer.views.figures.map_html import image_map_html, is_image_map
 from explorer.views.pooling import MAX_SIDE
 from explorer.views.readout import Readout
 from pages._internals.drawing import Shown, explain, outline_over, pick_head_from
 from pages._state import INTERNALS as K
+
+IMAGE_NOTE = ("A map this size is drawn as a picture, a cell to a pixel or two. Turn on “Full-resolution window” "
+              "to zoom and read single cells, or download attention_map.html for an interactive copy.")
 
 
 def attention_view(r: Readout, layer: int, head: int, token: int, shown: Shown) -> None:
@@ -18,8 +22,9 @@ def attention_view(r: Readout, layer: int, head: int, token: int, shown: Shown) 
         st.info("This capture holds no attention (it was not recorded, or the file was saved without it).")
         return
     q_window = k_window = None
-    if r.is_pooled:
-        full = st.toggle("Full-resolution window", key=K + "w_fullres")
+    if r.num_tokens > EXACT_CELLS:     # the whole map is a picture then: a window brings back hover and zoom
+        full = st.toggle("Full-resolution window", key=K + "w_fullres",
+                         help="Show a window of the map cell by cell, with zoom, and hover that reads each value.")
         if full:
             t = r.num_tokens
             c1, c2 = st.columns(2)
@@ -31,8 +36,11 @@ def attention_view(r: Readout, layer: int, head: int, token: int, shown: Shown) 
                 st.caption(f"Windows are cut to the last {MAX_SIDE} positions.")
     view = r.attention_view(layer, head, q_window, k_window)
     # cached per layer/head/window; a token switch only moves the focus box (no rebuild, same PNG)
-    shown.figure("attention_map", lambda: attention_heatmap(view, r.texts, token), key=(layer, head, q_window, k_window),
-                 mark=lambda fig: focus_row(fig, view.q_spans, token))
+    fig = shown.figure("attention_map", lambda: attention_heatmap(view, r.texts, token),
+                       key=(layer, head, q_window, k_window), mark=lambda fig: focus_row(fig, view.q_spans, token),
+                       as_html=lambda fig: image_map_html(fig, IMAGE_NOTE) if is_image_map(fig) else None)
+    if is_image_map(fig):
+        st.caption(IMAGE_NOTE)
     explain("attention_map")
     c1, c2 = st.columns([3, 2])
     with c1:
@@ -42,7 +50,8 @@ def attention_view(r: Readout, layer: int, head: int, token: int, shown: Shown) 
                      key=(token, which))
         explain("token_attention")
     with c2:
-        shown.figure("gqa", lambda: gqa_figure(r.capture.kv_head_of, head), key=(head,))
+        gqa = shown.figure("gqa", lambda: gqa_figure(r.capture.kv_head_of), key=())   # drawn once: the box moves
+        outline_over(K + "fig_gqa", head_outline(gqa, head))
         explain("gqa")
     more = st.segmented_control("More", ["All heads", "Head summaries"], key=K + "w_more", required=True,
                                 default="All heads", label_visibility="collapsed")

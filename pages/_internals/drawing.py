@@ -25,14 +25,24 @@ class Shown:
         self.tables: list[tuple[str, Callable]] = []
 
     def figure(self, name: str, build: Callable[[], go.Figure], key: tuple | None = None,
-               on_select: Callable | None = None, mark: Callable[[go.Figure], object] | None = None) -> go.Figure:
-        """Draw a figure; `key` caches it per capture, `mark` then updates its selection outline."""
+               on_select: Callable | None = None, mark: Callable[[go.Figure], object] | None = None,
+               as_html: Callable[[go.Figure], str | None] | None = None) -> go.Figure:
+        """Draw a figure; `key` caches it per capture, `mark` then updates its selection outline.
+
+        `as_html` may render the figure as plain HTML instead of a Plotly chart (it returns None to
+        decline); the download still offers the interactive figure.
+        """
         fig = self.cur.figure((name,) + key, build) if key is not None else build()
         if mark is not None:
             mark(fig)
         self.figures.append((name, fig))
-        st.plotly_chart(fig, key=K + "fig_" + name, config=PLOTLY_CONFIG,
-                        on_select=on_select or "ignore", selection_mode="points")
+        markup = as_html(fig) if as_html is not None else None
+        if markup is not None:
+            with st.container(key=K + "html_" + name):
+                st.html(markup)
+        else:
+            st.plotly_chart(fig, key=K + "fig_" + name, config=PLOTLY_CONFIG,
+                            on_select=on_select or "ignore", selection_mode="points")
         return fig
 
     def table(self, name: str, make) -> None:

@@ -105,10 +105,13 @@ def test_internals_views_follow_prompts_chat_and_clicks(app_url, page, tmp_path)
     page.keyboard.press("ArrowRight")
     heatmap_painted(page, "Layer 16 · head 0")
     wait_idle(page)
+    gqa = page.locator(".st-key-internals_fig_gqa .js-plotly-plot")
+    gqa.evaluate("gd => { gd.__kept = true; }")
     page.locator(".st-key-internals_head").click()
     page.get_by_role("option", name="head 4 · KV 1").click()
     heatmap_painted(page, "Layer 16 · head 4 (KV head 1)")
     wait_idle(page)
+    assert gqa.evaluate("gd => gd.__kept === true")                      # a head switch moves its box only
 
     # a tile of the all-heads overview opens its head (index = layer × 9 + head)
     click_point(page, "internals_fig_overview", 20 * 9 + 5)

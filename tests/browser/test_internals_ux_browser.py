@@ -1,6 +1,7 @@
 """The Internals page in Chromium at 1600×1000, as a new user sees it (issue 12): hidden characters
 shown, byte pieces for split characters, the chat column's order and buttons, the prompt/answer
-boundary, the tour's buttons, a 142-token map, the contributions chart.
+boundary, the tour's buttons, a 142-token map, a 300-token map drawn as a picture and its
+full-resolution window, the contributions chart.
 
 Screenshots: tests/artifacts/ux_*.png (look at them).
 """
@@ -78,6 +79,36 @@ def test_a_new_user_sees_what_is_really_in_the_text_and_a_readable_page(app_url,
     shot(page, "attention_map_long")
     page.locator(".st-key-internals_fig_token_attention").scroll_into_view_if_needed()
     shot(page, "token_attention")
+
+    # a 300-token prompt: the map is a picture with HTML labels; a window brings back hover and zoom
+    text = " ".join(f"word{i}" for i in range(85))
+    page.get_by_label("Or capture a prompt without generating").fill(text)
+    page.get_by_role("button", name="Capture this prompt").click()
+    page.wait_for_timeout(300)
+    wait_idle(page, 300_000)
+    picture = page.locator(".st-key-internals_html_attention_map .attention-map-image")
+    picture.scroll_into_view_if_needed()
+    assert picture.get_attribute("data-title").startswith("Layer ")
+    assert int(picture.get_attribute("data-tokens")) > 160
+    assert picture.locator("img").first.evaluate("img => img.complete && img.naturalWidth > 160")
+    shot(page, "attention_map_picture")
+    image = picture.locator("img").first.bounding_box()
+    rows = [b for b in (s.bounding_box() for s in picture.locator(".query-label").all()) if b]
+    ys = sorted(b["y"] for b in rows)
+    assert len(ys) > 20 and all(b - a >= 10 for a, b in zip(ys, ys[1:]))     # labels do not overlap
+    assert all(b["x"] + b["width"] <= image["x"] + 1 for b in rows)         # and sit left of the picture
+    columns = [b for b in (s.bounding_box() for s in picture.locator(".key-label").all()) if b]
+    assert len(columns) > 10 and all(b["y"] >= image["y"] + image["height"] - 1 for b in columns)   # below it
+    assert page.locator(".st-key-internals_fig_attention_map").count() == 0   # no Plotly chart for it
+    page.get_by_text("Full-resolution window", exact=True).click()
+    wait_idle(page)
+    wait_title(page, "full resolution")
+    window = page.locator(".st-key-internals_fig_attention_map")
+    window.scroll_into_view_if_needed()
+    assert window.locator("g.hm image").count() == 1                     # a heatmap trace: hover reads cells
+    shot(page, "attention_map_window")
+    page.get_by_text("Full-resolution window", exact=True).click()
+    wait_idle(page)
 
     # the tour: Previous is enabled as soon as step 2 shows
     page.get_by_role("radio", name="Guided tour", exact=True).click()

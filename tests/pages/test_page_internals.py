@@ -3,7 +3,11 @@ redraw without a model run, a saved file opens without a model, and (slow) the e
 captured from a shared link and under a memory budget."""
 from __future__ import annotations
 
+import base64
+import html
 import json
+import re
+import struct
 from pathlib import Path
 
 import pytest
@@ -21,16 +25,30 @@ T = 24
 
 
 def specs(at: AppTest) -> dict[str, dict]:
-    """Figures on the page by their title (the first line of it)."""
+    """Figures on the page by their title (the first line of it); a large attention map drawn as
+    HTML appears as {"html": its markup}."""
     out = {}
     for el in at.get("plotly_chart"):
         spec = json.loads(el.proto.spec)
         title = spec["layout"].get("title", {}).get("text", "")
         out[title.split("<br>")[0]] = spec
+    for el in at.get("html"):
+        found = re.search(r'class="attention-map-image" data-title="([^"]*)"', el.value)
+        if found:
+            out[html.unescape(found.group(1))] = {"html": el.value}
     return out
 
 
+def png_size(markup: str) -> tuple[int, int]:
+    """(rows, columns) of the first PNG in the markup, read from its header."""
+    data = base64.b64decode(re.search(r'src="data:image/png;base64,([^"]+)"', markup).group(1))
+    width, height = struct.unpack(">II", data[16:24])
+    return height, width
+
+
 def shape(spec: dict, trace: int = 0) -> tuple[int, ...]:
+    if "html" in spec:                                           # drawn as a picture, one pixel per cell
+        return png_size(spec["html"])
     if spec["data"][trace].get("type") == "image":               # a large map travels as a PNG
         meta = spec["layout"]["meta"]
         return (meta["rows"], meta["cols"])

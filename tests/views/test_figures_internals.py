@@ -16,8 +16,8 @@ from transformers import AutoModelForCausalLM
 from explorer.record.capture import capture
 from explorer.record.capture_file import open_capture
 from explorer.analyse.attention import attention_map, attention_map_pooled, head_summaries, layer_probabilities
-from explorer.views.figures.attention import attention_heatmap, gqa_figure, head_summary_figure, overview_figure, \
-    select_tile, tile_outline, token_attention_figure
+from explorer.views.figures.attention import attention_heatmap, gqa_figure, head_outline, head_summary_figure, \
+    overview_figure, select_tile, tile_outline, token_attention_figure
 from explorer.views.figures.embeddings import pca_figure
 from explorer.views.figures.internals import plotly_text, span_labels, token_strip
 from explorer.views.figures.lens import lens_heatmap, trajectory_figure
@@ -187,6 +187,19 @@ def test_tile_outline_lands_on_the_clicked_tile(short):
         assert out.margin == dict(l=fig.layout.margin.l, r=fig.layout.margin.r, t=fig.layout.margin.t,
                                   b=fig.layout.margin.b)
     assert tile_outline(fig, ov, (99, 0)) is None
+
+
+def test_head_outline_boxes_exactly_the_chosen_query_head():
+    kv_head_of = [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    fig = gqa_figure(kv_head_of)
+    heads = fig.data[1]                                                   # the query-head markers, at y = 1
+    (xa, xb), (ya, yb) = fig.layout.xaxis.range, fig.layout.yaxis.range     # y runs up
+    for head in (0, 4, 8):
+        out = head_outline(fig, head)
+        inside = [h for h, (x, y) in enumerate(zip(heads.x, heads.y))
+                  if out.left < (x - xa) / (xb - xa) < out.right and out.top < (yb - y) / (yb - ya) < out.bottom]
+        assert inside == [head]
+    assert head_outline(fig, 9) is None and head_outline(fig, None) is None
 
 
 def test_head_summaries_heatmap_is_layers_by_heads(short):

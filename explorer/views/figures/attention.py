@@ -316,6 +316,19 @@ def gqa_figure(kv_head_of: Sequence[int], selected_head: int | None = None) -> g
     return go.Figure(data=traces, layout=lay)
 
 
+def head_outline(fig: go.Figure, head: int | None) -> Outline | None:
+    """A box around query head `head` (marker and label) on gqa_figure(), for a page to draw over it
+    (see tile_outline): the figure stays the same for every head, so a head switch redraws nothing."""
+    n_heads = len(fig.data[1].x) if len(fig.data) > 1 else 0
+    if head is None or not 0 <= head < n_heads:
+        return None
+    (xa, xb), (ya, yb) = fig.layout.xaxis.range, fig.layout.yaxis.range        # y runs up: ya < yb
+    m = fig.layout.margin
+    x0, x1, y0, y1 = head - 0.42, head + 0.42, 0.78, 1.5                      # the marker and its label above
+    return Outline(dict(l=m.l, r=m.r, t=m.t, b=m.b), (x0 - xa) / (xb - xa), (x1 - xa) / (xb - xa),
+                   (yb - y1) / (yb - ya), (yb - y0) / (yb - ya))
+
+
 HALF_WIDTH_PX = 220      # plot width of the half-width chart at 1600 px (colour bar and labels take the rest)
 
 
@@ -342,6 +355,6 @@ def token_attention_figure(ta: TokenAttention, texts: Sequence[str]) -> go.Figur
     return go.Figure(data=[heat], layout=lay)
 
 
-__all__ = ["EXACT_CELLS", "SUMMARY_METRICS", "Outline", "attention_heatmap", "colour_key", "nice_ticks", "focus_row", "map_height", "tick_cells",
+__all__ = ["EXACT_CELLS", "SUMMARY_METRICS", "Outline", "attention_heatmap", "head_outline", "colour_key", "nice_ticks", "focus_row", "map_height", "tick_cells",
            "gqa_figure", "head_summary_figure", "overview_figure", "select_cell", "select_tile", "tile_outline",
            "token_attention_figure"]
