@@ -155,7 +155,7 @@ class ComponentsRecorder:
         def hook(module, args, kwargs, output):
             if not self.mine():
                 return
-            out = first_output(output)[0]                                          # (T, d)
+            out = first_output(output)[0]                                    # (T, d)
             residual = residual_of(args, kwargs) if residual_of is not None else None
             if key == "mlp":
                 self._put("mlp", index, out - residual[0] if residual is not None else out, snapshot=True)

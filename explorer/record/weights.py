@@ -159,5 +159,5 @@ def fit_scale(x: torch.Tensor, y: torch.Tensor, gain: torch.Tensor, bias: torch.
     return (target * gx).sum(-1) / gx.square().sum(-1).clamp_min(1e-30)
 
 
-__all__ = ["dense_weight", "find_output_projection", "first_output", "fit_scale", "out_features", "output_slices", "probe_norm",
-           "probed_norm"]
+__all__ = ["dense_weight", "find_output_projection", "first_output", "fit_scale", "out_features", "output_slices",
+           "probe_norm", "probed_norm"]

@@ -6,7 +6,6 @@ import tempfile
 from pathlib import Path
 
 import streamlit as st
-import torch
 
 from explorer.model.errors import user_message
 from explorer.record.capture_file import open_capture

@@ -27,6 +27,13 @@ def wait_title(page, text: str, timeout: float = 300_000) -> None:
     page.wait_for_function(TITLES, arg=text, timeout=timeout)
 
 
+def capture_text(page, text: str) -> None:
+    page.get_by_label("Or capture a prompt without generating").fill(text)
+    page.get_by_role("button", name="Capture this prompt").click()
+    page.wait_for_timeout(300)
+    wait_idle(page, 300_000)
+
+
 def test_a_new_user_sees_what_is_really_in_the_text_and_a_readable_page(app_url, page):
     page.goto(f"{app_url}/")
     page.get_by_text("SmolLM2-135M-Instruct", exact=False).first.wait_for(timeout=300_000)
@@ -66,11 +73,7 @@ def test_a_new_user_sees_what_is_really_in_the_text_and_a_readable_page(app_url,
     shot(page, "chat_turn")
 
     # a 142-token prompt: the map is tall and its labels do not overlap
-    text = " ".join(f"word{i}" for i in range(40))
-    page.get_by_label("Or capture a prompt without generating").fill(text)
-    page.get_by_role("button", name="Capture this prompt").click()
-    page.wait_for_timeout(300)
-    wait_idle(page, 300_000)
+    capture_text(page, " ".join(f"word{i}" for i in range(40)))
     chart = page.locator(".st-key-internals_fig_attention_map")
     chart.scroll_into_view_if_needed()
     boxes = [t.bounding_box() for t in chart.locator(".ytick text").all()]
@@ -81,11 +84,7 @@ def test_a_new_user_sees_what_is_really_in_the_text_and_a_readable_page(app_url,
     shot(page, "token_attention")
 
     # a 300-token prompt: the map is a picture with HTML labels; a window brings back hover and zoom
-    text = " ".join(f"word{i}" for i in range(85))
-    page.get_by_label("Or capture a prompt without generating").fill(text)
-    page.get_by_role("button", name="Capture this prompt").click()
-    page.wait_for_timeout(300)
-    wait_idle(page, 300_000)
+    capture_text(page, " ".join(f"word{i}" for i in range(85)))
     picture = page.locator(".st-key-internals_html_attention_map .attention-map-image")
     picture.scroll_into_view_if_needed()
     assert picture.get_attribute("data-title").startswith("Layer ")

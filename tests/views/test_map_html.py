@@ -3,20 +3,13 @@ from __future__ import annotations
 
 import re
 
-import numpy as np
-
-from explorer.views.attention_data import AttentionView
 from explorer.views.figures.attention import EXACT_CELLS, attention_heatmap
 from explorer.views.figures.map_html import MAP_CLASS, image_map_html, is_image_map
-from explorer.views.pooling import block_spans
+from tests.views import random_attention_view
 
 
-def _view(n: int) -> AttentionView:
-    rng = np.random.default_rng(1)
-    z = np.tril(rng.random((n, n), dtype=np.float32))
-    z /= z.sum(-1, keepdims=True)
-    spans = block_spans(n, 1)
-    return AttentionView(5, 2, 0, z, spans, spans, 1, False)
+def _view(n: int):
+    return random_attention_view(n, layer=5, head=2, seed=1)
 
 
 def test_only_maps_sent_as_an_image_are_drawn_as_html():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import plotly.io as pio
 import pytest
 import torch
@@ -18,11 +17,11 @@ from explorer.views.figures.attention import EXACT_CELLS, MAP_MAX_PX, ROW_PX, at
     tick_cells, token_attention_figure
 from explorer.views.figures.axes import log_ticks
 from explorer.views.figures.internals import plotly_text, token_strip
-from explorer.views.pooling import block_spans
 from explorer.views.readout import Readout
 from explorer.views.teaching import render
 from explorer.views.text import reveal, visible_whitespace
 from tests.tiny_models import tiny_config, tiny_model
+from tests.views import random_attention_view
 
 RLO = "\u202e"      # right-to-left override
 PDF = "\u202c"      # pop directional formatting
@@ -107,11 +106,7 @@ def test_token_strip_marks_where_the_prompt_ends_and_the_answer_begins():
 # ---- attention map: height, labels, payload ------------------------------------------------------
 
 def _view(n: int) -> AttentionView:
-    rng = np.random.default_rng(0)
-    z = np.tril(rng.random((n, n), dtype=np.float32))
-    z /= z.sum(-1, keepdims=True)
-    spans = block_spans(n, 1)
-    return AttentionView(3, 1, 0, z, spans, spans, 1, False)
+    return random_attention_view(n)
 
 
 def test_map_height_grows_with_the_tokens_until_a_cap_and_labels_never_overlap():

@@ -355,6 +355,6 @@ def token_attention_figure(ta: TokenAttention, texts: Sequence[str]) -> go.Figur
     return go.Figure(data=[heat], layout=lay)
 
 
-__all__ = ["EXACT_CELLS", "SUMMARY_METRICS", "Outline", "attention_heatmap", "head_outline", "colour_key", "nice_ticks", "focus_row", "map_height", "tick_cells",
-           "gqa_figure", "head_summary_figure", "overview_figure", "select_cell", "select_tile", "tile_outline",
-           "token_attention_figure"]
+__all__ = ["EXACT_CELLS", "SUMMARY_METRICS", "Outline", "attention_heatmap", "colour_key", "focus_row", "gqa_figure",
+           "head_outline", "head_summary_figure", "map_height", "nice_ticks", "overview_figure", "select_cell",
+           "select_tile", "tick_cells", "tile_outline", "token_attention_figure"]

@@ -79,7 +79,9 @@ def routes_figure(graph: RouteGraph, selected: tuple[int, int] | None = None) ->
         xaxis=dict(title=dict(text="token"), tickvals=f32(ticks), tickangle=-60, tickfont=dict(size=10),
                    ticktext=labels([f"{p} {plotly_text(graph.tokens[p])}" for p in ticks]), zeroline=False),
         yaxis=dict(title=dict(text="layer"), range=[-0.6, graph.num_layers + 0.6], zeroline=False),
-        legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"),
+        # top left inside the plot: routes rarely reach the top layers of early tokens, and the
+        # modebar owns the top right (a legend there ran into it)
+        legend=dict(orientation="h", y=0.995, x=0.005, xanchor="left", yanchor="top", bgcolor="rgba(255,255,255,0.85)"),
         clickmode="event+select", uirevision="keep", hovermode="closest")
     return go.Figure(data=traces, layout=lay)
 
