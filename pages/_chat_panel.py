@@ -31,7 +31,12 @@ def generation_options(prefix: str) -> GenerateOptions:
         temperature = c1.slider("temperature", 0.05, 2.0, 0.7, key=f"{prefix}_temp", disabled=not sample)
         top_p = c2.slider("top-p", 0.05, 1.0, 0.9, key=f"{prefix}_top_p", disabled=not sample)
         top_k = c3.number_input("top-k", 0, 1000, 50, key=f"{prefix}_top_k", disabled=not sample)
-        rep = st.slider("repetition penalty", 1.0, 2.0, 1.0, step=0.05, key=f"{prefix}_rep")
+        # 1.1 by default here: greedy decoding of the small embedded model in NF4 often loops within a
+        # few sentences at 1.0 (seen on the first question a newcomer asks); the API and the CLI keep
+        # 1.0, the model's own greedy output
+        rep = st.slider("repetition penalty", 1.0, 2.0, 1.1, step=0.05, key=f"{prefix}_rep",
+                        help="Lowers the score of tokens already in the text; 1.0 = off. It changes which "
+                        "answer is chosen, not what a capture records about it.")
         timeout = st.number_input("timeout per token (s)", 5, 600, 120, key=f"{prefix}_timeout")
     return GenerateOptions(max_new_tokens=int(max_new), do_sample=sample, temperature=float(temperature),
                            top_p=float(top_p), top_k=int(top_k), repetition_penalty=float(rep),

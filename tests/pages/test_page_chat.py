@@ -44,6 +44,7 @@ def test_embedded_model_loads_and_answers_in_the_page(no_autoload):
     assert not at.exception
     messages = at.session_state["chat_messages"]
     assert messages[-1]["role"] == "assistant" and "Paris" in messages[-1]["content"]
+    assert at.slider(key="chat_rep").value == 1.1         # the page's default (the API's is 1.0)
     assert at.session_state["last_sequence_ids"]
     at.chat_input(key="chat_input").set_value("   ").run()
     assert any("empty" in e.value for e in at.error)
