@@ -51,3 +51,11 @@ def test_token_text_cannot_inject_markup():
     markup = image_map_html(attention_heatmap(_view(n), texts, focus=0))
     assert "<script" not in markup and "<b>" not in markup
     assert "&lt;script&gt;" in markup
+
+
+def test_hidden_characters_in_token_text_are_shown_not_applied():
+    n = EXACT_CELLS + 10
+    texts = ["\u202eexe.live\u202c"] + [f"w\u200b{i}" for i in range(1, n)]
+    markup = image_map_html(attention_heatmap(_view(n), texts, focus=0))
+    assert "\u202e" not in markup and "\u200b" not in markup
+    assert "U+202E" in markup
