@@ -136,7 +136,10 @@ def run(tokens: int, switches: int) -> dict:
             head = i % 8 + 1
             box.click()
             option = page.get_by_role("option", name=f"head {head} ·")
-            f, p, _ = measure(lambda: option.click(), f"Layer {layer_now()} · head {head} ")
+            option.wait_for(state="visible")
+            page.wait_for_timeout(250)        # the list has finished opening: the clock starts at the click
+            title = f"Layer {layer_now()} · head {head} "
+            f, p, _ = measure(lambda: option.click(), title)
             head_first.append(f)
             head_paint.append(p)
             page.wait_for_timeout(300)
@@ -208,8 +211,12 @@ READING = (
     "anyway; the \"Full-resolution window\" toggle, now offered above 160 tokens too, shows a window (128 "
     "positions by default; up to 160 a side it is a Plotly heatmap whose hover reads each cell), and the "
     "download is the interactive figure. "
-    "Earlier runs in the table: the first two of 2026-12-01 are single runs of 8 switches while the GQA change "
-    "was made (load 2.8 and 1.7; the second's floor was 231 ms). History: 583 → 446 ms on 2026-11-29 came from "
+    "The spread across the six runs of 2026-12-01 (same code from the third on): layer switch medians 208–317 ms "
+    "against floors of 175–233 ms, at or under 300 ms in five of six, and 30–100 ms above the floor of the same "
+    "run in all; the machine's state moves both (the first two are 8 switches while the GQA change was made). "
+    "The last two time a head switch from the click on an already open list (before, Playwright's wait for the "
+    "list to open was inside the clock); its first frame stays ~120 ms against ~50 ms for the slider, so the "
+    "select box itself is slower to send the change than a slider. History: 583 → 446 ms on 2026-11-29 came from "
     "the overview as one image with a CSS outline, fixed map margins and an image colour bar; a narrowed "
     "fragment alone still took 390 ms there, which is why the map itself had to leave Plotly.")
 
