@@ -43,7 +43,7 @@ def views_fragment() -> None:
         st.warning(f"Reduced capture: {escape_markdown(note)}")
     if r.is_pooled:
         st.info(f"Long prompt ({r.num_tokens} tokens): heatmaps are block-pooled to at most {MAX_SIDE} cells a "
-                "side. Choose a window under the attention map for full resolution.")
+                "side. Turn on “Full-resolution window” above the attention map to see a window cell by cell.")
     layer, head, token = controls(cur)
     view = st.segmented_control("View", list(VIEWS), format_func=VIEW_NAMES.get, key=VIEW, required=True,
                                 label_visibility="collapsed") or "attention"
