@@ -15,6 +15,8 @@ from pages._state import INTERNALS as K
 
 IMAGE_NOTE = ("A map this size is drawn as a picture, a cell to a pixel or two. Turn on “Full-resolution window” "
               "to zoom and read single cells, or download attention_map.html for an interactive copy.")
+WIDE_WINDOW_NOTE = (f"A window wider than {EXACT_CELLS} positions is drawn as a picture too: narrow it to zoom and "
+                    "read single cells, or download attention_map.html for an interactive copy.")
 
 
 def attention_view(r: Readout, layer: int, head: int, token: int, shown: Shown) -> None:
@@ -36,11 +38,12 @@ def attention_view(r: Readout, layer: int, head: int, token: int, shown: Shown) 
                 st.caption(f"Windows are cut to the last {MAX_SIDE} positions.")
     view = r.attention_view(layer, head, q_window, k_window)
     # cached per layer/head/window; a token switch only moves the focus box (no rebuild, same PNG)
+    note = WIDE_WINDOW_NOTE if view.window else IMAGE_NOTE
     fig = shown.figure("attention_map", lambda: attention_heatmap(view, r.texts, token),
                        key=(layer, head, q_window, k_window), mark=lambda fig: focus_row(fig, view.q_spans, token),
-                       as_html=lambda fig: image_map_html(fig, IMAGE_NOTE) if is_image_map(fig) else None)
+                       as_html=lambda fig: image_map_html(fig, note) if is_image_map(fig) else None)
     if is_image_map(fig):
-        st.caption(IMAGE_NOTE)
+        st.caption(note)
     explain("attention_map")
     c1, c2 = st.columns([3, 2])
     with c1:

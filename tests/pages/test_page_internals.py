@@ -186,6 +186,11 @@ def test_a_long_prompt_is_pooled_with_a_notice_and_a_window_gives_full_resolutio
     at.toggle(key="internals_w_fullres").set_value(True).run()
     title = title_starting(at, "Layer 1 · head 0 (KV head 0) · full resolution")
     assert shape(specs(at)[title]) == (128, 128)
+    assert "html" not in specs(at)[title]                          # a window this size keeps hover and zoom
+    at.slider(key="internals_w_qwin").set_value((100, 399)).run()
+    wide = title_starting(at, "Layer 1 · head 0 (KV head 0) · full resolution, queries 100–399")
+    assert shape(specs(at)[wide])[0] == 300 and "html" in specs(at)[wide]
+    assert any("narrow it" in c.value for c in at.caption)
 
 
 def test_a_saved_capture_opens_without_any_model(no_model, tiny_llama, tiny_capture, tmp_path):

@@ -43,20 +43,20 @@ def image_map_html(fig: go.Figure, note: str = "") -> str:
     y_lo, y_hi = lay.yaxis.range                                   # (n_q - 0.5, -0.5): row 0 at the top
     title = html.escape(html.unescape(lay.title.text or ""))
     tokens = int((lay.meta or {}).get("tokens", 0))
-    parts = [f'<div class="{MAP_CLASS}" data-title="{title}" data-tokens="{tokens}" style="position:relative;height:{height}px;'
-             f'font:10px sans-serif;color:#444;overflow:hidden">',
+    parts = [f'<div class="{MAP_CLASS}" data-title="{title}" data-tokens="{tokens}" '
+             f'style="position:relative;height:{height}px;font:10px sans-serif;color:#444;overflow:hidden">',
              f'<div style="position:absolute;left:{left}px;top:10px;font-size:14px;color:#222">{title}</div>',
              f'<img alt="attention map" src="{fig.data[0].source}" title="{html.escape(note)}" '
              f'style="position:absolute;left:{left}px;top:{top}px;width:calc{plot_w};height:{plot_h}px;'
              'image-rendering:pixelated">']
     for value, label in _ticks(lay.yaxis):                         # query labels, right-aligned left of the plot
         y = top + plot_h * _frac(value, y_hi, y_lo)
-        parts.append(f'<span class="query-label" style="position:absolute;right:calc(100% - {left - 4}px);top:{y:.1f}px;'
-                     f'transform:translateY(-50%);white-space:nowrap">{label}</span>')
+        parts.append(f'<span class="query-label" style="position:absolute;right:calc(100% - {left - 4}px);'
+                     f'top:{y:.1f}px;transform:translateY(-50%);white-space:nowrap">{label}</span>')
     for value, label in _ticks(lay.xaxis):                         # key labels, hanging at -60° below the plot
         x = _frac(value, x_lo, x_hi)
-        parts.append(f'<span class="key-label" style="position:absolute;left:calc({left}px + {plot_w} * {x:.5f});'
-                     f'top:{top + plot_h + 4}px;transform:translateX(-100%) rotate(-60deg);'
+        parts.append(f'<span class="key-label" style="position:absolute;top:{top + plot_h + 4}px;'
+                     f'left:calc({left}px + {plot_w} * {x:.5f});transform:translateX(-100%) rotate(-60deg);'
                      f'transform-origin:100% 50%;white-space:nowrap">{label}</span>')
     parts.append(f'<div style="position:absolute;left:2px;top:{top + plot_h / 2:.0f}px;transform:rotate(-90deg) '
                  f'translateX(-50%);transform-origin:0 0;font-size:12px">'
@@ -72,14 +72,14 @@ def image_map_html(fig: go.Figure, note: str = "") -> str:
     for image in lay.images or ():                                 # the colour key (a 1 × 128 ramp)
         parts.append(f'<img alt="colour key" src="{image.source}" style="position:absolute;left:{key_left};'
                      f'top:{top}px;width:12px;height:{plot_h}px">')
-    for note_ in lay.annotations or ():                            # its ticks (y in paper units) and its title
-        if note_.yanchor == "bottom":
+    for tick in lay.annotations or ():                             # its ticks (y in paper units) and its title
+        if tick.yanchor == "bottom":
             parts.append(f'<div style="position:absolute;left:{key_left};top:{top - 16}px;font-size:12px">'
-                         f'{html.escape(note_.text)}</div>')
+                         f'{html.escape(tick.text)}</div>')
         else:
-            y = top + plot_h * (1.0 - float(note_.y))
+            y = top + plot_h * (1.0 - float(tick.y))
             parts.append(f'<span style="position:absolute;left:calc(100% - {right}px + 24px);top:{y:.1f}px;'
-                         f'transform:translateY(-50%)">{html.escape(note_.text)}</span>')
+                         f'transform:translateY(-50%)">{html.escape(tick.text)}</span>')
     parts.append("</div>")
     return "".join(parts)
 

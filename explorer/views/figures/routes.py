@@ -81,7 +81,8 @@ def routes_figure(graph: RouteGraph, selected: tuple[int, int] | None = None) ->
         yaxis=dict(title=dict(text="layer"), range=[-0.6, graph.num_layers + 0.6], zeroline=False),
         # top left inside the plot: routes rarely reach the top layers of early tokens, and the
         # modebar owns the top right (a legend there ran into it)
-        legend=dict(orientation="h", y=0.995, x=0.005, xanchor="left", yanchor="top", bgcolor="rgba(255,255,255,0.85)"),
+        legend=dict(orientation="h", y=0.995, x=0.005, xanchor="left", yanchor="top",
+                    bgcolor="rgba(255,255,255,0.85)"),
         clickmode="event+select", uirevision="keep", hovermode="closest")
     return go.Figure(data=traces, layout=lay)
 
