@@ -38,24 +38,31 @@ def test_the_focus_box_sits_on_the_focused_row():
     markup = image_map_html(fig)
     m = fig.layout.margin
     plot_h = fig.layout.height - m.t - m.b
-    top = float(re.search(r"top:([\d.]+)px;height:([\d.]+)px;border:2px solid", markup).group(1))
+    top = _focus_top(markup)
     assert abs(top - (m.t + plot_h * focus / n)) < 1.0                    # row `focus` of n, counted from the top
     lower = attention_heatmap(_view(n), [f"w{i}" for i in range(n)], focus=focus + 50)
-    top_lower = float(re.search(r"top:([\d.]+)px;height:[\d.]+px;border:2px solid", image_map_html(lower)).group(1))
-    assert top_lower > top
+    assert _focus_top(image_map_html(lower)) > top
+
+
+def _focus_top(markup: str) -> float:
+    """The focus box's top edge in px (the one element with a 2 px border)."""
+    return float(re.search(r"top:([\d.]+)px;height:[\d.]+px;border:2px solid", markup).group(1))
+
+
+def _markup_of(first: str, rest: str) -> str:
+    """The HTML map of a prompt whose first token is `first` and the others `rest` with their index."""
+    n = EXACT_CELLS + 10
+    texts = [first] + [rest.format(i) for i in range(1, n)]
+    return image_map_html(attention_heatmap(_view(n), texts, focus=0))
 
 
 def test_token_text_cannot_inject_markup():
-    n = EXACT_CELLS + 10
-    texts = ["<script>alert(1)</script>"] + [f"<b>w{i}</b>" for i in range(1, n)]
-    markup = image_map_html(attention_heatmap(_view(n), texts, focus=0))
+    markup = _markup_of("<script>alert(1)</script>", "<b>w{}</b>")
     assert "<script" not in markup and "<b>" not in markup
     assert "&lt;script&gt;" in markup
 
 
 def test_hidden_characters_in_token_text_are_shown_not_applied():
-    n = EXACT_CELLS + 10
-    texts = ["\u202eexe.live\u202c"] + [f"w\u200b{i}" for i in range(1, n)]
-    markup = image_map_html(attention_heatmap(_view(n), texts, focus=0))
+    markup = _markup_of("\u202eexe.live\u202c", "w\u200b{}")
     assert "\u202e" not in markup and "\u200b" not in markup
     assert "U+202E" in markup
