@@ -1,188 +1,40 @@
 """One long-lived thread owns the resident model; every model call is a request queued to it.
 
-Why: Streamlit runs each rerun in a fresh thread, and a fresh thread per answer used to run
-`generate`. On a GPU every new thread pays cuDNN's per-thread set-up of its attention backend
-again (about 50 ms of CPU per forward), so the app chatted at 40% of the benchmarked speed. One
-thread that outlives requests pays it once. It also gives the model one owner: load and unload
-are requests like any other, so nothing runs on a model that is being replaced.
+Why: Streamlit runs each rerun in a fresh thread. On a GPU every new thread pays cuDNN's per-thread
+set-up of its attention backend again (about 50 ms of CPU per forward), so one thread that
+outlives requests runs every forward. It also gives the model one owner: load and unload are
+requests like any other, so nothing runs on a model that is being replaced.
 
-Sessions queue fairly (round robin over session ids, first come first served within one), each
-waiting request can say how many run before it, and a request is cancelled whether it is still
-queued (it never runs) or running (generation stops between two tokens). A request remembers
-the model it was made for (its `LoadedModel.generation`): if another model became resident
-meanwhile it fails with ModelReplaced instead of answering with a model the user did not see.
+Chat answers ("stream" requests) do not queue behind each other: they join one decode batch
+(explorer/model/decode_batch.py) at its next step and leave it the moment they end, so a class of
+students shares each forward. Between two decode steps the thread runs one other request (a
+capture, a function of a page), so a capture waits at most one step. A load, an unload or an
+exclusive job (the comparison) waits until the batch has finished, then runs alone; answers
+queued behind it were made for the old model and fail with ModelReplaced.
 
-Callers wait on `Request.wait` (a future with progress lines and queue position), or iterate a
-`WorkerStream`. Nothing here imports streamlit: a page passes `alive` to say whether its browser
-session still exists, so a closed tab cancels its requests.
+Sessions queue fairly (round robin over session ids), each waiting request can say how many run
+before it, and a request is cancelled whether it is still queued (it never runs) or running (its
+row leaves the batch at the next step; a long forward stops at the next decoder layer).
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import queue
 import threading
 import time
 from collections import OrderedDict, deque
-from concurrent.futures import CancelledError, Future
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
-
-from explorer.model.anatomy import find_anatomy, resolve
-from explorer.model.errors import ExplorerError, GenerationError, ModelReplaced
+from explorer.model.decode_batch import DecodeBatch, Row
+from explorer.model.errors import ModelReplaced
+from explorer.model.generation import new_batch, result_of
 from explorer.model.loading import LoadConfig, LoadedModel, ModelRegistry
+from explorer.model.worker_request import POLL_S, Alive, NoModelLoaded, OnWait, Request, RequestCancelled, \
+    cancellable_forward, generation_of, model_changed
 
-Alive = Callable[[], bool]
-OnWait = Callable[[int], None]  # receives how many requests run before this one
-POLL_S = 0.2  # how often a waiting caller checks its session, its position and progress lines
-
-
-class RequestCancelled(ExplorerError):
-    """The request was cancelled (stop, session closed, consumer gone) before it produced a result."""
-
-
-class NoModelLoaded(GenerationError):
-    """A model call was made while no model is resident."""
-
-    def __init__(self, message: str = "No model is loaded.") -> None:
-        super().__init__(message)
-
-
-@contextlib.contextmanager
-def cancellable_forward(model, event: threading.Event):
-    """Let a cancel stop a long forward (a prefill, a capture) between two decoder layers.
-
-    A generation step of one token is short and ends at the next token through its stopping
-    criteria; a 4096-token prefill on a CPU can take a minute, which a closed tab should not wait
-    for. Hooks exist for this request only and are removed in `finally`."""
-    layers = [resolve(model, layer.name) for layer in find_anatomy(model).layers] if model is not None else []
-    handles = []
-
-    def check(_module, args, kwargs):
-        hidden = args[0] if args else kwargs.get("hidden_states")
-        if event.is_set() and isinstance(hidden, torch.Tensor) and hidden.dim() == 3 and hidden.shape[1] > 1:
-            raise RequestCancelled("Cancelled.")   # (B, T>1, d): a multi-token forward, not a decode step
-        return None
-
-    try:
-        handles = [layer.register_forward_pre_hook(check, with_kwargs=True) for layer in layers if layer is not None]
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-def generation_of(loaded: LoadedModel | None) -> int:
-    """The resident model's `LoadedModel.generation` (0: none resident)."""
-    return 0 if loaded is None else loaded.generation
-
-
-def model_changed(made_for: int | None, loaded: LoadedModel | None) -> bool:
-    """Is `loaded` another model than the one a request was made for (None: any model)? A thin
-    reading of LoadedModel.generation; the model's own `ensure_current()` catches a retired one."""
-    return made_for is not None and made_for != generation_of(loaded)
-
-
-@dataclass(eq=False)
-class Request:
-    """One unit of work for the worker thread. `fn(loaded, request)` runs on that thread."""
-
-    fn: Callable[[LoadedModel | None, "Request"], Any]
-    session: str
-    kind: str = "call"                      # "call" | "stream" | "load" | "unload" | "exclusive"
-    generation: int | None = None           # LoadedModel.generation it was made for (0: none); None = any
-    needs_model: bool = True
-    cancel_event: threading.Event = field(default_factory=threading.Event)
-    future: Future = field(default_factory=Future)
-    inbox: "queue.SimpleQueue[tuple[str, Any]]" = field(default_factory=queue.SimpleQueue)
-    submitted: float = field(default_factory=time.perf_counter)
-    started: float | None = None
-    worker: "ModelWorker | None" = field(default=None, repr=False)
-    last_poll: float = field(default_factory=time.monotonic)
-
-    # ---- worker side
-    def say(self, message: str) -> None:
-        """A progress line for the waiting caller (st.status lives on the caller's thread, not here)."""
-        self.inbox.put(("say", message))
-
-    def __call__(self, message: str) -> None:
-        """A request is itself a loader `progress` (explorer.model.progress.FractionSink)."""
-        self.say(message)
-
-    def fraction(self, phase: str, done: int, total: int) -> None:
-        """Step counts for the waiting caller's progress bar (explorer.model.progress), queued like `say`."""
-        self.inbox.put(("fraction", (phase, done, total)))
-
-    @property
-    def cancelled(self) -> bool:
-        return self.cancel_event.is_set()
-
-    def abandoned(self, after_s: float) -> bool:
-        """The caller stopped polling (its thread died or the generator was dropped without close)."""
-        return time.monotonic() - self.last_poll > after_s
-
-    # ---- caller side
-    def cancel(self) -> None:
-        """Queued: it never runs. Running: generation stops at the next token, a long forward (prefill,
-        capture) at the next decoder layer (see cancellable_forward)."""
-        self.cancel_event.set()
-        if self.worker is not None:
-            self.worker._drop_if_queued(self)
-
-    def position(self) -> int | None:
-        """How many requests run before this one (0: running or next); None once it is running or done."""
-        return self.worker.position(self) if self.worker is not None else None
-
-    def wait(self, progress: Callable[[str], None] | None = None, on_wait: OnWait | None = None,
-             alive: Alive | None = None, timeout: float | None = None) -> Any:
-        """The result, raising in this thread whatever the worker raised. Forwards progress lines,
-        reports the queue position when it changes, and cancels if `alive()` turns false."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        shown: int | None = -1
-        try:
-            while True:
-                self.last_poll = time.monotonic()
-                self._drain(progress)
-                if self.future.done():
-                    self._drain(progress)
-                    try:
-                        return self.future.result()
-                    except CancelledError:
-                        raise RequestCancelled("Cancelled.") from None
-                if alive is not None and not alive():
-                    self.cancel()
-                    raise RequestCancelled("The session that asked for this closed.")
-                pos = self.position()
-                if on_wait is not None and pos != shown:
-                    shown = pos
-                    if pos is not None:
-                        on_wait(pos)
-                if deadline is not None and time.monotonic() > deadline:
-                    self.cancel()
-                    raise TimeoutError("The model worker did not answer in time.")
-                try:
-                    self.future.result(timeout=POLL_S)
-                except Exception:  # noqa: BLE001 - timeout, or the error re-raised on the next turn
-                    pass
-        except BaseException:
-            if not self.future.done():   # the script thread was stopped (rerun, tab closed)
-                self.cancel()
-            raise
-
-    def _drain(self, progress: Callable[[str], None] | None) -> None:
-        while True:
-            try:
-                kind, payload = self.inbox.get_nowait()
-            except queue.Empty:
-                return
-            if kind == "say" and progress is not None:
-                progress(payload)
-            elif kind == "fraction" and progress is not None and hasattr(progress, "fraction"):
-                progress.fraction(*payload)
+ALONE = ("load", "unload", "exclusive")   # kinds that wait for the decode batch to finish, then run alone
+_STEP = object()                          # _take's answer: run one decode step
 
 
 class ModelWorker:
@@ -199,6 +51,9 @@ class ModelWorker:
         self._cond = threading.Condition()
         self._queues: "OrderedDict[str, deque[Request]]" = OrderedDict()  # sessions in turn order
         self._running: Request | None = None
+        self._batch: DecodeBatch | None = None
+        self._rows: dict[int, tuple[Row, Request]] = {}   # id(row) -> (row, its request), while decoding
+        self._step_due = False
         self._closed = False
         self._status_lock = threading.Lock()    # state read and file written as one step: no stale write last
         self.thread = threading.Thread(target=self._loop, name=name, daemon=True)
@@ -221,19 +76,25 @@ class ModelWorker:
         return loaded, generation_of(loaded)
 
     def position(self, request: Request) -> int | None:
+        """How many requests run before this one: those ahead in the queue, plus the one running.
+        A chat answer joins the running batch without waiting for it, so the batch counts only
+        for what must run alone."""
         with self._cond:
             if request is self._running or request.future.done():
                 return None
             order = self._order()
             if request not in order:
                 return None
-            return order.index(request) + (1 if self._running is not None else 0)
+            busy = self._running is not None or (request.kind in ALONE and bool(self._rows))
+            return order.index(request) + (1 if busy else 0)
 
     def status(self) -> dict:
         with self._cond:
             running = self._running
-            return {"busy": running is not None, "running": running.kind if running else None,
-                    "running_session": running.session if running else None,
+            decoding = len(self._rows)
+            return {"busy": running is not None or decoding > 0,
+                    "running": running.kind if running else ("stream" if decoding else None),
+                    "running_session": running.session if running else None, "decoding": decoding,
                     "queued": sum(len(q) for q in self._queues.values()), "generation": self.generation,
                     "model": getattr(self.registry.current, "name", None), "thread": self.thread.name,
                     "time": time.time()}
@@ -245,7 +106,9 @@ class ModelWorker:
     def submit(self, fn: Callable[[LoadedModel | None, Request], Any], session: str = "default", *,
                kind: str = "call", generation: int | None = -1, needs_model: bool = True,
                cancel_event: threading.Event | None = None) -> Request:
-        """Queue `fn(loaded, request)`. `generation=-1` means "the model resident now"."""
+        """Queue `fn(loaded, request)`. `generation=-1` means "the model resident now". For kind
+        "stream", `fn` returns a decode Row, which joins the batch; the request's result is its
+        GenerationResult."""
         with self._cond:
             if self._closed:
                 raise RuntimeError("The model worker has shut down.")
@@ -289,11 +152,12 @@ class ModelWorker:
         return self.submit(run, session, kind="exclusive", generation=None, needs_model=False).wait(**wait_kwargs)
 
     def cancel_session(self, session: str) -> int:
-        """Cancel every request of a session (queued and running); returns how many."""
+        """Cancel every request of a session (queued, running, decoding); returns how many."""
         with self._cond:
             mine = list(self._queues.get(session, ()))
             if self._running is not None and self._running.session == session:
                 mine.append(self._running)
+            mine += [req for _row, req in self._rows.values() if req.session == session]
         for request in mine:
             request.cancel()
         return len(mine)
@@ -303,12 +167,14 @@ class ModelWorker:
             self._closed = True
             pending = [r for q in self._queues.values() for r in q]
             self._queues.clear()
+            running = [self._running] if self._running is not None else []
+            running += [req for _row, req in self._rows.values()]
             self._cond.notify_all()
         for request in pending:
             request.cancel_event.set()
             request.future.cancel()
-        if self._running is not None:
-            self._running.cancel_event.set()
+        for request in running:
+            request.cancel_event.set()
         self.thread.join(timeout)
 
     # ------------------------------------------------------------------ the thread
@@ -332,39 +198,62 @@ class ModelWorker:
         request.inbox.put(("done", None))
         self._write_status()
 
-    def _next(self) -> Request | None:
+    def _pop(self, request: Request) -> None:
+        """Take `request` off its session's queue; that session goes to the back of the turn order."""
+        q = self._queues.pop(request.session)
+        q.remove(request)
+        if q:
+            self._queues[request.session] = q
+
+    def _take(self) -> Request | object | None:
+        """The next thing to do: a request, _STEP (one decode step), or None (shut down)."""
         with self._cond:
-            while not self._queues and not self._closed:
+            while True:
+                if self._closed:
+                    return None
+                decoding = self._batch is not None and self._batch.active
+                if decoding and self._step_due:
+                    return _STEP
+                order = self._order()
+                head = order[0] if order else None
+                if head is not None and not (head.kind in ALONE and decoding):
+                    self._pop(head)
+                    if head.kind != "stream":
+                        self._running = head
+                    return head
+                if decoding:
+                    return _STEP
                 self._cond.wait()
-            if self._closed:
-                return None
-            session, q = next(iter(self._queues.items()))
-            request = q.popleft()
-            del self._queues[session]
-            if q:
-                self._queues[session] = q          # back of the line: the next session goes first
-            self._running = request
-            return request
 
     def _loop(self) -> None:
         while True:
-            request = self._next()
-            if request is None:
+            job = self._take()
+            if job is None:
+                self._end_batch(RequestCancelled("The model worker has shut down."))
                 return
+            if job is _STEP:
+                self._step()
+                continue
             self._write_status()
             try:
-                self._run(request)
+                if job.kind == "stream":
+                    self._join(job)
+                else:
+                    self._run(job)
+                    self._step_due = True     # the batch moves on before the next request runs
             finally:
                 with self._cond:
                     self._running = None
                 self._write_status()
 
-    def _run(self, request: Request) -> None:
+    def _admit(self, request: Request) -> tuple[bool, LoadedModel | None]:
+        """Mark a request running and check that its model is still the resident one. (False, _):
+        it ended here (cancelled, or its model was replaced), its caller told."""
         if request.cancelled or not request.future.set_running_or_notify_cancel():
             if not request.future.done():
                 request.future.cancel()
             request.inbox.put(("done", None))
-            return
+            return False, None
         request.started = time.perf_counter()
         loaded = self.registry.current
         try:
@@ -374,6 +263,17 @@ class ModelWorker:
                 if loaded is None:
                     raise NoModelLoaded()
                 loaded.ensure_current()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            request.future.set_exception(exc)
+            request.inbox.put(("done", None))
+            return False, None
+        return True, loaded
+
+    def _run(self, request: Request) -> None:
+        ok, loaded = self._admit(request)
+        if not ok:
+            return
+        try:
             with cancellable_forward(getattr(loaded, "model", None) if request.needs_model else None,
                                      request.cancel_event):
                 result = request.fn(loaded, request)
@@ -384,6 +284,62 @@ class ModelWorker:
         finally:
             request.inbox.put(("done", None))     # wakes a reader at once instead of at its next poll
             del loaded
+
+    # ------------------------------------------------------------------ the decode batch
+    def _join(self, request: Request) -> None:
+        """A chat answer: prepare its row now, prefill it at the next step."""
+        ok, loaded = self._admit(request)
+        if not ok:
+            return
+        try:
+            row = request.fn(loaded, request)
+        except BaseException as exc:  # noqa: BLE001 - a bad prompt: this request only
+            request.future.set_exception(exc)
+            request.inbox.put(("done", None))
+            return
+        row.stop_event = request.cancel_event
+        if self._batch is None or self._batch.model is not loaded.model:
+            self._batch = new_batch(loaded)
+        with self._cond:
+            self._rows[id(row)] = (row, request)
+        self._batch.add(row)
+
+    def _step(self) -> None:
+        self._step_due = False
+        batch = self._batch
+        for row, request in list(self._rows.values()):
+            if request.abandoned(request.abandon_after_s):
+                request.cancel_event.set()       # its reader is gone: the row leaves at this step
+        loaded = self.registry.current
+        try:
+            ended = batch.step(lambda row: cancellable_forward(batch.model, row.stop_event))
+        except BaseException as exc:  # noqa: BLE001 - the batch itself broke: every row gets the message
+            ended = batch.fail_all(exc)
+        for row in ended:
+            self._finish(loaded, row)
+        if not batch.active:
+            self._batch = None
+            self._write_status()
+
+    def _finish(self, loaded: LoadedModel | None, row: Row) -> None:
+        with self._cond:
+            _row, request = self._rows.pop(id(row))
+        try:
+            if row.error is not None and request.cancelled:
+                raise RequestCancelled("Cancelled.")
+            result = result_of(loaded, row, submitted=request.submitted)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            request.future.set_exception(exc)
+        else:
+            request.future.set_result(result)
+        request.inbox.put(("done", None))
+
+    def _end_batch(self, exc: BaseException) -> None:
+        if self._batch is not None:
+            loaded = self.registry.current
+            for row in self._batch.fail_all(exc):
+                self._finish(loaded, row)
+            self._batch = None
 
     def _write_status(self) -> None:
         if self.status_file is None:
@@ -396,5 +352,6 @@ class ModelWorker:
             except OSError:
                 pass
 
-__all__ = ["ModelReplaced", "ModelWorker", "NoModelLoaded", "Request", "RequestCancelled", "generation_of",
-           "model_changed"]
+
+__all__ = ["POLL_S", "Alive", "ModelReplaced", "ModelWorker", "NoModelLoaded", "OnWait", "Request",
+           "RequestCancelled", "generation_of", "model_changed"]

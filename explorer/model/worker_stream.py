@@ -1,9 +1,9 @@
-"""A streamed answer generated on the model worker's thread and read in the caller's thread.
+"""A streamed answer decoded on the model worker's thread and read in the caller's thread.
 
 Why a stream of messages rather than a TextIteratorStreamer: the worker must never wait on a
 consumer, and the consumer must notice a closed session or a silent worker. The consumer polls
-its inbox a few times a second; if it stops polling (its thread stopped, the generator dropped)
-the worker stops generating at the next token.
+its inbox every POLL_S, and each poll refreshes its queue position; if it stops polling (its
+thread stopped, the generator dropped) its row leaves the worker's decode batch.
 """
 from __future__ import annotations
 
@@ -13,18 +13,19 @@ import time
 from concurrent.futures import CancelledError
 from typing import Any, Iterator
 
-from explorer.model.generation import GenerateOptions, GenerationError, generate_streaming, prepare
-from explorer.model.loading import LoadedModel
+from explorer.model.decode_batch import Row
 from explorer.model.errors import ExplorerError, clean_text
+from explorer.model.generation import GenerateOptions, GenerationError, GenerationResult, prepare, text_streamer
+from explorer.model.loading import LoadedModel
 from explorer.model.worker import POLL_S, Alive, ModelWorker, OnWait, Request, RequestCancelled
 
 
 class WorkerStream:
-    """A streamed answer generated on the worker thread; iterate it in the caller's thread.
+    """A streamed answer decoded on the worker thread (in its shared batch); iterate it in the caller's thread.
 
-    `wait_started` blocks until the worker took the request and prepared the prompt (reporting
-    the queue position meanwhile); iterating yields text chunks and then sets `result`. If the
-    caller stops pulling (rerun, tab closed, the generator dropped) the generation is cancelled.
+    `wait_started` waits until the worker took the request and prepared the prompt, reporting the
+    queue position at every poll; iterating yields text chunks and then sets `result`. If the
+    caller stops pulling (rerun, tab closed, the generator dropped) the row is cancelled.
     """
 
     def __init__(self, worker: ModelWorker, messages, options, session: str = "default",
@@ -33,27 +34,23 @@ class WorkerStream:
         self.options = options or GenerateOptions()
         self.messages = messages
         self.prepared = None
-        self.result = None
-        self.abandon_after_s = abandon_after_s
+        self.result: GenerationResult | None = None
         self._pending: list[str] = []
         self._finished = False
+        self._quiet_since = time.monotonic()
         # the page's stop button and our cancel are one event
-        self.request = worker.submit(self._work, session, kind="stream", generation=generation,
+        self.request = worker.submit(self._row, session, kind="stream", generation=generation,
                                      cancel_event=stop_event)
+        self.request.abandon_after_s = abandon_after_s
         self.submitted = self.request.submitted
         self.first_token_at: float | None = None
 
     # ---- worker side
-    def _work(self, loaded: LoadedModel, req: Request):
+    def _row(self, loaded: LoadedModel, req: Request) -> Row:
         prepared = prepare(loaded, self.messages, self.options.max_new_tokens)
         req.inbox.put(("prepared", prepared))
-
-        def on_text(text: str) -> None:
-            req.inbox.put(("text", text))
-            if req.abandoned(self.abandon_after_s):
-                req.cancel_event.set()
-
-        return generate_streaming(loaded, prepared, self.options, on_text, req.cancel_event)
+        streamer = text_streamer(loaded.tokenizer, lambda text: req.inbox.put(("text", text)))
+        return Row(prepared, self.options, streamer, req.cancel_event)
 
     # ---- caller side
     def cancel(self) -> None:
@@ -66,29 +63,34 @@ class WorkerStream:
     def stop_event(self) -> threading.Event:
         return self.request.cancel_event
 
-    def _get(self, alive: Alive | None, waited_for: str) -> tuple[str, Any]:
-        """The next message from the worker; raises if the session closed or the worker is silent."""
-        quiet_since = time.monotonic()
-        while True:
-            self.request.last_poll = time.monotonic()
-            try:
-                return self.request.inbox.get(timeout=POLL_S)
-            except queue.Empty:
-                pass
-            if alive is not None and not alive():
-                self.cancel()
-                raise RequestCancelled("The session that asked for this closed.")
-            if self.request.future.done() and self.request.inbox.empty():
-                return "done", None
-            if self.request.started is None:
-                quiet_since = time.monotonic()     # queued time does not count against the timeout
-            elif time.monotonic() - quiet_since > self.options.timeout_s:
-                self.cancel()
-                raise GenerationError(f"No {waited_for} arrived for {self.options.timeout_s:.0f} s: generation "
-                                      "stopped. The model may be too slow for this prompt on this machine.")
+    def _poll(self, alive: Alive | None, waited_for: str) -> tuple[str, Any]:
+        """One poll: the next message, or ("idle", None) after POLL_S; raises if the session closed
+        or the worker stayed silent for the options' timeout once the request had started."""
+        now = time.monotonic()
+        self.request.last_poll = now
+        try:
+            message = self.request.inbox.get(timeout=POLL_S)
+            self._quiet_since = time.monotonic()
+            return message
+        except queue.Empty:
+            pass
+        if alive is not None and not alive():
+            self.cancel()
+            raise RequestCancelled("The session that asked for this closed.")
+        if self.request.future.done() and self.request.inbox.empty():
+            return "done", None
+        now = time.monotonic()
+        if self.request.started is None:
+            self._quiet_since = now            # queued time does not count against the timeout
+        elif now - self._quiet_since > self.options.timeout_s:
+            self.cancel()
+            raise GenerationError(f"No {waited_for} arrived for {self.options.timeout_s:.0f} s: generation "
+                                  "stopped. The model may be too slow for this prompt on this machine.")
+        return "idle", None
 
     def wait_started(self, on_wait: OnWait | None = None, alive: Alive | None = None):
-        """Wait in the queue until the prompt is prepared; returns the PreparedPrompt."""
+        """Wait in the queue until the prompt is prepared; returns the PreparedPrompt. The position
+        is read at every poll (POLL_S), so "Queued: N ahead" counts down as the queue moves."""
         shown: int | None = -1
         try:
             while self.prepared is None:
@@ -96,7 +98,7 @@ class WorkerStream:
                 if on_wait is not None and pos is not None and pos != shown:
                     shown = pos
                     on_wait(pos)
-                kind, payload = self._get(alive, "answer")
+                kind, payload = self._poll(alive, "answer")
                 if kind == "prepared":
                     self.prepared = payload
                 elif kind == "text":
@@ -119,7 +121,7 @@ class WorkerStream:
                 self._mark_first(chunk)
                 yield chunk
             while True:
-                kind, payload = self._get(alive, "token")
+                kind, payload = self._poll(alive, "token")
                 if kind == "text":
                     self._mark_first(payload)
                     yield payload

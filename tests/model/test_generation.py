@@ -50,15 +50,13 @@ def test_failure_inside_generate_surfaces_as_an_error_not_a_hang(tiny):
 
 
 def test_out_of_memory_is_reported_and_model_stays_usable(tiny, monkeypatch):
-    real = tiny.model.generate
-
     def exhausted(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
 
-    monkeypatch.setattr(tiny.model, "generate", exhausted)
+    monkeypatch.setattr(tiny.model, "forward", exhausted)
     with pytest.raises(GenerationError, match="Out of memory"):
         list(stream_generate(tiny, conversation("Hi"), GREEDY))
-    monkeypatch.setattr(tiny.model, "generate", real)
+    monkeypatch.undo()
     assert generate(tiny, conversation("Hi"), GREEDY).new_tokens >= 1
 
 
