@@ -12,16 +12,13 @@ import threading
 import time
 from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import torch
 
 from explorer.model.anatomy import find_anatomy, resolve
 from explorer.model.errors import ExplorerError, GenerationError
 from explorer.model.loading import LoadedModel
-
-if TYPE_CHECKING:
-    from explorer.model.worker import ModelWorker
 
 Alive = Callable[[], bool]
 OnWait = Callable[[int], None]  # receives how many requests run before this one
@@ -88,7 +85,7 @@ class Request:
     inbox: "queue.SimpleQueue[tuple[str, Any]]" = field(default_factory=queue.SimpleQueue)
     submitted: float = field(default_factory=time.perf_counter)
     started: float | None = None
-    worker: "ModelWorker | None" = field(default=None, repr=False)
+    worker: Any = field(default=None, repr=False)   # the ModelWorker that queued it (position, drop)
     last_poll: float = field(default_factory=time.monotonic)
     abandon_after_s: float = 10.0           # a caller silent this long is gone (see `abandoned`)
 
