@@ -13,9 +13,16 @@ that hides the padding. Each row keeps its own position ids, so rotary and absol
 what they would be alone. A row that ends is removed from the cache at once and columns that only
 held padding are trimmed. Caches that cannot be padded this way (sliding-window layers) stay one
 group per row: still one worker, still interleaved, just not one forward.
+
+Why attention runs row by row in a decode step: the linear layers, which read every weight and
+cost most of a step, are batched; a padded attention, though, reduces over shifted columns and in
+bf16 that alone changed the embedded model's greedy answer after a few tokens. So each row attends
+over its own columns with the model's own attention function, exactly as it would alone, and a
+greedy answer decoded in a batch is token for token the answer decoded alone.
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from dataclasses import dataclass, field
@@ -50,6 +57,45 @@ class Row:
     @property
     def stopped(self) -> bool:
         return self.stop_event.is_set()
+
+
+ROWWISE = "explorer_rowwise"
+_ROWS = threading.local()     # .starts: each row's first real column; .inner: the model's attention function
+
+
+def _rowwise_attention(module, query, key, value, attention_mask, **kwargs):
+    """query (B, H, 1, D), key/value (B, Hkv, L, D): each row over its own columns, with no mask,
+    through the model's own attention function (the call it gets when decoded alone)."""
+    outs = [_ROWS.inner(module, query[i:i + 1], key[i:i + 1, :, s:], value[i:i + 1, :, s:], None, **kwargs)[0]
+            for i, s in enumerate(_ROWS.starts)]
+    return torch.cat(outs, dim=0), None          # (B, 1, H, D)
+
+
+def _register_rowwise() -> None:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+    AttentionInterface.register(ROWWISE, _rowwise_attention)
+    AttentionMaskInterface.register(ROWWISE, sdpa_mask)
+
+
+@contextlib.contextmanager
+def rowwise_attention(model: torch.nn.Module, starts: list[int]):
+    """Decode with per-row attention where the model's attention is a registered function (sdpa,
+    ours for captures); eager attention (module-local) keeps the masked batch instead."""
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+    previous = model.config._attn_implementation
+    inner = ALL_ATTENTION_FUNCTIONS.get(previous) if previous and previous != ROWWISE else None
+    if inner is None:
+        yield
+        return
+    _register_rowwise()
+    _ROWS.starts, _ROWS.inner = starts, inner
+    model.config._attn_implementation = ROWWISE
+    try:
+        yield
+    finally:
+        model.config._attn_implementation = previous
+        _ROWS.starts = _ROWS.inner = None
 
 
 def _mergeable(cache) -> bool:
@@ -194,7 +240,6 @@ class DecodeBatch:
         length = ids.shape[1]
         cache = self._cache_class(config=self.model.config)
         try:
-            import contextlib
             with guard(row) if guard is not None else contextlib.nullcontext():
                 out = self.model(input_ids=ids, attention_mask=torch.ones_like(ids),
                                  position_ids=torch.arange(length, device=self.device)[None],
@@ -218,10 +263,12 @@ class DecodeBatch:
         input_ids = torch.tensor([[r.ids[-1]] for r in rows], device=self.device)          # (B, 1)
         positions = torch.tensor([[r.position] for r in rows], device=self.device)         # (B, 1)
         group.mask = torch.cat([group.mask, group.mask.new_ones((len(rows), 1))], dim=1)  # (B, L+1)
+        starts = (group.mask == 0).sum(dim=1).tolist()        # left padding of each row
         try:
-            out = self.model(input_ids=input_ids, attention_mask=group.mask, position_ids=positions,
-                             past_key_values=group.cache, use_cache=True,
-                             cache_position=torch.tensor([length], device=self.device))
+            with rowwise_attention(self.model, starts):
+                out = self.model(input_ids=input_ids, attention_mask=group.mask, position_ids=positions,
+                                 past_key_values=group.cache, use_cache=True,
+                                 cache_position=torch.tensor([length], device=self.device))
             logits = out.logits[:, -1].float()                                             # (B, V)
             del out
         except Exception as exc:  # noqa: BLE001 - a failed forward fails its group's rows

@@ -106,3 +106,52 @@ def test_plain_prompt_fallback_without_template(tiny):
     finally:
         tok.chat_template = original
     assert text == "Just text" and "no chat template" in notices[0]
+
+
+# ---------------------------------------------------------------- one core, decoded together (issue 17)
+BATCH_PROMPTS = ["Hi", "A much longer prompt that needs left padding in a batch", "Tell me a story about a cat",
+                 "Why?"]
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "phi3", "gemma2"])
+def test_a_greedy_answer_decoded_in_a_batch_is_token_for_token_the_answer_alone(family, tmp_path):
+    """Left padding, per-row position ids and a row's own mask: fp32 tiny models of four layouts
+    (Gemma-2's sliding window decodes as a group of its own), and transformers' own generate agrees."""
+    tokenizer = AutoTokenizer.from_pretrained(str(embedded_model_dir()))
+    loaded = load_model(LoadConfig(source=str(save_tiny_folder(family, tmp_path / family, tokenizer)),
+                                   precision="fp32"))
+    options = GenerateOptions(max_new_tokens=16, min_new_tokens=16)
+    convs = [conversation(p) for p in BATCH_PROMPTS]
+    batched = generate_batch(loaded, convs, options)
+    alone = [generate(loaded, c, options) for c in convs]
+    assert [b.sequence_ids for b in batched] == [a.sequence_ids for a in alone]
+    assert all(b.shared_with == len(convs) - 1 for b in batched) and all(a.shared_with == 0 for a in alone)
+    p = prepare(loaded, convs[1], 16)
+    hf = loaded.model.generate(input_ids=p.input_ids, attention_mask=p.attention_mask, do_sample=False,
+                               max_new_tokens=16, min_new_tokens=16, pad_token_id=0)
+    assert hf[0].tolist() == alone[1].sequence_ids
+
+
+def test_each_row_keeps_its_own_settings_in_a_batch(tiny):
+    """Repetition penalty and length are per row: a row with them equals that row decoded alone."""
+    from explorer.model.decode_batch import Row, decode_all
+    from explorer.model.generation import new_batch, result_of
+
+    plain = GenerateOptions(max_new_tokens=10)
+    penalised = GenerateOptions(max_new_tokens=5, repetition_penalty=1.8)
+    rows = [Row(prepare(tiny, conversation(p), o.max_new_tokens), o)
+            for p, o in zip(BATCH_PROMPTS[:2], (plain, penalised))]
+    decode_all(new_batch(tiny), rows)
+    together = [result_of(tiny, r) for r in rows]
+    assert together[0].sequence_ids == generate(tiny, conversation(BATCH_PROMPTS[0]), plain).sequence_ids
+    assert together[1].sequence_ids == generate(tiny, conversation(BATCH_PROMPTS[1]), penalised).sequence_ids
+    assert together[1].new_tokens <= 5
+
+
+def test_the_embedded_model_in_nf4_decodes_the_same_answers_in_a_batch(embedded_nf4):
+    options = GenerateOptions(max_new_tokens=12)
+    convs = [conversation(p) for p in ("What is the capital of France?", "Name a colour.", "Say hello.")]
+    batched = generate_batch(embedded_nf4, convs, options)
+    alone = [generate(embedded_nf4, c, options) for c in convs]
+    assert [b.sequence_ids for b in batched] == [a.sequence_ids for a in alone]
+    assert any(b.new_tokens > 3 for b in batched)

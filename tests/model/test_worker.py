@@ -71,15 +71,20 @@ def test_every_request_runs_on_the_one_worker_thread_in_round_robin_order(worker
 
 def test_queue_position_counts_the_running_request_and_the_fair_order(worker):
     release, _ = gate(worker)
-    a = [worker.submit(record([], "a"), "A") for _ in range(2)]
+    hold_a0 = threading.Event()
+    a = [worker.submit(lambda _m, _r: hold_a0.wait(10), "A"), worker.submit(record([], "a"), "A")]
     b = worker.submit(record([], "b"), "B")
     assert a[0].position() == 1            # only the running request is before it
     assert b.position() == 2               # A's first, then B: A's second waits for B
     assert a[1].position() == 3
     seen: list[int] = []
-    release.set()
-    b.wait(on_wait=seen.append, timeout=10)
-    assert worker.status()["generation"] == worker.generation
+
+    def on_wait(n: int) -> None:           # each position seen releases the request ahead of it
+        seen.append(n)
+        (release if n == 2 else hold_a0).set()
+
+    b.wait(on_wait=on_wait, timeout=10)
+    assert seen == [2, 1]                  # counted down while it waited, then ran
 
 
 def test_a_cancelled_queued_request_never_runs(worker):
@@ -154,23 +159,24 @@ def test_streamed_text_on_the_worker_equals_plain_generate_and_starts_no_thread(
 
 
 def test_a_load_while_requests_are_queued_runs_in_turn_and_fails_the_older_model_s_later_requests(worker, folders):
+    import json
+
     release, _ = gate(worker)
     before = worker.generation
-    done: list = []
-    first = worker.submit(lambda m, _r: done.append(m.name) or m.name, "A")            # queued before the load
-    loader = threading.Thread(target=lambda: done.append(
-        worker.load(LoadConfig(source=str(folders["qwen2"]), precision="fp32"), "B")))
-    loader.start()
-    time.sleep(0.3)
+    first = worker.submit(lambda m, _r: m.name, "A")                                    # queued before the load
+    cfg = LoadConfig(source=str(folders["qwen2"]), precision="fp32")
+    load = worker.submit(lambda _m, req: worker.registry.load(cfg, progress=req), "B", kind="load",
+                         generation=None, needs_model=False)
     stale = worker.submit(lambda m, _r: m.name, "C", generation=before)                # made for the old model
     release.set()
-    old_name = first.wait(timeout=30)
-    loader.join(30)
-    assert old_name == "llama" and worker.current.name == "qwen2" and worker.generation > before
+    assert first.wait(timeout=30) == "llama"
+    load.wait(timeout=60)
+    assert worker.current.name == "qwen2" and worker.generation > before
     with pytest.raises(ModelReplaced, match="run it again"):
         stale.wait(timeout=30)
     fresh_gen = worker.generation
     assert worker.call(lambda m: m.name, generation=fresh_gen) == "qwen2"
+    assert json.loads(worker.status_file.read_text())["generation"] == fresh_gen != before
 
 
 def test_a_failed_load_keeps_the_resident_model_and_its_requests_valid(worker, tmp_path):
@@ -242,6 +248,7 @@ def test_a_cancel_stops_a_long_forward_between_two_layers(worker):
     with pytest.raises(RequestCancelled):
         request.wait(timeout=10)
     assert _wait_idle(worker)
+    assert seen == [1]                     # stopped at the next layer: layer 1 ran once, nothing started over
     assert worker.call(lambda m: capture(m.model, m.tokenizer, list(range(5, 12))).num_tokens) == 7
 
 
@@ -268,3 +275,115 @@ def test_worker_errors_read_as_plain_sentences(worker):
     assert user_message(replaced.value).endswith("run it again.")
     assert not user_message(RequestCancelled("Cancelled.")).startswith("Unexpected")
     assert user_message(NoModelLoaded()) == "No model is loaded."
+
+
+# ---------------------------------------------------------------- answers decoded together (issue 17)
+LONG = GenerateOptions(max_new_tokens=60, min_new_tokens=60)     # EOS cannot end it early
+PROMPTS = ["Tell me a story", "Hi", "A much longer prompt that needs left padding in a batch", "Why is the sky blue?"]
+
+
+def _read(stream: WorkerStream, out: dict, key) -> None:
+    try:
+        text = "".join(stream)
+        out[key] = (text, time.perf_counter())
+    except Exception as exc:  # noqa: BLE001 - the assertion below shows it
+        out[key] = exc
+
+
+def test_answers_of_several_sessions_are_decoded_together_and_each_equals_its_answer_alone(worker, tiny):
+    options = GenerateOptions(max_new_tokens=12)
+    streams = [WorkerStream(worker, conversation(p), options, f"S{i}") for i, p in enumerate(PROMPTS)]
+    out: dict = {}
+    threads = [threading.Thread(target=_read, args=(s, out, i)) for i, s in enumerate(streams)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    alone = [generate(tiny, conversation(p), options) for p in PROMPTS]
+    for i, stream in enumerate(streams):
+        assert out[i][0] == stream.result.text == alone[i].text
+        assert stream.result.sequence_ids == alone[i].sequence_ids       # token for token
+    assert max(s.result.shared_with for s in streams) == len(PROMPTS) - 1
+    first_tokens = [s.first_token_at for s in streams]
+    assert max(first_tokens) < min(t for _text, t in out.values())    # every answer began before any ended
+    assert _wait_idle(worker)
+
+
+def test_a_new_answer_joins_the_running_batch_and_does_not_wait_for_it(worker, tiny):
+    long = WorkerStream(worker, conversation(PROMPTS[0]), LONG, "A")
+    chunks = iter(long)
+    next(chunks)                                        # A is decoding
+    short = WorkerStream(worker, conversation(PROMPTS[1]), GenerateOptions(max_new_tokens=4), "B")
+    text = "".join(short)
+    assert not long.request.future.done()               # B ended while A was still decoding
+    assert short.result.shared_with >= 1
+    rest = "".join(chunks)
+    assert text == generate(tiny, conversation(PROMPTS[1]), GenerateOptions(max_new_tokens=4)).text
+    assert long.result.new_tokens == 60 and long.result.sequence_ids == generate(tiny, conversation(PROMPTS[0]),
+                                                                                   LONG).sequence_ids
+    assert rest
+
+
+def test_stop_cancels_only_its_own_row(worker, tiny):
+    a = WorkerStream(worker, conversation(PROMPTS[0]), LONG, "A")
+    b = WorkerStream(worker, conversation(PROMPTS[2]), LONG, "B")
+    out: dict = {}
+    reader = threading.Thread(target=_read, args=(a, out, "a"))
+    reader.start()
+    chunks_b = iter(b)
+    next(chunks_b)
+    b.cancel()
+    list(chunks_b)
+    reader.join(60)
+    assert b.result.stopped and b.result.new_tokens < 60
+    assert not a.result.stopped and a.result.sequence_ids == generate(tiny, conversation(PROMPTS[0]), LONG).sequence_ids
+    assert _wait_idle(worker)
+
+
+def test_a_capture_runs_between_two_decode_steps(worker):
+    from explorer.record.capture import capture
+
+    stream = WorkerStream(worker, conversation(PROMPTS[0]), GenerateOptions(max_new_tokens=200, min_new_tokens=200), "A")
+    chunks = iter(stream)
+    next(chunks)
+    tokens = worker.call(lambda m: capture(m.model, m.tokenizer, list(range(5, 12))).num_tokens, "B", timeout=30)
+    assert tokens == 7 and not stream.request.future.done()     # the capture did not wait for the answer
+    stream.cancel()
+    list(chunks)
+    assert _wait_idle(worker)
+
+
+def test_a_load_waits_for_the_batch_and_answers_made_for_the_old_model_end_with_model_replaced(worker, folders, tiny):
+    before = worker.generation
+    running = WorkerStream(worker, conversation(PROMPTS[0]), GenerateOptions(max_new_tokens=20, min_new_tokens=20), "A")
+    chunks = iter(running)
+    next(chunks)
+    cfg = LoadConfig(source=str(folders["qwen2"]), precision="fp32")
+    load = worker.submit(lambda _m, req: worker.registry.load(cfg, progress=req), "B", kind="load",
+                         generation=None, needs_model=False)
+    stale = WorkerStream(worker, conversation(PROMPTS[1]), GenerateOptions(max_new_tokens=4), "C", generation=before)
+    rest = "".join(chunks)
+    assert running.result.new_tokens == 20 and rest      # the running answer finished on its own model
+    load.wait(timeout=60)
+    assert worker.current.name == "qwen2"
+    with pytest.raises(ModelReplaced):
+        list(stale)
+
+
+def test_the_queue_position_counts_down_behind_what_runs_alone(worker):
+    """Issue 21 item 4: a waiting page's position is read at every poll, not only when a message comes."""
+    release, _ = gate(worker)
+    holds = [threading.Event(), threading.Event()]
+    for i, hold in enumerate(holds):
+        worker.submit(lambda _m, _r, h=hold: h.wait(10), f"X{i}", kind="exclusive", generation=None,
+                      needs_model=False)
+    stream = WorkerStream(worker, conversation("Hi"), GenerateOptions(max_new_tokens=2), "D")
+    seen: list[int] = []
+
+    def on_wait(n: int) -> None:
+        seen.append(n)
+        {3: release, 2: holds[0], 1: holds[1]}[n].set()
+
+    stream.wait_started(on_wait=on_wait, alive=lambda: True)
+    assert seen == [3, 2, 1]
+    assert "".join(stream) == stream.result.text
