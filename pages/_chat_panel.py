@@ -3,7 +3,8 @@
 State per session: `chat_messages` (the history), `last_sequence_ids` (prompt + answer token ids of
 the latest turn, which the internals views capture), `last_stats`. The answer is generated on the
 model worker (one long-lived thread for every session), which never calls st.*; this script
-thread waits in the queue, showing its position, then draws the chunks. A rerun, the stop button
+thread waits in the queue (only behind what runs alone: a load, a comparison), showing its
+position, then draws the chunks; its answer is decoded in one batch with other sessions' answers. A rerun, the stop button
 or a closed tab cancels the request.
 """
 from __future__ import annotations
@@ -44,10 +45,20 @@ def generation_options(prefix: str) -> GenerateOptions:
 
 
 def _stats_line(stats: dict) -> str:
+    """How long the answer waited and how long it ran, told apart: the first token is counted
+    from when its decoding began, the wait from when it was sent. A speed shared with other
+    sessions' answers says so, since that is why it swings."""
     ttft = f"{stats['ttft']:.2f} s" if stats.get("ttft") is not None else "–"
     about = "≈" if stats.get("approx") else ""
-    return (f"time to first token {ttft} · {about}{stats['tps']:.1f} tokens/s · {about}{stats['new_tokens']} new tokens "
-            f"({stats['prompt_tokens']} prompt){' · stopped' if stats.get('stopped') else ''}")
+    parts = [f"waited {stats['queued']:.1f} s"] if stats.get("queued") is not None and stats["queued"] >= 0.05 else []
+    parts += [f"first token {ttft}", f"{about}{stats['tps']:.1f} tokens/s",
+              f"{about}{stats['new_tokens']} new tokens ({stats['prompt_tokens']} prompt)"]
+    shared = stats.get("shared") or 0
+    if shared:
+        parts.append(f"decoded together with {shared} other answer{'s' if shared > 1 else ''}")
+    if stats.get("stopped"):
+        parts.append("stopped")
+    return " · ".join(parts)
 
 
 def _partial_stats(loaded: LoadedModel | None, text: str) -> dict | None:
@@ -172,5 +183,6 @@ def _answer(loaded: LoadedModel, prompt: str, system: str, options: GenerateOpti
     tps = result.tokens_per_second if decode > 0.2 * result.seconds else result.new_tokens / max(result.seconds, 1e-6)
     st.session_state[LAST_STATS] = dict(ttft=result.time_to_first_token, tps=tps,
                                        new_tokens=result.new_tokens, prompt_tokens=result.prompt_tokens,
-                                       stopped=result.stopped)
+                                       stopped=result.stopped, queued=result.queued_seconds,
+                                       shared=result.shared_with)
     stats_slot.caption(_stats_line(st.session_state[LAST_STATS]))

@@ -5,15 +5,16 @@ import pandas as pd
 import streamlit as st
 
 from explorer.model.errors import user_message
-from explorer.model.generation import conversation, generate_batch
+from explorer.model.generation import conversation
 from explorer.model.load_config import COMPUTE_DTYPES, LoadConfig, plan_precision
 from explorer.model.switches import local_paths_allowed
+from explorer.model.worker_stream import WorkerStream, gather
 from explorer.model.precisions import LOAD_PRECISIONS as PRECISIONS
 from explorer.presets import PRESETS
 from pages._chat_panel import chat_panel, generation_options
 from explorer.views.units import fmt_bytes
 from pages._common import ensure_model, load_error_banner, load_into_registry, memory_caption, model_worker, \
-    run_on_model, session_alive, session_id, show_error
+    session_alive, session_id, show_error
 from pages._state import AUTOLOAD_TRIED, LOAD_ERROR
 
 SOURCE_KINDS = ("Preset", "Hub id", "Local folder or .gguf file")
@@ -81,20 +82,23 @@ def model_card(loaded) -> None:
 
 
 def batch_section(loaded) -> None:
-    with st.expander("Batch: several prompts in one batched call"):
+    with st.expander("Batch: several prompts decoded together"):
         text = st.text_area("One prompt per line", key="batch_prompts", height=120)
         options = generation_options("batch")
         if st.button("Generate batch", key="batch_button", disabled=loaded is None):
             prompts = [line for line in text.splitlines() if line.strip()]
             convs = [conversation(p) for p in prompts]
             try:
-                with st.spinner(f"Generating {len(prompts)} answers in one batch…"):
-                    results = run_on_model(lambda m: generate_batch(m, convs, options), generation=loaded.generation)
+                with st.spinner(f"Generating {len(prompts)} answers together…"):
+                    # rows of the worker's one decode batch, next to other sessions' answers
+                    streams = [WorkerStream(model_worker(), c, options, session_id(), generation=loaded.generation,
+                                            abandon_after_s=max(options.timeout_s, 10.0)) for c in convs]
+                    results = gather(streams, session_alive())
             except Exception as exc:  # noqa: BLE001 - GenerationError, ModelReplaced, a worker error, or the unexpected
                 st.error(user_message(exc))
                 return
             st.dataframe(pd.DataFrame([{"prompt": p, "answer": r.text, "new tokens": r.new_tokens,
-                                        "seconds (whole batch)": round(r.seconds, 2)}
+                                        "seconds": round(r.seconds, 2), "waited (s)": round(r.queued_seconds, 2)}
                                        for p, r in zip(prompts, results)]),
                          hide_index=True, key="batch_results")
 

@@ -161,4 +161,22 @@ def stream_on_worker(worker: ModelWorker, messages, options=None, session: str =
     return WorkerStream(worker, messages, options, session, stop_event, generation)
 
 
-__all__ = ["WorkerStream", "stream_on_worker"]
+
+
+
+def gather(streams: list[WorkerStream], alive: Alive | None = None) -> list[GenerationResult]:
+    """Read several streams to their end, round robin, so none looks abandoned while another is read;
+    they decode together in the worker's batch. Results in the order given; the first error is raised."""
+    readers = {i: s.iterate(alive) for i, s in enumerate(streams)}
+    try:
+        while readers:
+            for i in list(readers):
+                try:
+                    next(readers[i])
+                except StopIteration:
+                    del readers[i]
+    finally:
+        for reader in readers.values():
+            reader.close()                 # cancels what is left when one failed
+    return [s.result for s in streams]
+__all__ = ["WorkerStream", "gather", "stream_on_worker"]

@@ -387,3 +387,14 @@ def test_the_queue_position_counts_down_behind_what_runs_alone(worker):
     stream.wait_started(on_wait=on_wait, alive=lambda: True)
     assert seen == [3, 2, 1]
     assert "".join(stream) == stream.result.text
+
+
+def test_the_page_s_batch_mode_reads_its_answers_together_as_rows_of_the_shared_batch(worker, tiny):
+    from explorer.model.worker_stream import gather
+
+    options = GenerateOptions(max_new_tokens=6)
+    streams = [WorkerStream(worker, conversation(p), options, "page") for p in PROMPTS[:3]]
+    results = gather(streams, alive=lambda: True)
+    assert [r.sequence_ids for r in results] == [generate(tiny, conversation(p), options).sequence_ids
+                                                 for p in PROMPTS[:3]]
+    assert max(r.shared_with for r in results) == 2
