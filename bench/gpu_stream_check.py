@@ -8,7 +8,15 @@ import sys, time, threading, torch
 sys.path.insert(0, ".")
 from transformers import TextIteratorStreamer, StoppingCriteriaList
 from explorer.model.loading import LoadConfig, load_model
-from explorer.model.generation import GenerateOptions, conversation, stream_generate, generate, _StopOnEvent
+from explorer.model.generation import GenerateOptions, conversation, stream_generate, generate
+
+
+class _StopOnEvent:  # the stopping criterion generate() used before the decode core (explorer/model/decode_batch.py)
+    def __init__(self, event): self.event = event
+    def __call__(self, input_ids, scores, **kwargs):
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
 lm = load_model(LoadConfig(source=sys.argv[1], precision="bf16"))
 tok, m = lm.tokenizer, lm.model
 ids = torch.randint(0, 40000, (1, 64), device="cuda"); am = torch.ones_like(ids)
