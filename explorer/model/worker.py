@@ -307,7 +307,7 @@ class ModelWorker:
     def _step(self) -> None:
         self._step_due = False
         batch = self._batch
-        for row, request in list(self._rows.values()):
+        for _row, request in list(self._rows.values()):
             if request.abandoned(request.abandon_after_s):
                 request.cancel_event.set()       # its reader is gone: the row leaves at this step
         loaded = self.registry.current

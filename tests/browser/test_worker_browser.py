@@ -1,11 +1,12 @@
-"""The model worker seen from real browsers: two sessions share it fairly, the second is told its
-place in the queue, a closed tab stops its generation, and an idle server stays idle."""
+"""The model worker seen from real browsers: six sessions' answers stream together, what still
+queues (a load) counts its place down, a closed tab stops its generation, and an idle server stays idle."""
 import re
 import time
 
 import psutil
 import pytest
 
+from explorer.model.generation import GenerateOptions, conversation, generate
 from tests.browser.conftest import new_page, screenshot, served_process, wait_idle
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -86,31 +87,59 @@ def until(predicate, timeout: float, step: float = 0.1) -> float | None:
     return None
 
 
-def test_two_sessions_chat_at_once_each_gets_its_own_answer_and_the_second_sees_its_queue_place(
-        fp32_server, browser):
-    app_server = fp32_server
-    a, b = open_chat(browser, app_server.url), open_chat(browser, app_server.url)
+STORIES = ["a lighthouse keeper", "a dragon who learns to cook", "a robot gardener", "a lost kitten",
+           "a pirate who fears water", "a snowman in summer"]
+PAGE_OPTIONS = GenerateOptions(max_new_tokens=128, repetition_penalty=1.1)   # the chat page's defaults
+
+STATE_JS = ("() => { const m = document.querySelectorAll(\"" + MESSAGES + "\"); "
+            "const running = !!document.querySelector(\"[data-test-script-state='running']\"); "
+            "const last = m.length > 1 ? m[m.length - 1].innerText : ''; "
+            "const caption = [...document.querySelectorAll(\"[data-testid='stCaptionContainer']\")]"
+            ".map(c => c.innerText).find(t => t.includes('tokens/s')) || ''; "
+            "return {n: m.length, text: last, running: running, caption: caption}; }")
+
+
+def words(text: str) -> list[str]:
+    return re.findall(r"[A-Za-z0-9']+", text)
+
+
+def test_six_sessions_chat_at_once_each_streams_its_own_answer_none_waits_and_the_worker_ends_idle(
+        fp32_server, browser, embedded_fp32):
+    """Issue 17 item 6: the answers are decoded together, so every stream starts before any ends."""
+    server = fp32_server
+    pages = [open_chat(browser, server.url) for _ in STORIES]
     try:
-        ask(a, "Write a long story about a lighthouse keeper and the sea.")
-        wait_streaming(a)
-        ask(b, "What is the capital of France?")
-        b.get_by_text(re.compile(r"Queued: 1 ahead")).wait_for(timeout=60_000)
-        screenshot(b, "worker_second_session_queued")
-        assert app_server.worker()["queued"] == 1
-        a.locator(".st-key-chat_stop button").click()          # a's answer ends; b's starts
-        wait_idle(a, 120_000)
-        wait_idle(b, 400_000)
-        screenshot(b, "worker_second_session_answered")
-        a_msgs = a.locator(MESSAGES).all_inner_texts()
-        b_msgs = b.locator(MESSAGES).all_inner_texts()
-        assert "lighthouse" in a_msgs[0] and "France" not in " ".join(a_msgs)
-        assert "France" in b_msgs[0] and "lighthouse" not in " ".join(b_msgs)
-        assert "Paris" in b_msgs[1]
-        assert a_msgs[1].strip() and a_msgs[1] != b_msgs[1]
-        assert b.get_by_text(re.compile(r"tokens/s")).first.is_visible()
+        for pg, topic in zip(pages, STORIES):
+            ask(pg, f"Write a long story about {topic}.")
+        first: dict[int, float] = {}
+        done: dict[int, float] = {}
+        states: dict[int, dict] = {}
+        t0 = time.monotonic()
+        while len(done) < len(pages) and time.monotonic() - t0 < 900:
+            for i, pg in enumerate(pages):
+                if i in done:
+                    continue
+                state = states[i] = pg.evaluate(STATE_JS)
+                now = time.monotonic() - t0
+                if state["n"] >= 2 and words(state["text"]) and i not in first:
+                    first[i] = now
+                if state["n"] >= 2 and state["caption"] and not state["running"]:
+                    done[i] = now
+        assert len(done) == len(pages), f"not all answered: {states}"
+        for i, pg in enumerate(pages):
+            screenshot(pg, f"worker_six_sessions_{i}")
+        assert max(first.values()) < min(done.values()), f"an answer waited for another: {first} {done}"
+        alone = [generate(embedded_fp32, conversation(f"Write a long story about {t}."), PAGE_OPTIONS).text
+                 for t in STORIES]
+        for i, pg in enumerate(pages):
+            shown = words(pg.locator(MESSAGES).all_inner_texts()[-1])
+            assert shown[:20] == words(alone[i])[:20], f"page {i} shows another answer than its prompt gives alone"
+        assert len({" ".join(words(a)[:20]) for a in alone}) == len(STORIES)     # six different answers
+        assert any("decoded together with" in states[i]["caption"] for i in states)
+        assert until(lambda: (s := server.worker()) and not s["busy"] and s["queued"] == 0, timeout=30) is not None
     finally:
-        a.context.close()
-        b.context.close()
+        for pg in pages:
+            pg.context.close()
 
 
 def test_closing_the_tab_mid_answer_leaves_the_worker_idle_within_5_s(fp32_server, browser):
@@ -138,3 +167,25 @@ def test_an_idle_server_with_a_loaded_model_uses_under_2_percent_of_a_core(fp32_
         assert used / seconds < 0.02, f"idle server used {100 * used / seconds:.1f}% of a core"
     finally:
         pg.context.close()
+
+
+def test_four_loads_at_once_the_last_page_counts_its_place_down(fp32_server, browser):
+    """Issue 21 item 4: chat answers no longer queue, loads still run one at a time; the last of four
+    pages that click Load sees 3, 2, 1 ahead, refreshed while it waits, and then its own load."""
+    server = fp32_server
+    pages = [open_chat(browser, server.url) for _ in range(4)]
+    try:
+        for pg in pages:
+            pick_option(pg, ".st-key-load_precision", PRECISION)
+        for pg in pages:
+            pg.locator(".st-key-load_button button").click()
+        last = pages[-1]
+        for ahead in (3, 2, 1):
+            last.get_by_text(f"Queued: {ahead} ahead", exact=False).first.wait_for(timeout=300_000)
+            if ahead == 2:
+                screenshot(last, "worker_load_queue_counting_down")
+        last.get_by_text(re.compile(rf"Loaded .* \({PRECISION}\)")).first.wait_for(timeout=300_000)
+        assert until(lambda: (s := server.worker()) and not s["busy"] and s["queued"] == 0, timeout=60) is not None
+    finally:
+        for pg in pages:
+            pg.context.close()
