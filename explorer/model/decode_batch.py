@@ -18,7 +18,10 @@ Why attention runs row by row in a decode step: the linear layers, which read ev
 cost most of a step, are batched; a padded attention, though, reduces over shifted columns and in
 bf16 that alone changed the embedded model's greedy answer after a few tokens. So each row attends
 over its own columns with the model's own attention function, exactly as it would alone, and a
-greedy answer decoded in a batch is token for token the answer decoded alone.
+greedy answer decoded in a batch is token for token the answer decoded alone. That holds where the
+linear layers give each row the same result whatever the batch (measured on CPU, bf16 and fp32);
+cuBLAS chooses its kernels by batch size, so on a GPU exactness cannot hold anyway, and there one
+masked attention call serves all rows (`exact=False`, the default off CPU) instead of one per row.
 """
 from __future__ import annotations
 
@@ -74,8 +77,11 @@ def _rowwise_attention(module, query, key, value, attention_mask, **kwargs):
 def _register_rowwise() -> None:
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+    if getattr(_register_rowwise, "done", False):
+        return
     AttentionInterface.register(ROWWISE, _rowwise_attention)
     AttentionMaskInterface.register(ROWWISE, sdpa_mask)
+    _register_rowwise.done = True
 
 
 @contextlib.contextmanager
@@ -176,7 +182,7 @@ def choose(row: Row, logits: torch.Tensor, stop: set[int]) -> int:
 class DecodeBatch:
     """The rows being decoded on one model. Not thread-safe: one thread (the worker's) calls it."""
 
-    def __init__(self, model: torch.nn.Module, stop: set[int]) -> None:
+    def __init__(self, model: torch.nn.Module, stop: set[int], exact: bool | None = None) -> None:
         from transformers import DynamicCache
         self.model = model
         self.stop = stop
@@ -184,6 +190,7 @@ class DecodeBatch:
         self.pending: list[Row] = []
         self.groups: list[Group] = []
         self.device = model.get_input_embeddings().weight.device
+        self.exact = self.device.type == "cpu" if exact is None else exact   # per-row attention (see above)
 
     @property
     def rows(self) -> list[Row]:
@@ -265,7 +272,7 @@ class DecodeBatch:
         group.mask = torch.cat([group.mask, group.mask.new_ones((len(rows), 1))], dim=1)  # (B, L+1)
         starts = (group.mask == 0).sum(dim=1).tolist()        # left padding of each row
         try:
-            with rowwise_attention(self.model, starts):
+            with rowwise_attention(self.model, starts) if self.exact else contextlib.nullcontext():
                 out = self.model(input_ids=input_ids, attention_mask=group.mask, position_ids=positions,
                                  past_key_values=group.cache, use_cache=True,
                                  cache_position=torch.tensor([length], device=self.device))

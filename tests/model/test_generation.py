@@ -155,3 +155,18 @@ def test_the_embedded_model_in_nf4_decodes_the_same_answers_in_a_batch(embedded_
     alone = [generate(embedded_nf4, c, options) for c in convs]
     assert [b.sequence_ids for b in batched] == [a.sequence_ids for a in alone]
     assert any(b.new_tokens > 3 for b in batched)
+
+
+def test_the_gpu_path_one_masked_attention_for_all_rows_decodes_the_same_answers_in_fp32(tiny):
+    """Off CPU the rows share one masked attention call (exact=False); in fp32 its answers are still
+    the answers decoded alone, so padding, masks and positions are right on that path too."""
+    from explorer.model.decode_batch import DecodeBatch, Row, decode_all
+    from explorer.model.generation import result_of
+    from explorer.model.prompts import stop_ids
+
+    options = GenerateOptions(max_new_tokens=12, min_new_tokens=12)
+    rows = [Row(prepare(tiny, conversation(p), 12), options) for p in BATCH_PROMPTS]
+    batch = DecodeBatch(tiny.model, stop_ids(tiny), exact=False)
+    decode_all(batch, rows)
+    assert [result_of(tiny, r).sequence_ids for r in rows] == [
+        generate(tiny, conversation(p), options).sequence_ids for p in BATCH_PROMPTS]
