@@ -319,6 +319,7 @@ class ModelWorker:
             self._finish(loaded, row)
         if not batch.active:
             self._batch = None
+        if ended:
             self._write_status()
 
     def _finish(self, loaded: LoadedModel | None, row: Row) -> None:
