@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import psutil
@@ -22,12 +22,13 @@ from torch import nn
 from explorer.model.anatomy import Anatomy, find_anatomy, resolve
 from explorer.model.loading import context_length
 from explorer.record.attention_fn import Recorder, explorer_attention_enabled, recording
-from explorer.record.attention_store import AttentionStore
+from explorer.record.attention_store import AttentionStore, Placement
 from explorer.record.components_recorder import ComponentsRecorder, start_components
 from explorer.record.eager_fallback import FallbackPlan, plan_fallback, store_from_output
 from explorer.record.capture_data import DEFAULT_PARTS, PARTS, Capture, CaptureOptions, NormStats, PromptTooLongError
 from explorer.record.hooks import HookSession, forward_hooks, norm_stats_from_raw
 from explorer.record.offload import Offloader, gather_small
+from explorer.record.placement import Budgets, forward_peak_bytes, gpu_budget, place_layers
 from explorer.record.token_text import token_text
 
 Prompt = str | Sequence[dict] | Sequence[int] | torch.Tensor
@@ -121,9 +122,8 @@ def plan_layers(n_layers: int, wanted: Sequence[int] | None, bytes_per_layer: in
         kept = [chosen[-1]]
     else:
         kept = sorted({chosen[round(i * (len(chosen) - 1) / (fit - 1))] for i in range(fit)})
-    note = (f"memory budget: residual stream and attention kept for {len(kept)} of {len(chosen)} layers "
-            f"({bytes_per_layer * len(chosen) / 2**30:.2f} GiB needed, budget {budget / 2**30:.2f} GiB); "
-            "long attention maps are best read pooled (attention_map_pooled)")
+    note = (f"memory budget: residual stream kept for {len(kept)} of {len(chosen)} layers "
+            f"({bytes_per_layer * len(chosen) / 2**30:.2f} GiB needed, budget {budget / 2**30:.2f} GiB)")
     return kept, note
 
 
@@ -142,10 +142,16 @@ class CapturePlan:
     anatomy: Anatomy
     shape: ModelShape
     parts: frozenset[str]
-    keep: list[int]              # layers whose residual stream and attention are kept
+    keep: list[int]              # layers whose residual stream is kept
     notes: list[str]
     budget: int = 0              # bytes the recorded tensors may take
     act_bytes: int = 2           # bytes per activation value
+    placement: dict[int, Placement] = field(default_factory=dict)   # attention Q/K of each asked-for layer
+
+    @property
+    def attention_layers(self) -> list[int]:
+        """Layers whose Q/K are recorded (on the GPU or the host)."""
+        return [layer for layer, p in self.placement.items() if p.where != "dropped"]
 
 
 def plan_capture(model: nn.Module, tokenizer, prompt: Prompt, options: CaptureOptions) -> CapturePlan:
@@ -164,16 +170,34 @@ def plan_capture(model: nn.Module, tokenizer, prompt: Prompt, options: CaptureOp
     dtype = _model_dtype(model)
     act_bytes = torch.finfo(dtype).bits // 8 if dtype.is_floating_point else 4
     res_bytes = torch.finfo(options.residual_dtype or dtype).bits // 8
-    per_layer = 0
-    if "attention" in options.parts:
-        per_layer += (shape.heads + shape.kv_heads) * t * shape.head_dim * act_bytes
-    if "residual" in options.parts:
-        per_layer += t * shape.hidden * res_bytes
+    residual_per_layer = t * shape.hidden * res_bytes if "residual" in options.parts else 0
+    device = _input_device(model)
     budget = (options.memory_budget_bytes if options.memory_budget_bytes is not None
-              else _default_budget(_input_device(model), options.offload_to_cpu))
-    keep, note = plan_layers(shape.layers, options.layers, per_layer, budget)
+              else _default_budget(device, options.offload_to_cpu))
+    keep, note = plan_layers(shape.layers, options.layers, residual_per_layer, budget)
     notes = [f"not found: {m}" for m in anatomy.missing] + ([note] if note else [])
-    return CapturePlan(ids, anatomy, shape, options.parts, keep, notes, budget, act_bytes)
+    placement: dict[int, Placement] = {}
+    if "attention" in options.parts:
+        wanted = sorted(set(range(shape.layers) if options.layers is None
+                            else (i % shape.layers for i in options.layers)))
+        qk_per_layer = (shape.heads + shape.kv_heads) * t * shape.head_dim * act_bytes
+        placement = place_layers(wanted, qk_per_layer, _budgets(model, device, t, act_bytes, options,
+                                                                 budget - residual_per_layer * len(keep)))
+    return CapturePlan(ids, anatomy, shape, options.parts, keep, notes, budget, act_bytes, placement)
+
+
+def _budgets(model: nn.Module, device: torch.device, t: int, act_bytes: int, options: CaptureOptions,
+             host_left: int) -> Budgets:
+    """The GPU and host budgets for recorded Q/K. offload_to_cpu=False: everything on the device
+    within the capture's budget (the old "keep on device" behaviour)."""
+    if device.type == "cuda" and not options.offload_to_cpu:
+        return Budgets(gpu=host_left, host=0)
+    if options.gpu_budget_bytes is not None:
+        gpu = options.gpu_budget_bytes if device.type == "cuda" else 0
+    else:
+        config = getattr(model, "config", None)
+        gpu = gpu_budget(device, forward_peak_bytes(config, t, act_bytes) if config is not None else 0)
+    return Budgets(gpu=gpu, host=host_left)
 
 
 # --------------------------------------------------------------------------------------------
@@ -189,6 +213,7 @@ class Recorded:
     switched: bool               # the model ran the recording attention function
     components: ComponentsRecorder | None = None
     fallback: FallbackPlan | None = None
+    offload: Offloader | None = None
 
 
 def _registrations(model: nn.Module, plan: CapturePlan, session: HookSession) -> list[tuple[nn.Module, str, Callable]]:
@@ -235,8 +260,10 @@ def run_forward(model: nn.Module, plan: CapturePlan, options: CaptureOptions) ->
         module = resolve(model, lp.attention)
         if module is not None:
             layer_of[id(module)] = lp.index
-    want_attention = "attention" in plan.parts and bool(plan.keep)
-    recorder = Recorder(store, layer_of, set(plan.keep) if "attention" in plan.parts else set(), offload)
+    attention_layers = plan.attention_layers
+    want_attention = bool(attention_layers)
+    on_device = {layer for layer, p in plan.placement.items() if p.where == "gpu"}
+    recorder = Recorder(store, layer_of, set(attention_layers), offload, on_device)
     session = HookSession(recorder, offload, plan.keep if "residual" in plan.parts else [], options.residual_dtype)
     switch = explorer_attention_enabled(model) if want_attention else contextlib.nullcontext(False)
     input_ids = plan.ids[None].to(_input_device(model))                                   # (1, T)
@@ -247,13 +274,14 @@ def run_forward(model: nn.Module, plan: CapturePlan, options: CaptureOptions) ->
                                           options.components_on_device)
                          if "components" in plan.parts else (None, None))
     plan.notes += [comps_note] if comps_note else []
-    fallback = plan_fallback(model, want_attention, (shape.layers, shape.heads, t, plan.act_bytes), plan.budget)
+    fallback = plan_fallback(model, want_attention, (len(attention_layers), shape.heads, t, plan.act_bytes),
+                             plan.budget)
     registrations = _registrations(model, plan, session) + (comps.registrations() if comps is not None else [])
     with (torch.inference_mode(), forward_hooks(registrations), switch as switched,
           recording(recorder), fallback.running(model)):
         output = model(input_ids=input_ids, **_forward_kwargs(model), **fallback.kwargs)
         offload.finish()
-    return Recorded(session, store, output, bool(switched), comps, fallback)
+    return Recorded(session, store, output, bool(switched), comps, fallback, offload)
 
 
 # --------------------------------------------------------------------------------------------
@@ -315,10 +343,8 @@ def assemble(model: nn.Module, tokenizer, plan: CapturePlan, recorded: Recorded,
     if recorded.fallback is not None and recorded.fallback.note:
         notes.append(recorded.fallback.note)
     if recorded.fallback is not None and recorded.fallback.active:
-        store = store_from_output(recorded.output, set(plan.keep), shape.heads, shape.kv_heads) or store
-    if "attention" in plan.parts and plan.keep:
-        if recorded.switched and len(store.layers) < len(plan.keep):
-            notes.append(f"attention recorded for {len(store.layers)} of {len(plan.keep)} requested layers")
+        store = store_from_output(recorded.output, set(plan.attention_layers), shape.heads, shape.kv_heads) or store
+    _settle_placement(store, plan, recorded.switched, notes)
     norms, attn_out_norm, mlp_out_norm = _small_statistics(model, session, shape.layers)
     residual_layers = [layer for layer in session.keep if layer in session.filled]
     residual = session.residual                                       # (len(keep), T, d)
@@ -345,7 +371,24 @@ def assemble(model: nn.Module, tokenizer, plan: CapturePlan, recorded: Recorded,
     if tokenizer is not None and last_logits is not None:
         top = last_logits.topk(min(options.top_logits, last_logits.numel())).indices.tolist()
         cap.learn_texts(top, lambda i: token_text(tokenizer, i))
+    if recorded.offload is not None:
+        recorded.offload.lease(cap)           # pooled host buffers go back when this capture is collected
     return cap
+
+
+def _settle_placement(store: AttentionStore, plan: CapturePlan, switched: bool, notes: list[str]) -> None:
+    """The store's placement: as planned for layers that arrived, dropped (with why) for the rest."""
+    placement = dict(plan.placement)
+    for layer in plan.attention_layers:
+        if layer in store.layers:
+            placement[layer] = Placement("gpu" if store.layers[layer].q.device.type == "cuda" else "host")
+        else:
+            why = ("the model did not run this layer's attention through the recording function" if switched
+                   else "this model cannot record attention (see the other notes)")
+            placement[layer] = Placement("dropped", why)
+    store.placement = placement
+    if any(p.where == "dropped" for p in placement.values()):
+        notes.append(store.placement_summary())
 
 
 def capture(model: nn.Module, tokenizer, prompt: Prompt, options: CaptureOptions | None = None) -> Capture:
