@@ -15,7 +15,6 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-import psutil
 import torch
 from torch import nn
 
@@ -28,7 +27,8 @@ from explorer.record.eager_fallback import FallbackPlan, plan_fallback, store_fr
 from explorer.record.capture_data import DEFAULT_PARTS, PARTS, Capture, CaptureOptions, NormStats, PromptTooLongError
 from explorer.record.hooks import HookSession, forward_hooks, norm_stats_from_raw
 from explorer.record.offload import Offloader, gather_small
-from explorer.record.placement import Budgets, forward_peak_bytes, gpu_budget, place_layers
+from explorer.record.placement import Budgets, default_budget, forward_peak_bytes, gpu_budget, place_layers, \
+    plan_layers
 from explorer.record.token_text import token_text
 
 Prompt = str | Sequence[dict] | Sequence[int] | torch.Tensor
@@ -111,30 +111,6 @@ def _input_device(model: nn.Module) -> torch.device:
 # Step 1: plan
 # --------------------------------------------------------------------------------------------
 
-def plan_layers(n_layers: int, wanted: Sequence[int] | None, bytes_per_layer: int,
-                budget: int) -> tuple[list[int], str | None]:
-    """Evenly spaced layers (first and last included) that fit the budget, and a note if reduced."""
-    chosen = sorted(set(range(n_layers) if wanted is None else (i % n_layers for i in wanted)))
-    fit = max(1, budget // max(1, bytes_per_layer))
-    if len(chosen) <= fit:
-        return chosen, None
-    if fit == 1:
-        kept = [chosen[-1]]
-    else:
-        kept = sorted({chosen[round(i * (len(chosen) - 1) / (fit - 1))] for i in range(fit)})
-    note = (f"memory budget: residual stream kept for {len(kept)} of {len(chosen)} layers "
-            f"({bytes_per_layer * len(chosen) / 2**30:.2f} GiB needed, budget {budget / 2**30:.2f} GiB)")
-    return kept, note
-
-
-def _default_budget(device: torch.device, offload_to_cpu: bool) -> int:
-    """Half of what is free where the recorded tensors will live."""
-    if device.type == "cuda" and not offload_to_cpu:
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free * 0.5)
-    return int(psutil.virtual_memory().available * 0.5)
-
-
 @dataclass
 class CapturePlan:
     """What one capture will record, decided before anything runs."""
@@ -173,7 +149,7 @@ def plan_capture(model: nn.Module, tokenizer, prompt: Prompt, options: CaptureOp
     residual_per_layer = t * shape.hidden * res_bytes if "residual" in options.parts else 0
     device = _input_device(model)
     budget = (options.memory_budget_bytes if options.memory_budget_bytes is not None
-              else _default_budget(device, options.offload_to_cpu))
+              else default_budget(device, options.offload_to_cpu))
     keep, note = plan_layers(shape.layers, options.layers, residual_per_layer, budget)
     notes = [f"not found: {m}" for m in anatomy.missing] + ([note] if note else [])
     placement: dict[int, Placement] = {}
@@ -274,8 +250,7 @@ def run_forward(model: nn.Module, plan: CapturePlan, options: CaptureOptions) ->
                                           options.components_on_device)
                          if "components" in plan.parts else (None, None))
     plan.notes += [comps_note] if comps_note else []
-    fallback = plan_fallback(model, want_attention, (len(attention_layers), shape.heads, t, plan.act_bytes),
-                             plan.budget)
+    fallback = plan_fallback(model, want_attention, (shape.layers, shape.heads, t, plan.act_bytes), plan.budget)
     registrations = _registrations(model, plan, session) + (comps.registrations() if comps is not None else [])
     with (torch.inference_mode(), forward_hooks(registrations), switch as switched,
           recording(recorder), fallback.running(model)):

@@ -9,10 +9,13 @@ Capture says which and why (AttentionStore.placement).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
+import psutil
 import torch
 
 from explorer.record.attention_store import Placement
+from explorer.record.buffer_pool import shared_pool
 
 GPU_FRACTION = 0.9
 """Share of the GPU memory left free after the forward's peak that recorded Q/K may take."""
@@ -37,6 +40,32 @@ def gpu_budget(device: torch.device, peak: int, fraction: float = GPU_FRACTION) 
         return 0
     free, _ = torch.cuda.mem_get_info(device)
     return max(0, int((free - peak) * fraction))
+
+
+def plan_layers(n_layers: int, wanted: Sequence[int] | None, bytes_per_layer: int,
+                budget: int) -> tuple[list[int], str | None]:
+    """Evenly spaced layers (first and last included) that fit the budget, and a note if reduced."""
+    chosen = sorted(set(range(n_layers) if wanted is None else (i % n_layers for i in wanted)))
+    fit = max(1, budget // max(1, bytes_per_layer))
+    if len(chosen) <= fit:
+        return chosen, None
+    if fit == 1:
+        kept = [chosen[-1]]
+    else:
+        kept = sorted({chosen[round(i * (len(chosen) - 1) / (fit - 1))] for i in range(fit)})
+    note = (f"memory budget: residual stream kept for {len(kept)} of {len(chosen)} layers "
+            f"({bytes_per_layer * len(chosen) / 2**30:.2f} GiB needed, budget {budget / 2**30:.2f} GiB)")
+    return kept, note
+
+
+def default_budget(device: torch.device, offload_to_cpu: bool) -> int:
+    """Half of what is free where the recorded tensors will live; on the host, idle pooled
+    buffers count as free (the next capture takes them back)."""
+    if device.type == "cuda" and not offload_to_cpu:
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free * 0.5)
+    idle = shared_pool().stats.idle_bytes if device.type == "cuda" else 0
+    return int((psutil.virtual_memory().available + idle) * 0.5)
 
 
 @dataclass(frozen=True)
@@ -71,4 +100,5 @@ def place_layers(layers: list[int], per_layer: int, budgets: Budgets) -> dict[in
     return dict(sorted(placement.items()))
 
 
-__all__ = ["GPU_FRACTION", "Budgets", "forward_peak_bytes", "gpu_budget", "place_layers"]
+__all__ = ["GPU_FRACTION", "Budgets", "default_budget", "forward_peak_bytes", "gpu_budget", "place_layers",
+           "plan_layers"]
