@@ -15,6 +15,7 @@ import threading
 import weakref
 from dataclasses import dataclass
 
+import psutil
 import torch
 
 
@@ -35,9 +36,10 @@ class BufferPool:
     holds it; beyond it, given-back buffers are freed (the largest first).
     """
 
-    def __init__(self, pin: bool = True, max_idle_bytes: int = 64 * 2**30):
+    def __init__(self, pin: bool = True, max_idle_bytes: int | None = None):
         self.pin = pin
-        self.max_idle_bytes = max_idle_bytes
+        self.max_idle_bytes = (max_idle_bytes if max_idle_bytes is not None
+                               else min(64 * 2**30, int(0.3 * psutil.virtual_memory().total)))
         self.stats = PoolStats()
         self._idle: dict[int, list[torch.Tensor]] = {}
         self._lock = threading.Lock()
