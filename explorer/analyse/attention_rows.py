@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from explorer.record.attention_store import AttentionStore, LayerAttention
-from explorer.record.mask_rule import block_allowed
+from explorer.record import mask_rule
 
 Device = str | torch.device | None
 MASKED = torch.finfo(torch.float32).min       # score of a masked key (as eager fills it)
@@ -89,14 +89,21 @@ class PreparedLayer(RowSource):
             s = s.view(kv * self.groups, b, key1 - key0)                             # (H, b, n)
         else:
             s = torch.matmul(q, k.index_select(0, self.kv_local).transpose(-1, -2))  # (h, b, n)
-        s = s * rec.scaling
+        s.mul_(rec.scaling)
         if rec.softcap is not None:
-            s = torch.tanh(s / rec.softcap) * rec.softcap
+            s.div_(rec.softcap).tanh_().mul_(rec.softcap)
         if self.mask is not None:
-            return s.masked_fill(~self.mask[:, row0:row1, key0:key1], MASKED)
-        allowed = block_allowed(row0, row1, key1, self.t_k - self.t_q, rec.causal, rec.sliding_window, self.device)
-        if allowed is not None:
-            s = s.masked_fill(~allowed[:, key0:], MASKED)
+            return s.masked_fill_(~self.mask[:, row0:row1, key0:key1], MASKED)
+        offset = self.t_k - self.t_q
+        # Causal only: keys before the block's first query are visible to every row, so only the
+        # columns from there on are masked (the diagonal part of a long block).
+        c0 = max(key0, row0 + offset + 1) if rec.causal and not rec.sliding_window else key0
+        if c0 < key1:
+            allowed = mask_rule.allowed_keys(torch.arange(row0, row1, device=self.device) + offset,
+                                             torch.arange(c0, key1, device=self.device), rec.causal,
+                                             rec.sliding_window)
+            if allowed is not None:
+                s[..., c0 - key0:].masked_fill_(~allowed, MASKED)
         return s
 
     def block(self, row0: int, row1: int, trim_keys: bool = True) -> tuple[torch.Tensor, int]:

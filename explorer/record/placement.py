@@ -39,6 +39,7 @@ def gpu_budget(device: torch.device, peak: int, fraction: float = GPU_FRACTION) 
     if device.type != "cuda" or not torch.cuda.is_available():
         return 0
     free, _ = torch.cuda.mem_get_info(device)
+    free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)   # cached by torch, reusable
     return max(0, int((free - peak) * fraction))
 
 

@@ -9,7 +9,6 @@ import math
 import pytest
 import torch
 
-from explorer.analyse import attention_rows
 from explorer.analyse.attention import (LayerNotKept, attention_map, attention_map_pooled, attention_window,
                                         blockwise_summaries, head_summaries, layer_probabilities, online_summaries,
                                         pooled, prepare, probabilities, window)
@@ -207,4 +206,3 @@ def test_the_mask_rule_is_the_one_place_both_sides_read(monkeypatch):
     monkeypatch.setattr(mask_rule, "allowed_keys", lambda q_pos, k_pos, causal, window: None)
     assert not torch.allclose(blockwise_eager_attention(None, q, k, v, None, 0.3, None), causal)
     assert probabilities(store, 0, 0)[0, 1:].abs().max() > 0
-    assert attention_rows.block_allowed is mask_rule.block_allowed
