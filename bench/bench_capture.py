@@ -230,6 +230,13 @@ def on_demand(cap: Capture, device: str, t: int, reps: int, errors: dict) -> dic
                           for _ in range(3)) if x]
     row.update(pooled_map_ms=1000 * _median(pooled) if pooled else None,
                window_ms=1000 * _median(win) if win else None, map_layer=layer)
+    if t <= 4096:                         # the fast path against the exact tiled one, on this device
+        def agreement():
+            fast = summaries(store, [layer], fused=True)
+            exact = summaries(store, [layer], fused=False)
+            return {name: float((getattr(fast, name) - getattr(exact, name)).abs().max())
+                    for name in ("entropy", "first_token", "lookback")}
+        row["summaries_fused_vs_exact_max_abs"] = _tried(errors, "agreement", agreement)
     if t <= 16384:
         full = [x[0] for x in (_tried(errors, "head map", lambda: measure(lambda: attention_map(cap, layer, 0)))
                                for _ in range(3)) if x]
