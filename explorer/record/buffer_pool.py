@@ -8,6 +8,9 @@ that the capture it replaces gave up when it was garbage-collected (weakref.fina
 
 Buffers are raw bytes keyed by size; a dtype and shape are views onto them. One pool per process
 (`shared_pool()`), used by the attention recorder, the residual stream and the components part.
+A buffer given back is reused only once no tensor views it any more (its storage's use count):
+code that keeps a capture's residual after dropping the capture (drift's fingerprints) keeps
+its data intact, and the buffer comes back when that holder dies too.
 """
 from __future__ import annotations
 
@@ -42,7 +45,9 @@ class BufferPool:
                                else min(64 * 2**30, int(0.3 * psutil.virtual_memory().total)))
         self.stats = PoolStats()
         self._idle: dict[int, list[torch.Tensor]] = {}
+        self._pending: list[torch.Tensor] = []          # given back, still viewed by someone
         self._lock = threading.Lock()
+        self._base = _use_count(torch.empty(1, dtype=torch.uint8))
 
     def take(self, shape: tuple[int, ...], dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """(tensor of `shape` and `dtype`, its raw uint8 buffer). Contents are undefined."""
@@ -51,6 +56,7 @@ class BufferPool:
             numel *= int(s)
         nbytes = max(1, numel * torch.empty(0, dtype=dtype).element_size())
         with self._lock:
+            self._reclaim()
             free = self._idle.get(nbytes)
             raw = free.pop() if free else None
             if raw is not None:
@@ -66,10 +72,19 @@ class BufferPool:
     def give_back(self, raws: list[torch.Tensor]) -> None:
         """Return buffers for reuse; only call once nothing reads them any more."""
         with self._lock:
-            for raw in raws:
+            self._pending.extend(raws)
+
+    def _reclaim(self) -> None:
+        """Given-back buffers that nothing views any more become idle (the lock is held)."""
+        still = []
+        for raw in self._pending:
+            if _use_count(raw) <= self._base:
                 self._idle.setdefault(raw.numel(), []).append(raw)
                 self.stats.idle_bytes += raw.numel()
-            self._trim()
+            else:
+                still.append(raw)
+        self._pending = still
+        self._trim()
 
     def _trim(self) -> None:
         for size in sorted(self._idle, reverse=True):
@@ -85,8 +100,23 @@ class BufferPool:
     def clear(self) -> None:
         """Free every idle buffer (an unload, or a test starting clean)."""
         with self._lock:
+            self._reclaim()
             self._idle.clear()
             self.stats.idle_bytes = 0
+
+    def idle_bytes(self) -> int:
+        with self._lock:
+            self._reclaim()
+            return self.stats.idle_bytes
+
+
+def _use_count(raw: torch.Tensor) -> int:
+    """How many tensors share raw's storage (plus the temporaries of asking). Where torch cannot
+    say, a large number: the buffer is never reused (correct, only slower)."""
+    counter = getattr(torch._C, "_storage_Use_Count", None)
+    if counter is None:
+        return 1 << 30
+    return int(counter(raw.untyped_storage()._cdata))
 
 
 _SHARED: dict[bool, BufferPool] = {}

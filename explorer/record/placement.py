@@ -65,7 +65,7 @@ def default_budget(device: torch.device, offload_to_cpu: bool) -> int:
     if device.type == "cuda" and not offload_to_cpu:
         free, _ = torch.cuda.mem_get_info(device)
         return int(free * 0.5)
-    idle = shared_pool().stats.idle_bytes if device.type == "cuda" else 0
+    idle = shared_pool().idle_bytes() if device.type == "cuda" else 0
     return int((psutil.virtual_memory().available + idle) * 0.5)
 
 

@@ -95,6 +95,27 @@ def test_pool_hands_back_buffers_of_a_released_owner():
     assert pool.stats.allocations == 3 and d.dtype == torch.bfloat16 and d.shape == (8,)
 
 
+def test_pool_never_hands_out_a_buffer_something_still_reads():
+    """Drift keeps a capture's residual after the capture is gone: its data must stay intact."""
+    pool = BufferPool(pin=False)
+
+    class Owner:
+        pass
+    owner = Owner()
+    kept, raw = pool.take((4,), torch.float32)
+    kept.copy_(torch.arange(4.0))
+    pool.lease(owner, [raw])
+    del owner, raw
+    gc.collect()
+    other, _ = pool.take((4,), torch.float32)                    # `kept` still views the first buffer
+    other.fill_(-1)
+    assert torch.equal(kept, torch.arange(4.0)) and pool.stats.allocations == 2
+    del kept, other
+    gc.collect()
+    again, _ = pool.take((4,), torch.float32)                    # now nothing views it: reused
+    assert pool.stats.allocations == 2 and pool.stats.reuses == 1
+
+
 def test_held_capture_then_next_capture_allocates_nothing_new_after_release():
     """As the page holds them: capture n is held while capture n+1 runs; from the third capture
     on, every host buffer comes back from the pool."""
