@@ -185,12 +185,12 @@ def time_forwards(model, ids: torch.Tensor, reps: int, device: str, eager: bool,
     if eager:
         modes["eager"] = eager_forward
     runs: dict[str, list] = {m: [] for m in modes}
-    cap = None
+    cap = out = result = None
     for r in range(reps + 1):
         order = list(modes)[r % len(modes):] + list(modes)[:r % len(modes)]
         for mode in order:
             if mode == "capture":
-                cap = None                         # the previous capture goes back to the pool first
+                cap = out = result = None          # the previous capture goes back to the pool first
                 gc.collect()
             out = _tried(errors, f"{mode} round {r}", lambda: measure(modes[mode]))
             if out is None:
