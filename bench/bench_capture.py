@@ -297,19 +297,20 @@ def held_captures(model, label: str, t: int, n: int, device: str) -> dict:
     plains = [x[0] for x in (_tried(errors, "plain", lambda: measure(plain)) for _ in range(4)) if x][1:]
     pool = shared_pool()
     before = pool.stats.allocations
-    held, times, alloc_after = None, [], []
-    for i in range(n):
+    held, times, alloc_after, warmup = None, [], [], []
+    for i in range(n + 2):                       # the first two fill the pool (two captures alive at once)
         out = _tried(errors, f"capture {i}", lambda: measure(lambda: capture(model, None, ids, CaptureOptions())))
         if out is None:
             continue
-        times.append(out[0])
+        (warmup if i < 2 else times).append(out[0])
         alloc_after.append(pool.stats.allocations - before)
         held = out[2]                            # the new one replaces the held one, as the page does
-    del held
+    held = out = None
     gc.collect()
     p90 = sorted(times)[max(0, math.ceil(0.9 * len(times)) - 1)] if times else None
     plain_s = _median(plains)
-    row = {"model": label, "tokens": t, "captures": n, "times": times, "plain_s": plain_s, "p90_s": p90,
+    row = {"model": label, "tokens": t, "captures": n, "times": times, "warmup_times": warmup,
+           "plain_s": plain_s, "p90_s": p90,
            "p90_over_plain": p90 / plain_s if p90 and plain_s else None,
            "pinned_allocations_after_each": alloc_after, "errors": errors}
     print(json.dumps(row), flush=True)
@@ -366,10 +367,12 @@ def write_report(name: str, device: str, info: dict, rows: list[dict], held: lis
     errors = [f"- T={r['tokens']} ({r['model']}): {k}: {v}" for r in rows + held for k, v in r.get("errors", {}).items()]
     if held:
         lines += ["", "Captures held as the page holds them (each kept while the next runs):", "",
-                  "| model | T | captures | plain s | capture times s | p90 s | p90/plain | new pinned buffers after each |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "| model | T | captures | plain s | 2 warm-up captures s | capture times s | p90 s | p90/plain "
+                  "| pinned buffers allocated, cumulative after each (warm-up included) |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for h in held:
             lines.append(f"| {h['model']} | {h['tokens']} | {h['captures']} | {_fmt(h['plain_s'])} | "
+                         f"{' '.join(f'{x:.3f}' for x in h['warmup_times'])} | "
                          f"{' '.join(f'{x:.3f}' for x in h['times'])} | {_fmt(h['p90_s'])} | "
                          f"{_fmt(h['p90_over_plain'], '.2f')}× | {h['pinned_allocations_after_each']} |")
     if errors:
