@@ -82,7 +82,9 @@ class NormStats:
 
 @dataclass
 class Capture:
-    """Everything one prompt's forward pass showed, on CPU (or the device, see offload_to_cpu).
+    """Everything one prompt's forward pass showed, on CPU, except the attention Q/K of the layers
+    that fit the GPU's budget (`attention_placement()` says which are where, and which were
+    dropped and why; saving a file moves them to the host).
 
     Layer-indexed tensors follow the model's decoder layers; `residual_layers` says which layers
     the residual stream kept (all, unless a layer selection or the memory budget reduced them).
