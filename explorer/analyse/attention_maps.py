@@ -76,11 +76,15 @@ def pool_rows(prep: RowSource, factor: int, block_elements: int = BLOCK_ELEMENTS
     for r0 in range(0, t_q, rows):
         r1 = min(t_q, r0 + rows)
         probs, n = prep.block(r0, r1)                                                 # (h, b, n)
-        cols = math.ceil(n / factor)
-        bq = math.ceil((r1 - r0) / factor)
-        p = nn.functional.pad(probs, (0, cols * factor - n, 0, bq * factor - (r1 - r0)))
-        cells = p.view(h, bq, factor, cols, factor).sum((2, 4))                        # (h, bq, cols)
-        out[:, r0 // factor: r0 // factor + bq, :cols] = cells
+        b, whole = r1 - r0, n // factor * factor
+        cells = probs[..., :whole].view(h, b, whole // factor, factor).sum(-1)        # (h, b, n // f)
+        if whole < n:                                                                  # a partial last key block
+            cells = torch.cat([cells, probs[..., whole:].sum(-1, keepdim=True)], dim=-1)
+        cols, top, full_rows = cells.shape[-1], r0 // factor, b // factor
+        if full_rows:
+            out[:, top: top + full_rows, :cols] = cells[:, :full_rows * factor].view(h, full_rows, factor, cols).sum(2)
+        if b % factor:                                                                 # the prompt's last, partial block
+            out[:, top + full_rows, :cols] = cells[:, full_rows * factor:].sum(1)
     counts = torch.full((n_q,), float(factor), device=dev)
     counts[-1] = t_q - factor * (n_q - 1)
     return out / counts[:, None]               # (h, n_q, n_k)

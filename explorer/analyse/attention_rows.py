@@ -81,15 +81,14 @@ class PreparedLayer(RowSource):
         """(h, rows, key1 − key0) float32 scores as eager computes them (scaled, softcapped),
         with masked keys at MASKED."""
         rec = self.rec
-        q = self.q[:, row0:row1].to(torch.float32)                                    # (h, b, D)
-        k = self.k[:, key0:key1]                                                      # (kv', n, D)
+        q = self.q[:, row0:row1].to(torch.float32) * rec.scaling                      # (h, b, D), scaled: one
+        k = self.k[:, key0:key1]                                                      # pass fewer over scores
         if self.kv_local is None:
             kv, b = k.shape[0], row1 - row0
             s = torch.matmul(q.reshape(kv, self.groups * b, -1), k.transpose(-1, -2))
             s = s.view(kv * self.groups, b, key1 - key0)                             # (H, b, n)
         else:
             s = torch.matmul(q, k.index_select(0, self.kv_local).transpose(-1, -2))  # (h, b, n)
-        s.mul_(rec.scaling)
         if rec.softcap is not None:
             s.div_(rec.softcap).tanh_().mul_(rec.softcap)
         if self.mask is not None:
