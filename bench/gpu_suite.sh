@@ -17,7 +17,7 @@ for step in "$@"; do
   echo "=== $step $(date +%T)"
   case $step in
     smoke)   python3 bench/gpu_smoke.py .gpu-assets/tokenizer 2>&1 | tee $OUT/smoke.log | grep -v "it/s" ;;
-    capture) ckpt; python3 bench/bench_capture.py --device cuda --checkpoint $CKPT 2>&1 | grep -v "it/s" ;;
+    capture) ckpt; python3 bench/bench_capture.py --device cuda --checkpoint $CKPT --lengths 4096,32768,65536,131072 2>&1 | grep -v "it/s" | tee $OUT/capture.log ;;
     compare) ckpt; python3 bench/bench_compare.py --device cuda --checkpoint $CKPT 2>&1 | grep -v "it/s" ;;
     stream)  ckpt; python3 bench/gpu_stream_check.py $CKPT 2>&1 | grep -v "it/s" ;;
     apppath) ckpt; python3 bench/bench_app_path.py --device cuda --checkpoint $CKPT 2>&1 | grep -v "it/s" | tee $OUT/app_path.log ;;

@@ -97,7 +97,7 @@ def attention_rows_from_store(store) -> AttentionRows:
     def rows(layer: int, positions: torch.Tensor) -> torch.Tensor:
         prep = attention_maths.prepare(store, layer)
         rec = prep.rec
-        if prep.mask is None and rec.softcap is None and rec.sliding_window is None and rec.causal:
+        if prep.fusable() and rec.causal and rec.sliding_window is None:
             q = prep.q[:, positions].float()                                        # (H, P, D)
             k = prep.k.repeat_interleave(prep.groups, 0) if prep.groups > 1 else prep.k
             scores = torch.matmul(q, k.transpose(1, 2)) * rec.scaling               # (H, P, T)
@@ -105,7 +105,7 @@ def attention_rows_from_store(store) -> AttentionRows:
             future = torch.arange(k.shape[1], device=k.device)[None, :] > (positions.to(k.device)[:, None] + offset)
             return torch.softmax(scores.masked_fill(future, float("-inf")), -1)              # on prep's device
         pos = positions.tolist()
-        out = torch.empty(store.num_heads, len(pos), prep.k.shape[1])
+        out = torch.empty(store.num_heads, len(pos), prep.t_k)
         start = 0
         for end in range(1, len(pos) + 1):
             if end == len(pos) or pos[end] - pos[end - 1] > 4:

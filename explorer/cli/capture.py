@@ -90,6 +90,7 @@ def cmd_capture(args: argparse.Namespace) -> int:
     t3 = time.perf_counter()
     print(f"loaded {loaded.name} ({loaded.precision}) in {t1 - t0:.1f} s; captured {cap.num_tokens} tokens "
           f"in {t2 - t1:.2f} s; wrote {out} ({out.stat().st_size / 2**20:.1f} MiB) in {t3 - t2:.2f} s")
+    print(cap.attention_placement())
     for note in cap.notes:
         print(f"note: {note}")
     return 0

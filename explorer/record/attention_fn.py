@@ -21,6 +21,8 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from explorer.model.limits import BLOCK_ELEMENTS
 from explorer.record.attention_store import AttentionStore, LayerAttention
+from explorer.record.mask_rule import block_allowed
+from explorer.record.offload import Offloader
 
 # Looked up through the registries rather than imported by name: names move between versions
 # (the GPU machine runs an older transformers than this one).
@@ -43,18 +45,21 @@ def repeat_kv(x: torch.Tensor, groups: int) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 
 class Recorder:
-    """Receives one forward's Q/K for one capture. Offloads to CPU asynchronously on CUDA.
+    """Receives one forward's Q/K for one capture: kept where they are for the layers in
+    `on_device` (no copy), else offloaded to the host (asynchronously, into pooled pinned memory
+    on CUDA).
 
     `layer_of` maps attention modules to layer indices (found by anatomy, not by a name table);
     `keep` limits which layers are stored (memory budget or user selection).
     """
 
     def __init__(self, store: AttentionStore, layer_of: dict[int, int], keep: set[int] | None,
-                 offload: Callable[[torch.Tensor], torch.Tensor]):
+                 offload: Callable[[torch.Tensor], torch.Tensor], on_device: set[int] | None = None):
         self.store = store
         self.layer_of = layer_of
         self.keep = keep
         self.offload = offload
+        self.on_device = on_device or set()
         self._mask_ids: dict[int, int] = {}
         self._keepalive: list[torch.Tensor] = []   # masks whose id() we rely on during the forward
         self._order = 0
@@ -83,8 +88,9 @@ class Recorder:
                 mask_index = len(self.store.masks) - 1
                 self._mask_ids[id(attention_mask)] = mask_index
         causal = is_causal if is_causal is not None else bool(getattr(module, "is_causal", True))
+        move = Offloader.keep if layer in self.on_device else self.offload
         self.store.layers[layer] = LayerAttention(
-            q=self.offload(query.detach()), k=self.offload(key.detach()), mask=mask_index,
+            q=move(query.detach()), k=move(key.detach()), mask=mask_index,
             causal=causal,
             scaling=float(scaling if scaling is not None else query.shape[-1] ** -0.5),
             softcap=float(softcap) if softcap else None,
@@ -128,13 +134,10 @@ def blockwise_eager_attention(module: nn.Module, query: torch.Tensor, key: torch
         if attention_mask is not None:
             m = attention_mask[:, :, r0:r1, :t_k]
             s = s.masked_fill(~m, min_value) if m.dtype == torch.bool else s + m
-        elif is_causal or sliding_window:
-            qpos = torch.arange(r0, r1, device=s.device)[:, None] + (t_k - t_q)
-            kpos = torch.arange(t_k, device=s.device)[None, :]
-            allowed = (kpos <= qpos) if is_causal else torch.ones_like(kpos <= qpos)
-            if sliding_window:
-                allowed = allowed & (kpos > qpos - sliding_window)
-            s = s.masked_fill(~allowed, min_value)
+        else:
+            allowed = block_allowed(r0, r1, t_k, t_k - t_q, is_causal, sliding_window, s.device)
+            if allowed is not None:
+                s = s.masked_fill(~allowed, min_value)
         p = torch.softmax(s, dim=-1, dtype=torch.float32).to(query.dtype)
         out[:, :, r0:r1] = torch.matmul(p, v)
     return out.transpose(1, 2).contiguous()

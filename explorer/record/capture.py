@@ -12,22 +12,23 @@ from __future__ import annotations
 import contextlib
 import inspect
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-import psutil
 import torch
 from torch import nn
 
 from explorer.model.anatomy import Anatomy, find_anatomy, resolve
 from explorer.model.loading import context_length
 from explorer.record.attention_fn import Recorder, explorer_attention_enabled, recording
-from explorer.record.attention_store import AttentionStore
+from explorer.record.attention_store import AttentionStore, Placement
 from explorer.record.components_recorder import ComponentsRecorder, start_components
 from explorer.record.eager_fallback import FallbackPlan, plan_fallback, store_from_output
 from explorer.record.capture_data import DEFAULT_PARTS, PARTS, Capture, CaptureOptions, NormStats, PromptTooLongError
 from explorer.record.hooks import HookSession, forward_hooks, norm_stats_from_raw
 from explorer.record.offload import Offloader, gather_small
+from explorer.record.placement import Budgets, default_budget, forward_peak_bytes, gpu_budget, place_layers, \
+    plan_layers
 from explorer.record.token_text import token_text
 
 Prompt = str | Sequence[dict] | Sequence[int] | torch.Tensor
@@ -110,31 +111,6 @@ def _input_device(model: nn.Module) -> torch.device:
 # Step 1: plan
 # --------------------------------------------------------------------------------------------
 
-def plan_layers(n_layers: int, wanted: Sequence[int] | None, bytes_per_layer: int,
-                budget: int) -> tuple[list[int], str | None]:
-    """Evenly spaced layers (first and last included) that fit the budget, and a note if reduced."""
-    chosen = sorted(set(range(n_layers) if wanted is None else (i % n_layers for i in wanted)))
-    fit = max(1, budget // max(1, bytes_per_layer))
-    if len(chosen) <= fit:
-        return chosen, None
-    if fit == 1:
-        kept = [chosen[-1]]
-    else:
-        kept = sorted({chosen[round(i * (len(chosen) - 1) / (fit - 1))] for i in range(fit)})
-    note = (f"memory budget: residual stream and attention kept for {len(kept)} of {len(chosen)} layers "
-            f"({bytes_per_layer * len(chosen) / 2**30:.2f} GiB needed, budget {budget / 2**30:.2f} GiB); "
-            "long attention maps are best read pooled (attention_map_pooled)")
-    return kept, note
-
-
-def _default_budget(device: torch.device, offload_to_cpu: bool) -> int:
-    """Half of what is free where the recorded tensors will live."""
-    if device.type == "cuda" and not offload_to_cpu:
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free * 0.5)
-    return int(psutil.virtual_memory().available * 0.5)
-
-
 @dataclass
 class CapturePlan:
     """What one capture will record, decided before anything runs."""
@@ -142,10 +118,16 @@ class CapturePlan:
     anatomy: Anatomy
     shape: ModelShape
     parts: frozenset[str]
-    keep: list[int]              # layers whose residual stream and attention are kept
+    keep: list[int]              # layers whose residual stream is kept
     notes: list[str]
     budget: int = 0              # bytes the recorded tensors may take
     act_bytes: int = 2           # bytes per activation value
+    placement: dict[int, Placement] = field(default_factory=dict)   # attention Q/K of each asked-for layer
+
+    @property
+    def attention_layers(self) -> list[int]:
+        """Layers whose Q/K are recorded (on the GPU or the host)."""
+        return [layer for layer, p in self.placement.items() if p.where != "dropped"]
 
 
 def plan_capture(model: nn.Module, tokenizer, prompt: Prompt, options: CaptureOptions) -> CapturePlan:
@@ -164,16 +146,34 @@ def plan_capture(model: nn.Module, tokenizer, prompt: Prompt, options: CaptureOp
     dtype = _model_dtype(model)
     act_bytes = torch.finfo(dtype).bits // 8 if dtype.is_floating_point else 4
     res_bytes = torch.finfo(options.residual_dtype or dtype).bits // 8
-    per_layer = 0
-    if "attention" in options.parts:
-        per_layer += (shape.heads + shape.kv_heads) * t * shape.head_dim * act_bytes
-    if "residual" in options.parts:
-        per_layer += t * shape.hidden * res_bytes
+    residual_per_layer = t * shape.hidden * res_bytes if "residual" in options.parts else 0
+    device = _input_device(model)
     budget = (options.memory_budget_bytes if options.memory_budget_bytes is not None
-              else _default_budget(_input_device(model), options.offload_to_cpu))
-    keep, note = plan_layers(shape.layers, options.layers, per_layer, budget)
+              else default_budget(device, options.offload_to_cpu))
+    keep, note = plan_layers(shape.layers, options.layers, residual_per_layer, budget)
     notes = [f"not found: {m}" for m in anatomy.missing] + ([note] if note else [])
-    return CapturePlan(ids, anatomy, shape, options.parts, keep, notes, budget, act_bytes)
+    placement: dict[int, Placement] = {}
+    if "attention" in options.parts:
+        wanted = sorted(set(range(shape.layers) if options.layers is None
+                            else (i % shape.layers for i in options.layers)))
+        qk_per_layer = (shape.heads + shape.kv_heads) * t * shape.head_dim * act_bytes
+        placement = place_layers(wanted, qk_per_layer, _budgets(model, device, t, act_bytes, options,
+                                                                 budget - residual_per_layer * len(keep)))
+    return CapturePlan(ids, anatomy, shape, options.parts, keep, notes, budget, act_bytes, placement)
+
+
+def _budgets(model: nn.Module, device: torch.device, t: int, act_bytes: int, options: CaptureOptions,
+             host_left: int) -> Budgets:
+    """The GPU and host budgets for recorded Q/K. offload_to_cpu=False: everything on the device
+    within the capture's budget (the old "keep on device" behaviour)."""
+    if device.type == "cuda" and not options.offload_to_cpu:
+        return Budgets(gpu=host_left, host=0)
+    if options.gpu_budget_bytes is not None:
+        gpu = options.gpu_budget_bytes if device.type == "cuda" else 0
+    else:
+        config = getattr(model, "config", None)
+        gpu = gpu_budget(device, forward_peak_bytes(config, t, act_bytes) if config is not None else 0)
+    return Budgets(gpu=gpu, host=host_left)
 
 
 # --------------------------------------------------------------------------------------------
@@ -189,6 +189,7 @@ class Recorded:
     switched: bool               # the model ran the recording attention function
     components: ComponentsRecorder | None = None
     fallback: FallbackPlan | None = None
+    offload: Offloader | None = None
 
 
 def _registrations(model: nn.Module, plan: CapturePlan, session: HookSession) -> list[tuple[nn.Module, str, Callable]]:
@@ -235,8 +236,10 @@ def run_forward(model: nn.Module, plan: CapturePlan, options: CaptureOptions) ->
         module = resolve(model, lp.attention)
         if module is not None:
             layer_of[id(module)] = lp.index
-    want_attention = "attention" in plan.parts and bool(plan.keep)
-    recorder = Recorder(store, layer_of, set(plan.keep) if "attention" in plan.parts else set(), offload)
+    attention_layers = plan.attention_layers
+    want_attention = bool(attention_layers)
+    on_device = {layer for layer, p in plan.placement.items() if p.where == "gpu"}
+    recorder = Recorder(store, layer_of, set(attention_layers), offload, on_device)
     session = HookSession(recorder, offload, plan.keep if "residual" in plan.parts else [], options.residual_dtype)
     switch = explorer_attention_enabled(model) if want_attention else contextlib.nullcontext(False)
     input_ids = plan.ids[None].to(_input_device(model))                                   # (1, T)
@@ -253,7 +256,7 @@ def run_forward(model: nn.Module, plan: CapturePlan, options: CaptureOptions) ->
           recording(recorder), fallback.running(model)):
         output = model(input_ids=input_ids, **_forward_kwargs(model), **fallback.kwargs)
         offload.finish()
-    return Recorded(session, store, output, bool(switched), comps, fallback)
+    return Recorded(session, store, output, bool(switched), comps, fallback, offload)
 
 
 # --------------------------------------------------------------------------------------------
@@ -315,10 +318,8 @@ def assemble(model: nn.Module, tokenizer, plan: CapturePlan, recorded: Recorded,
     if recorded.fallback is not None and recorded.fallback.note:
         notes.append(recorded.fallback.note)
     if recorded.fallback is not None and recorded.fallback.active:
-        store = store_from_output(recorded.output, set(plan.keep), shape.heads, shape.kv_heads) or store
-    if "attention" in plan.parts and plan.keep:
-        if recorded.switched and len(store.layers) < len(plan.keep):
-            notes.append(f"attention recorded for {len(store.layers)} of {len(plan.keep)} requested layers")
+        store = store_from_output(recorded.output, set(plan.attention_layers), shape.heads, shape.kv_heads) or store
+    _settle_placement(store, plan, recorded.switched, notes)
     norms, attn_out_norm, mlp_out_norm = _small_statistics(model, session, shape.layers)
     residual_layers = [layer for layer in session.keep if layer in session.filled]
     residual = session.residual                                       # (len(keep), T, d)
@@ -345,7 +346,24 @@ def assemble(model: nn.Module, tokenizer, plan: CapturePlan, recorded: Recorded,
     if tokenizer is not None and last_logits is not None:
         top = last_logits.topk(min(options.top_logits, last_logits.numel())).indices.tolist()
         cap.learn_texts(top, lambda i: token_text(tokenizer, i))
+    if recorded.offload is not None:
+        recorded.offload.lease(cap)           # pooled host buffers go back when this capture is collected
     return cap
+
+
+def _settle_placement(store: AttentionStore, plan: CapturePlan, switched: bool, notes: list[str]) -> None:
+    """The store's placement: as planned for layers that arrived, dropped (with why) for the rest."""
+    placement = dict(plan.placement)
+    for layer in plan.attention_layers:
+        if layer in store.layers:
+            placement[layer] = Placement("gpu" if store.layers[layer].q.device.type == "cuda" else "host")
+        else:
+            why = ("the model did not run this layer's attention through the recording function" if switched
+                   else "this model cannot record attention (see the other notes)")
+            placement[layer] = Placement("dropped", why)
+    store.placement = placement
+    if any(p.where == "dropped" for p in placement.values()):
+        notes.append(store.placement_summary())
 
 
 def capture(model: nn.Module, tokenizer, prompt: Prompt, options: CaptureOptions | None = None) -> Capture:

@@ -40,8 +40,12 @@ class CaptureOptions:
     """Cap on what the capture stores; over it, residuals and attention keep evenly spaced layers
     only and a note says so. None = half of what is free where the tensors will live."""
     offload_to_cpu: bool = True
-    """On GPUs, copy recorded tensors to CPU as the forward goes (asynchronously); False keeps
-    them on the device (faster summaries, more GPU memory)."""
+    """On GPUs, copy recorded tensors to CPU as the forward goes (asynchronously, into reused
+    pinned buffers), except the attention Q/K of the layers that fit `gpu_budget_bytes`; False
+    keeps everything on the device within memory_budget_bytes."""
+    gpu_budget_bytes: int | None = None
+    """Attention Q/K kept on the GPU, layer by layer while they fit: None = 90% of the GPU memory
+    left free after the forward's estimated peak (explorer/record/placement.py); 0 = none."""
     components_on_device: bool | None = None
     """Part "components" on a GPU: keep its activations there until an analysis reads them
     (True), copy them to the host as the forward goes (False), or None: on the GPU when they take
@@ -78,7 +82,9 @@ class NormStats:
 
 @dataclass
 class Capture:
-    """Everything one prompt's forward pass showed, on CPU (or the device, see offload_to_cpu).
+    """Everything one prompt's forward pass showed, on CPU, except the attention Q/K of the layers
+    that fit the GPU's budget (`attention_placement()` says which are where, and which were
+    dropped and why; saving a file moves them to the host).
 
     Layer-indexed tensors follow the model's decoder layers; `residual_layers` says which layers
     the residual stream kept (all, unless a layer selection or the memory budget reduced them).
@@ -117,6 +123,13 @@ class Capture:
     @property
     def attention_layers(self) -> list[int]:
         return self.attention.layer_indices if self.attention is not None else []
+
+    def attention_placement(self) -> str:
+        """Which layers' attention is on the GPU, in host memory, or dropped and why: one sentence
+        for the page, the CLI and `show` (AttentionStore.placement holds it per layer)."""
+        if self.attention is None:
+            return "attention: not recorded" + ("" if not self.notes else " (see the notes)")
+        return self.attention.placement_summary()
 
     def kv_groups(self) -> list[list[int]]:
         """For each KV head, the query heads that share it."""

@@ -81,7 +81,7 @@ def save_capture(capture: Capture, path: str | Path, include_attention: bool = T
             tensors[f"attn.mask.{i}"] = packed
             mask_shapes.append(shape)
         attention_meta = {"num_heads": store.num_heads, "num_kv_heads": store.num_kv_heads,
-                          "layers": layers_meta, "mask_shapes": mask_shapes}
+                          "layers": layers_meta, "mask_shapes": mask_shapes, "placement": store.placement_meta()}
     if capture.summaries_cache is not None:
         s = capture.summaries_cache
         tensors.update({"summary.entropy": s.entropy, "summary.first_token": s.first_token,
@@ -177,6 +177,7 @@ def _build(meta: dict, tensors: dict[str, torch.Tensor]) -> Capture:
             store.layers[int(layer)] = LayerAttention(q=get(f"attn.{layer}.q"), k=get(f"attn.{layer}.k"), **lm)
             if stored:
                 store.maps[int(layer)] = get(f"attn.{layer}.maps")
+        store.restore_placement(am.get("placement"))
     a = meta["anatomy"]
     anatomy = Anatomy(**{**a, "layers": [LayerParts(**lp) for lp in a["layers"]]})
     cap = Capture(
@@ -228,6 +229,8 @@ def describe_capture(capture: Capture, top: int = 5) -> str:
     if capture.lens_cache:
         parts.append(f"logit lens (k={sorted(capture.lens_cache)})")
     lines.append("recorded: " + ", ".join(parts))
+    if capture.attention is not None:
+        lines.append(capture.attention_placement())
     if capture.last_logits is not None:
         probs = torch.softmax(capture.last_logits.float(), -1)
         p, ids = probs.topk(min(top, probs.numel()))

@@ -18,14 +18,14 @@ from tests.tiny_models import FAMILIES, tiny_model
 TOL = 1e-4
 
 
-def record_attention(model, input_ids, attention_mask=None):
+def record_attention(model, input_ids, attention_mask=None, offload=None):
     """A (possibly padded) batch through the recording attention function: (store, output).
     capture() takes one prompt; batches exercise masks and padding that one prompt cannot."""
     config = model.config.get_text_config()
     heads = int(config.num_attention_heads)
     store = AttentionStore(num_heads=heads, num_kv_heads=int(getattr(config, "num_key_value_heads", None) or heads))
     layer_of = {id(resolve(model, lp.attention)): lp.index for lp in find_anatomy(model).layers if lp.attention}
-    offload = Offloader()
+    offload = offload or Offloader()
     with torch.inference_mode(), explorer_attention_enabled(model) as switched, \
             recording(Recorder(store, layer_of, None, offload)):
         assert switched

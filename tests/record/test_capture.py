@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from explorer.analyse.attention import attention_map
+from explorer.record.attention_store import LayerNotKept
 from explorer.model.anatomy import resolve
 from explorer.record.capture import CaptureOptions, PromptTooLongError, capture
 from tests.model.test_anatomy import OddModel
@@ -155,9 +156,14 @@ def test_memory_budget_keeps_fewer_layers():
     per_layer = (4 + 2) * t * 16 * 4 + t * 64 * 4
     cap = capture(model, None, torch.randint(3, 256, (t,)),
                   CaptureOptions(memory_budget_bytes=int(per_layer * 2.5)))
-    assert cap.residual_layers == [0, 2] and cap.attention_layers == [0, 2]
-    assert cap.residual.shape[0] == 2
-    assert any("memory budget" in n for n in cap.notes)
+    # The residual stream (smaller) is kept first; the Q/K of evenly spaced layers fill the rest.
+    assert cap.residual_layers == [0, 1, 2] and cap.attention_layers == [0, 2]
+    assert cap.residual.shape[0] == 3
+    assert cap.attention.where(1).where == "dropped" and "memory budget" in cap.attention.where(1).reason
+    assert any("dropped 1 (over the memory budget" in n for n in cap.notes)
+    assert "attention kept for 2 of 3 layers" in cap.attention_placement()
+    with pytest.raises(LayerNotKept, match="layer 1 was not kept: over the memory budget"):
+        attention_map(cap, 1, 0)
     assert cap.attn_out_norm.shape == (3, t)        # per-token statistics stay complete
 
 
