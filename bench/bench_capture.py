@@ -29,7 +29,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from explorer.analyse.attention import attention_map, attention_map_pooled, head_summaries  # noqa: E402
+from explorer.analyse.attention import attention_map, attention_map_pooled, capture_head_summaries  # noqa: E402
 from explorer.model.loading import LoadConfig, load_model  # noqa: E402
 from explorer.record.capture import Capture, CaptureOptions, capture  # noqa: E402
 
@@ -195,11 +195,11 @@ def bench_model(model, label: str, sizes: list[int], reps: int, device: str, see
         peak = {m: max(v) if v else None for m, v in peaks.items()}
 
         # On-demand costs, measured on the last capture.
-        summ = [measure(lambda: head_summaries(_fresh(cap)))[0] for _ in range(max(1, min(3, reps)))]
+        summ = [measure(lambda: capture_head_summaries(_fresh(cap)))[0] for _ in range(max(1, min(3, reps)))]
         layer = cap.num_layers // 2
         head_map = [measure(lambda: attention_map(cap, layer, 0))[0] for _ in range(max(3, reps))]
         pooled = [measure(lambda: attention_map_pooled(cap, layer, 0, 256))[0] for _ in range(max(3, reps))]
-        _, summ_peak, _ = measure(lambda: head_summaries(_fresh(cap)))
+        _, summ_peak, _ = measure(lambda: capture_head_summaries(_fresh(cap)))
         row = {
             "model": label, "tokens": t, "reps": reps,
             "plain_s": med["plain"], "capture_s": med["capture"],
@@ -354,7 +354,7 @@ def profile_capture(model, t: int, device: str) -> None:
     with profile(activities=activities) as prof:
         cap = capture(model, None, ids)
         _sync(device)
-        head_summaries(cap)
+        capture_head_summaries(cap)
         attention_map(cap, cap.num_layers // 2, 0)
         _sync(device)
     sort = "self_cuda_time_total" if device == "cuda" else "self_cpu_time_total"

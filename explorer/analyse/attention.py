@@ -4,7 +4,7 @@ all recomputed from the Q/K an AttentionStore kept.
 Why recompute: probabilities for one (layer, head) come back exactly as eager computes them
 (softmax(QKᵀ·scale, softcapped, + mask)), and per-head summaries are computed blockwise over query
 rows or by one fused kernel per layer, so no layers × heads × T² tensor ever exists.
-The capture-level entries (attention_map, attention_map_pooled, head_summaries) take a Capture;
+The capture-level entries (attention_map, attention_map_pooled, capture_head_summaries) take a Capture;
 the store-level ones take an AttentionStore (batches, comparisons).
 """
 from __future__ import annotations
@@ -17,8 +17,8 @@ from torch import nn
 
 from explorer.model.limits import BLOCK_ELEMENTS
 from explorer.record.attention_store import AttentionStore, LayerAttention
+from explorer.analyse.derived import Derived, HeadSummaries
 from explorer.record.capture_data import Capture
-from explorer.record.results import HeadSummaries
 
 Device = str | torch.device | None
 
@@ -378,14 +378,17 @@ def attention_map_pooled(capture: Capture, layer: int, head: int, max_size: int 
     return pooled(_store(capture), layer, head, max_size)
 
 
-def head_summaries(capture: Capture) -> HeadSummaries:
-    """Entropy, first-token attention and look-back per (layer, head, query); computed once and
-    kept on the capture (a file saved afterwards carries them)."""
-    if capture.summaries_cache is None:
-        capture.summaries_cache = summaries(_store(capture))
-    return capture.summaries_cache
+def capture_head_summaries(capture: Capture, derived: Derived | None = None) -> HeadSummaries:
+    """Entropy, first-token attention and look-back per (layer, head, query) of a capture; computed
+    once and kept in `derived` (beside the capture; a file saved with it carries them)."""
+    if derived is not None and derived.summaries is not None:
+        return derived.summaries
+    result = summaries(_store(capture))
+    if derived is not None:
+        derived.summaries = result
+    return result
 
 
 __all__ = ["HeadSummaries", "PreparedLayer", "attention_map", "attention_map_pooled", "block_probs",
-           "blockwise_summaries", "fused_summaries", "head_summaries", "layer_probabilities", "pooled", "prepare",
+           "blockwise_summaries", "capture_head_summaries", "fused_summaries", "layer_probabilities", "pooled", "prepare",
            "probabilities", "summaries"]
