@@ -244,7 +244,7 @@ def _paired(a: list[float], b: list[float]) -> float | None:
 
 
 def _fresh(cap: Capture) -> Capture:
-    cap.summaries_cache = None
+    """Summaries are computed anew each call: a capture keeps none (they live in a Derived beside it)."""
     return cap
 
 
