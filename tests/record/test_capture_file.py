@@ -95,3 +95,20 @@ def test_the_precision_travels_with_the_file_and_an_old_file_reads_as_unknown(tm
     cap.precision = None                                        # what a file from before the field holds
     save_capture(cap, tmp_path / "b.safetensors")
     assert open_capture(tmp_path / "b.safetensors").precision is None
+
+
+def test_a_file_saved_by_the_version_that_kept_results_in_the_capture_opens_with_them():
+    """tests/record/files/v1_tiny_llama_with_results.capture was written by the writer that kept head
+    summaries and the lens inside the Capture (commit 470c1eb): tiny llama, 12 tokens, lens k=5 with
+    token texts "t<id>". It opens with its results beside the capture."""
+    from pathlib import Path
+
+    from explorer.views.readout import Readout
+
+    cap, results = open_with_results(Path(__file__).parent / "files" / "v1_tiny_llama_with_results.capture")
+    assert cap.num_tokens == 12 and results.summaries.entropy.shape == (3, 4, 12) and sorted(results.lens) == [5]
+    first = int(results.lens[5].token_ids[0, 0, 0])
+    assert cap.token_text(first) == f"t{first}"
+    r = Readout(cap, results=results)
+    assert r.lens_available and r.lens_window(0, 4, 3).texts[0][0][0] == f"t{first}"
+    assert "head summaries" in describe_capture(cap, results)
