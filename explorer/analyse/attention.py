@@ -390,5 +390,5 @@ def capture_head_summaries(capture: Capture, derived: Derived | None = None) -> 
 
 
 __all__ = ["HeadSummaries", "PreparedLayer", "attention_map", "attention_map_pooled", "block_probs",
-           "blockwise_summaries", "capture_head_summaries", "fused_summaries", "layer_probabilities", "pooled", "prepare",
-           "probabilities", "summaries"]
+           "blockwise_summaries", "capture_head_summaries", "fused_summaries", "layer_probabilities", "pooled",
+           "prepare", "probabilities", "summaries"]

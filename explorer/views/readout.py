@@ -198,13 +198,13 @@ class Readout:
         start, stop = clip_window((start, stop), self.num_tokens, self.max_side)
         if stop - start > LENS_MAX_POSITIONS:
             start = stop - LENS_MAX_POSITIONS
-        return self._cached(("lens", start, stop, k), lambda: lens_data.lens_window(self.capture, self.results, self.source,
-                                                                          start, stop, k))
+        return self._cached(("lens", start, stop, k), lambda: lens_data.lens_window(
+            self.capture, self.results, self.source, start, stop, k))
 
     def trajectory(self, position: int) -> Trajectory:
         position = position % self.num_tokens
-        return self._cached(("trajectory", position), lambda: lens_data.trajectory(self.capture, self.results, self.source,
-                                                                                  position))
+        return self._cached(("trajectory", position), lambda: lens_data.trajectory(
+            self.capture, self.results, self.source, position))
 
     # ---- the guided tour's numbers --------------------------------------------------------
     def tour_facts(self) -> dict[str, Any]:
