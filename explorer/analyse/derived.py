@@ -52,6 +52,9 @@ class LensResult:
                           self.token_ids[li][:, pi], self.probs[li][:, pi])
 
 
+_TEXTS_LOCK = threading.Lock()   # a view on the page's thread and one on the worker may learn texts at once
+
+
 @dataclass
 class Derived:
     """Results computed from one capture after the forward: head summaries, full logit lenses
@@ -60,13 +63,12 @@ class Derived:
     summaries: HeadSummaries | None = None
     lens: dict[int, LensResult] = field(default_factory=dict)
     vocab: dict[int, str] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def learn_texts(self, token_ids: Iterable[int], decode: Callable[[int], str] | None) -> None:
         """Decode ids a view is about to show with the caller's decoder, and keep the strings."""
         if decode is None:
             return
-        with self._lock:
+        with _TEXTS_LOCK:
             for i in token_ids:
                 if int(i) not in self.vocab:
                     self.vocab[int(i)] = decode(int(i))
