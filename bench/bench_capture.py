@@ -37,7 +37,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from explorer.analyse.attention import attention_map, attention_map_pooled, attention_window, head_summaries  # noqa: E402
+from explorer.analyse.attention import attention_map, attention_map_pooled, attention_window, capture_head_summaries  # noqa: E402
 from explorer.analyse.head_stats import summaries, summary_flops  # noqa: E402
 from explorer.model.loading import LoadConfig, load_model  # noqa: E402
 from explorer.record.buffer_pool import shared_pool  # noqa: E402
@@ -487,7 +487,7 @@ def profile_capture(model, t: int, device: str) -> None:
     with profile(activities=activities) as prof:
         cap = capture(model, None, ids)
         _sync(device)
-        head_summaries(cap)
+        capture_head_summaries(cap)
         attention_map(cap, cap.num_layers // 2, 0)
         _sync(device)
     sort = "self_cuda_time_total" if device == "cuda" else "self_cpu_time_total"

@@ -139,7 +139,7 @@ def server_bench(loaded, n_tokens: int, switches: int, seed: int = 0) -> dict:
     r = Readout(cap, loaded.model, loaded.tokenizer)
     out: dict = {"tokens": cap.num_tokens, "capture_s": round(capture_s, 2), "first_view_s": {}}
     last = cap.num_tokens - 1
-    for name, fn in (("overview (all heads pooled)", r.overview), ("head summaries", r.head_summaries),
+    for name, fn in (("overview (all heads pooled)", r.overview), ("head summaries", r.summary_grids),
                      ("token attention across layers", lambda: r.token_attention(last)),
                      ("logit lens window (16 positions)", lambda: r.lens_window(last - 15, last + 1, 3)),
                      ("final-prediction trajectory", lambda: r.trajectory(last)),

@@ -11,6 +11,7 @@ request whose session closed is cancelled. Every failure is a typed error shown 
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any, Callable
 
 import streamlit as st
@@ -77,6 +78,27 @@ def run_on_model(fn: Callable[[LoadedModel], Any], progress: Callable[[str], Non
                                    on_wait=lambda n: note.caption(queue_note(n)) if n else None)
     finally:
         note.empty()
+
+
+def worker_runner() -> Callable[[Callable[[], Any]], Any]:
+    """A function that runs `fn()` on the model worker for this session and returns its result:
+    the way a page runs any computation on the model or on a capture's tensors outside the model
+    call itself (the logit lens, head summaries, attribution, a capture file's lens).
+
+    Why not run_on_model: this one shows nothing and reads no session state when called, so it
+    also works from a download's data callback, outside the script run. It runs whatever model is
+    resident (or none): the computation holds what it needs. Called on the worker thread itself
+    (a computation that asks for another), it runs in place instead of waiting on itself."""
+    worker, session, alive = model_worker(), session_id(), session_alive()
+
+    def run(fn: Callable[[], Any]) -> Any:
+        if threading.current_thread() is worker.thread:
+            return fn()
+        request = worker.submit(lambda _loaded, _req: fn(), session, kind="call", generation=None,
+                                needs_model=False)
+        return request.wait(alive=alive)
+
+    return run
 
 
 def current_model() -> LoadedModel | None:

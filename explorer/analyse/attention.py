@@ -19,7 +19,7 @@ from explorer.analyse.attention_rows import PreparedLayer, RowSource, StoredRows
 from explorer.analyse.head_stats import blockwise_summaries, fused_summaries, online_summaries, summaries
 from explorer.record.attention_store import AttentionMissing, AttentionStore, LayerNotKept
 from explorer.record.capture_data import Capture
-from explorer.record.results import HeadSummaries
+from explorer.analyse.derived import Derived, HeadSummaries
 
 
 def _store(capture: Capture) -> AttentionStore:
@@ -48,15 +48,18 @@ def attention_window(capture: Capture, layer: int, head: int, rows: tuple[int, i
     return window(_store(capture), layer, head, rows, keys)
 
 
-def head_summaries(capture: Capture) -> HeadSummaries:
-    """Entropy, first-token attention and look-back per (layer, head, query); computed once and
-    kept on the capture (a file saved afterwards carries them)."""
-    if capture.summaries_cache is None:
-        capture.summaries_cache = summaries(_store(capture))
-    return capture.summaries_cache
+def capture_head_summaries(capture: Capture, derived: Derived | None = None) -> HeadSummaries:
+    """Entropy, first-token attention and look-back per (layer, head, query) of a capture; computed
+    once and kept in `derived` (beside the capture; a file saved with it carries them)."""
+    if derived is not None and derived.summaries is not None:
+        return derived.summaries
+    result = summaries(_store(capture))
+    if derived is not None:
+        derived.summaries = result
+    return result
 
 
 __all__ = ["AttentionMissing", "HeadSummaries", "LayerNotKept", "PreparedLayer", "RowSource", "StoredRows",
            "attention_map", "attention_map_pooled", "attention_window", "block_probs", "blockwise_summaries",
-           "fused_summaries", "head_summaries", "layer_probabilities", "online_summaries", "pooled", "prepare",
+           "capture_head_summaries", "fused_summaries", "layer_probabilities", "online_summaries", "pooled", "prepare",
            "probabilities", "summaries", "window"]

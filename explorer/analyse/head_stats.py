@@ -16,7 +16,7 @@ import torch
 from explorer.analyse.attention_rows import MASKED, PreparedLayer, RowSource, fetch
 from explorer.model.limits import BLOCK_ELEMENTS
 from explorer.record.attention_store import AttentionStore
-from explorer.record.results import HeadSummaries
+from explorer.analyse.derived import HeadSummaries
 
 Device = str | torch.device | None
 KEY_TILE = 4096

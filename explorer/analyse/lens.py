@@ -12,11 +12,11 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from explorer.analyse.derived import Derived, LensResult
 from explorer.model.anatomy import Anatomy, resolve
 from explorer.model.limits import BLOCK_ELEMENTS
 from explorer.record.capture import anatomy_of
 from explorer.record.capture_data import Capture
-from explorer.record.results import LensResult
 from explorer.record.token_text import token_text
 
 
@@ -64,7 +64,7 @@ class ModelRef:
 
     Why weak: a view that keeps a capture in a session would otherwise keep an unloaded model's
     LM head and final norm (often the whole embedding matrix, when tied) alive. Once the model
-    is gone, lens_head() is None and views answer from what the capture kept.
+    is gone, lens_head() is None and views answer from the results kept beside the capture.
     """
 
     def __init__(self, model: nn.Module | None = None, tokenizer: object | None = None):
@@ -88,22 +88,23 @@ class ModelRef:
 
 
 def logit_lens(capture: Capture, head: LensHead | None, k: int = 5, layers: Sequence[int] | None = None,
-               positions: Sequence[int] | None = None, decode: Callable[[int], str] | None = None) -> LensResult:
+               positions: Sequence[int] | None = None, decode: Callable[[int], str] | None = None,
+               derived: Derived | None = None) -> LensResult:
     """Top-k next tokens and probabilities for each requested (layer, position).
 
     head: the capture's model's LensHead (LensHead.from_model), or None where the model is gone:
-    then the answer comes from what was computed before (the full lens for a given k is kept on
-    the capture and saved with it). decode: the tokenizer's id -> text, so that the capture
-    remembers the strings of the tokens it now shows.
+    then the answer comes from `derived`, the results kept beside the capture (a full lens for a
+    given k is kept there, and a file saved with it carries it). decode: the tokenizer's id -> text,
+    so that `derived` remembers the strings of the tokens it now shows. The capture is only read.
     """
     all_layers = capture.residual_layers
     if layers is not None:
         missing = [l for l in layers if l not in all_layers]
         if missing:
             raise KeyError(f"residual stream of layers {missing} was not captured (captured: {all_layers})")
-    cached = capture.lens_cache.get(k)
-    if cached is not None:
-        return cached.select(layers, positions)
+    kept = derived.lens.get(k) if derived is not None else None
+    if kept is not None:
+        return kept.select(layers, positions)
     if head is None or capture.residual is None:
         raise LookupError("the logit lens needs the model (final norm and LM head) and the residual stream; "
                           "open the capture with its model loaded, or compute the lens before saving")
@@ -126,9 +127,10 @@ def logit_lens(capture: Capture, head: LensHead | None, k: int = 5, layers: Sequ
             ids[li, r0:r1] = top.indices.cpu()
             probs[li, r0:r1] = top.values.cpu()
     result = LensResult(layer_list, pos_list, ids, probs)
-    capture.learn_texts(ids.unique().tolist(), decode)
-    if full:
-        capture.lens_cache[k] = result
+    if derived is not None:
+        derived.learn_texts(ids.unique().tolist(), decode)
+        if full:
+            derived.lens[k] = result
     return result
 
 

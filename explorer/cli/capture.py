@@ -6,7 +6,9 @@ import sys
 import time
 from pathlib import Path
 
-from explorer.analyse.attention import head_summaries
+from explorer.analyse.attention import capture_head_summaries
+from explorer.analyse.capture_bundle import describe_capture, open_with_results, save_with_results
+from explorer.analyse.derived import Derived
 from explorer.analyse.lens import LensHead, logit_lens
 from explorer.cli.args import layer_list, load_config, non_negative_int, positive_float, positive_int, \
     read_text_file, text_arg, writable_out
@@ -14,7 +16,6 @@ from explorer.model.errors import BadArgument, GenerationError
 from explorer.model.loading import load_model
 from explorer.model.precisions import LOAD_PRECISIONS
 from explorer.record.capture import DEFAULT_PARTS, PARTS, CaptureOptions, PromptTooLongError, capture
-from explorer.record.capture_file import describe_capture, open_capture, save_capture
 from explorer.record.token_text import token_text
 
 CAPTURE_HELP = "run a prompt through a model and save every layer's internals"
@@ -78,13 +79,14 @@ def cmd_capture(args: argparse.Namespace) -> int:
     except (PromptTooLongError, ValueError) as exc:
         raise GenerationError(str(exc)) from None
     t2 = time.perf_counter()
+    results = Derived()
     if args.summaries and cap.attention is not None:
-        head_summaries(cap)
+        capture_head_summaries(cap, results)
     if args.lens and cap.residual is not None:
         logit_lens(cap, LensHead.from_model(loaded.model), args.lens,
-                   decode=lambda i: token_text(loaded.tokenizer, i))
+                   decode=lambda i: token_text(loaded.tokenizer, i), derived=results)
     try:
-        save_capture(cap, str(out), include_attention=not args.no_attention)
+        save_with_results(cap, str(out), results, include_attention=not args.no_attention)
     except OSError as exc:
         raise BadArgument(f"cannot write {out}: {exc.strerror}.") from None
     t3 = time.perf_counter()
@@ -103,6 +105,6 @@ def configure_show(p: argparse.ArgumentParser) -> None:
 
 def cmd_show(args: argparse.Namespace) -> int:
     """A malformed file raises CaptureFileError, whose message main() prints as open_capture says it."""
-    cap = open_capture(args.file)
-    print(describe_capture(cap, top=args.top))
+    cap, results = open_with_results(args.file)
+    print(describe_capture(cap, results, top=args.top))
     return 0

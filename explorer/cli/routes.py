@@ -11,10 +11,12 @@ import time
 from pathlib import Path
 
 from explorer.analyse.attribution import direct_logit_attribution
+from explorer.analyse.capture_bundle import save_with_results
+from explorer.analyse.derived import Derived
 from explorer.analyse.routes import DEFAULT_THRESHOLD, attention_rows_from_store, build_routes
 from explorer.model.loading import LoadConfig, LoadError, load_model
 from explorer.record.capture import DEFAULT_PARTS, CaptureOptions, PromptTooLongError, capture
-from explorer.record.capture_file import open_capture, save_capture
+from explorer.record.capture_file import open_capture
 
 HELP = "which tokens, heads and MLPs carried a prediction: routes graph and logit attribution as JSON"
 
@@ -69,14 +71,15 @@ def cmd_routes(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     t2 = time.perf_counter()
+    results = Derived()
     if tokenizer is not None:
-        cap.learn_texts([attribution.target], lambda i: tokenizer.decode([i]))
+        results.learn_texts([attribution.target], lambda i: tokenizer.decode([i]))
     result = {"model": cap.model_name, "tokens": cap.token_texts,
-              "target_text": cap.token_text(attribution.target),
+              "target_text": results.token_text(cap, attribution.target),
               "attribution": attribution.to_dict(args.top), "routes": graph.to_dict(), "notes": cap.notes}
     args.out.write_text(json.dumps(result, indent=1, ensure_ascii=False), encoding="utf-8")
     if args.save_capture:
-        save_capture(cap, str(args.save_capture))
+        save_with_results(cap, str(args.save_capture), results)
     print(f"explained {result['target_text']!r} at position {graph.position} of {cap.num_tokens} tokens: "
           f"{len(graph.nodes)} nodes, {len(graph.edges)} edges over {args.threshold}; "
           f"capture {t1 - t0:.1f} s, analysis {t2 - t1:.2f} s; wrote {args.out}")

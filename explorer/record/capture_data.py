@@ -15,7 +15,6 @@ import torch
 from explorer.model.anatomy import Anatomy
 from explorer.record.attention_store import AttentionStore
 from explorer.record.components import Components
-from explorer.record.results import HeadSummaries, LensResult
 
 PARTS: frozenset[str] = frozenset({"embeddings", "residual", "norms", "block_norms", "attention", "logits",
                                    "components"})
@@ -111,10 +110,9 @@ class Capture:
     notes: list[str] = field(default_factory=list)   # what was missing or reduced, in words
     precision: str | None = None             # the weights' precision ("nf4", "bf16", ...); None = unknown
     components: Components | None = None     # per-head / MLP decomposition (part "components")
-    vocab: dict[int, str] = field(default_factory=dict)  # decoded strings of ids this capture shows
-    # Results computed after the forward, kept so that a saved file can show them without the model.
-    summaries_cache: HeadSummaries | None = field(default=None, repr=False)
-    lens_cache: dict[int, LensResult] = field(default_factory=dict, repr=False)   # k -> full lens
+    vocab: dict[int, str] = field(default_factory=dict)  # decoded strings of ids capture() saw (top logits)
+    # What analysis derives afterwards (lens, head summaries, more token texts) is kept beside the
+    # capture, in explorer.analyse.derived.Derived: nothing writes into a Capture once capture() returned.
 
     @property
     def num_tokens(self) -> int:
@@ -140,8 +138,8 @@ class Capture:
         return self.vocab.get(int(token_id), f"<{int(token_id)}>")
 
     def learn_texts(self, token_ids: Iterable[int], decode: Callable[[int], str] | None) -> None:
-        """Decode ids a view is about to show with the caller's decoder, and keep the strings:
-        the capture holds no tokenizer, so it remembers what it was told."""
+        """Decode ids with the caller's decoder and keep the strings (the capture holds no
+        tokenizer). For capture() while it builds the capture; views keep theirs in a Derived."""
         if decode is None:
             return
         for i in token_ids:

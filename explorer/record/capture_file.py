@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -21,9 +22,19 @@ from explorer.record.components import components_from_file, components_to_file
 from explorer.record.eager_fallback import StoredAttention
 from explorer.record.capture_data import Capture, NormStats
 from explorer.record.capture_schema import FORMAT, VERSION, check_header, check_tensors
-from explorer.record.results import HeadSummaries, LensResult
 
 META_KEY = "explorer_capture"
+EXTRA_META = ("vocab", "summary_layers", "lens")   # metadata keys the derived results may set
+
+
+@dataclass
+class Extras:
+    """Tensors and metadata saved beside the capture's own: the derived results (head summaries,
+    logit lens, token texts). Why opaque here: they are computed and typed above record
+    (explorer.analyse.derived), so explorer.analyse.capture_bundle lays them out and reads them
+    back; this module only carries them, and capture_schema validates the whole file."""
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)
 
 
 def _pack_mask(mask: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
@@ -47,9 +58,10 @@ def _unpack_mask(packed: torch.Tensor, shape: list[int]) -> torch.Tensor:
     return bits.reshape(-1)[:n].reshape(shape)
 
 
-def save_capture(capture: Capture, path: str | Path, include_attention: bool = True) -> None:
-    """Write `capture` to `path`. include_attention=False drops Q/K (the largest part) but keeps
-    any head summaries already computed."""
+def save_capture(capture: Capture, path: str | Path, include_attention: bool = True,
+                 extras: Extras | None = None) -> None:
+    """Write `capture` to `path`, and `extras` (derived results, see Extras) when given.
+    include_attention=False drops Q/K (the largest part); summaries in `extras` stay."""
     tensors: dict[str, torch.Tensor] = {"token_ids": capture.token_ids}
     for name in ("embeddings", "residual", "attn_out_norm", "mlp_out_norm", "last_logits"):
         value = getattr(capture, name)
@@ -82,17 +94,8 @@ def save_capture(capture: Capture, path: str | Path, include_attention: bool = T
             mask_shapes.append(shape)
         attention_meta = {"num_heads": store.num_heads, "num_kv_heads": store.num_kv_heads,
                           "layers": layers_meta, "mask_shapes": mask_shapes, "placement": store.placement_meta()}
-    if capture.summaries_cache is not None:
-        s = capture.summaries_cache
-        tensors.update({"summary.entropy": s.entropy, "summary.first_token": s.first_token,
-                        "summary.lookback": s.lookback})
     comp_tensors, comp_meta = components_to_file(capture.components) if capture.components else ({}, None)
     tensors.update(comp_tensors)
-    lens_meta = {}
-    for k, result in capture.lens_cache.items():
-        tensors[f"lens.{k}.token_ids"] = result.token_ids
-        tensors[f"lens.{k}.probs"] = result.probs
-        lens_meta[str(k)] = {"layers": result.layers, "positions": result.positions}
     meta = {
         "format": FORMAT, "version": VERSION,
         "model_name": capture.model_name, "precision": capture.precision,
@@ -106,10 +109,16 @@ def save_capture(capture: Capture, path: str | Path, include_attention: bool = T
         "notes": capture.notes,
         "vocab": {str(k): v for k, v in capture.vocab.items()},
         "attention": attention_meta,
-        "summary_layers": capture.summaries_cache.layers if capture.summaries_cache is not None else None,
-        "lens": lens_meta,
+        "summary_layers": None,
+        "lens": {},
         "components": comp_meta,
     }
+    if extras is not None:
+        unknown = set(extras.meta) - set(EXTRA_META)
+        if unknown:
+            raise ValueError(f"extras may only set {EXTRA_META}, not {sorted(unknown)}")
+        meta.update(extras.meta)
+        tensors.update(extras.tensors)
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     save_file(tensors, str(path), metadata={META_KEY: json.dumps(meta)})
 
@@ -138,9 +147,14 @@ def _read_checked(path: Path) -> tuple[dict, dict[str, tuple[int, ...]]]:
 
 
 def open_capture(path: str | Path) -> Capture:
-    """Read a file written by save_capture. No model is needed; the logit lens answers from what
-    was computed before saving. Any file that is not a valid capture raises CaptureFileError with
-    one sentence, the same one the CLI `show` prints."""
+    """Read the capture of a file written by save_capture (derived results saved with it:
+    explorer.analyse.capture_bundle.open_with_results). No model is needed. Any file that is not
+    a valid capture raises CaptureFileError with one sentence, the same one the CLI `show` prints."""
+    return open_capture_with_extras(path)[0]
+
+
+def open_capture_with_extras(path: str | Path) -> tuple[Capture, Extras]:
+    """The capture and the Extras saved beside it (raw tensors and metadata, already validated)."""
     path = Path(path)
     meta, _ = _read_checked(path)
     try:
@@ -154,10 +168,12 @@ def open_capture(path: str | Path) -> Capture:
         raise CaptureFileError(f"{path.name} is not a valid capture file: {', '.join(bad[:3])} "
                                "hold NaN or infinite values.")
     try:
-        return _build(meta, tensors)
+        cap = _build(meta, tensors)
     except Exception as exc:  # noqa: BLE001 - the schema should have caught it; never a traceback
         raise CaptureFileError(f"{path.name} is not a valid capture file: {type(exc).__name__} while reading "
                                "it.") from None
+    derived = {k: t for k, t in tensors.items() if k.startswith(("summary.", "lens."))}
+    return cap, Extras(derived, {k: meta[k] for k in EXTRA_META if k in meta})
 
 
 def _build(meta: dict, tensors: dict[str, torch.Tensor]) -> Capture:
@@ -190,62 +206,9 @@ def _build(meta: dict, tensors: dict[str, torch.Tensor]) -> Capture:
         notes=meta["notes"], vocab={int(k): v for k, v in meta["vocab"].items()},
         precision=meta.get("precision"),   # absent in files written before it was saved
     )
-    if meta.get("summary_layers") is not None:
-        cap.summaries_cache = HeadSummaries(meta["summary_layers"], get("summary.entropy"),
-                                            get("summary.first_token"), get("summary.lookback"))
-    for k, lm in meta.get("lens", {}).items():
-        cap.lens_cache[int(k)] = LensResult(lm["layers"], lm["positions"], get(f"lens.{k}.token_ids"),
-                                            get(f"lens.{k}.probs"))
     if meta.get("components"):
         cap.components = components_from_file(get, meta["components"])
     return cap
 
 
-def describe_capture(capture: Capture, top: int = 5) -> str:
-    """A plain-text summary for the CLI: sizes, what was recorded, the next-token guess, notable heads."""
-    lines = [
-        f"model: {capture.model_name}" + (f" ({capture.precision})" if capture.precision else ""),
-        f"tokens: {capture.num_tokens}  layers: {capture.num_layers}  heads: {capture.num_heads} "
-        f"(KV heads: {capture.num_kv_heads})  hidden: {capture.hidden_size}",
-    ]
-    preview = "".join(capture.token_texts[:40])
-    lines.append("prompt: " + repr(preview + ("…" if capture.num_tokens > 40 else "")))
-    parts = []
-    if capture.embeddings is not None:
-        parts.append("embeddings")
-    if capture.residual is not None:
-        n = len(capture.residual_layers)
-        parts.append(f"residual ({n}/{capture.num_layers} layers)")
-    if capture.norms:
-        parts.append(f"norms ({len(capture.norms)})")
-    if capture.attn_out_norm is not None:
-        parts.append("attention/MLP output norms")
-    if capture.attention is not None:
-        parts.append(f"attention ({len(capture.attention.layers)}/{capture.num_layers} layers)")
-    if capture.summaries_cache is not None:
-        parts.append("head summaries")
-    if capture.components is not None:
-        parts.append("components (heads, MLPs)")
-    if capture.lens_cache:
-        parts.append(f"logit lens (k={sorted(capture.lens_cache)})")
-    lines.append("recorded: " + ", ".join(parts))
-    if capture.attention is not None:
-        lines.append(capture.attention_placement())
-    if capture.last_logits is not None:
-        probs = torch.softmax(capture.last_logits.float(), -1)
-        p, ids = probs.topk(min(top, probs.numel()))
-        guess = ", ".join(f"{capture.token_text(int(i))!r} {float(q):.3f}" for q, i in zip(p, ids))
-        lines.append(f"next token: {guess}")
-    if capture.summaries_cache is not None:
-        per = capture.summaries_cache.per_head()
-        sink = per["first_token"]
-        flat = int(sink.argmax())
-        li, h = divmod(flat, sink.shape[1])
-        lines.append(f"strongest first-token head: layer {capture.summaries_cache.layers[li]} head {h} "
-                     f"({float(sink.max()):.2f} of attention on token 0)")
-    for note in capture.notes:
-        lines.append(f"note: {note}")
-    return "\n".join(lines)
-
-
-__all__ = ["describe_capture", "open_capture", "save_capture"]
+__all__ = ["Extras", "open_capture", "open_capture_with_extras", "save_capture"]

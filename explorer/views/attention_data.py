@@ -4,17 +4,16 @@ Pure functions of a Capture (plus a screen budget); the Readout memoises them.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from explorer.analyse.attention import attention_map, attention_map_pooled, block_probs
-from explorer.analyse.attention import head_summaries as capture_head_summaries
+from explorer.analyse.attention import attention_map, attention_map_pooled, block_probs, capture_head_summaries, \
+    pooled
+from explorer.analyse.derived import Derived
 from explorer.record.capture_data import Capture
-from explorer.views.pooling import BLOCK_ELEMENTS, MAX_SIDE, Span, block_counts, block_spans, clip_window, \
-    pool_factor, pool_sum
+from explorer.views.pooling import MAX_SIDE, Span, block_spans, clip_window, pool_factor, pool_sum
 
 
 @dataclass
@@ -71,33 +70,18 @@ def attention_view(cap: Capture, layer: int, head: int, q_window: Span | None = 
     return AttentionView(layer, head, kv, z.numpy(), block_spans(q1, 1)[q0:], block_spans(k1, 1)[k0:], 1, True)
 
 
-def pooled_heads(cap: Capture, layer: int, factor: int) -> torch.Tensor:
-    """(H, n, n) float32: every head of a layer pooled like analyse.attention.pooled, in row blocks."""
-    store = cap.attention
-    t = cap.num_tokens
-    heads = list(range(cap.num_heads))
-    n = math.ceil(t / factor)
-    rows = max(factor, (BLOCK_ELEMENTS // max(1, len(heads) * t)) // factor * factor)
-    out = torch.zeros(len(heads), n, n)
-    for r0 in range(0, t, rows):
-        r1 = min(t, r0 + rows)
-        p, _ = block_probs(store, layer, heads, r0, r1, trim_keys=False)    # (H, b, T)
-        p = pool_sum(p.cpu(), factor)                                        # (H, b, n)
-        cells = torch.arange(r0, r1) // factor
-        out.index_add_(1, cells, p)
-    return out / block_counts(t, factor)[None, :, None]
-
-
 def overview(cap: Capture, tile: int) -> Overview:
     """All layers × heads as tiles of at most `tile` cells a side."""
     factor = pool_factor(cap.num_tokens, tile)
-    tiles = torch.stack([pooled_heads(cap, layer, factor) for layer in cap.attention_layers])   # (L, H, n, n)
+    tiles = torch.stack([torch.stack([pooled(cap.attention, layer, h, tile)[0] for h in range(cap.num_heads)])
+                         for layer in cap.attention_layers])                                 # (L, H, n, n)
     return Overview(tiles.numpy(), list(cap.attention_layers), factor, list(cap.kv_head_of))
 
 
-def head_summaries(cap: Capture, token: int | None = None) -> dict[str, np.ndarray]:
-    """entropy / first_token / lookback as (L, H) float32: means over queries, or at one query."""
-    s = capture_head_summaries(cap)
+def summary_grids(cap: Capture, results: Derived, token: int | None = None) -> dict[str, np.ndarray]:
+    """entropy / first_token / lookback as (L, H) float32 grids: means over queries, or at one query.
+    The per-query summaries behind them are computed once and kept in `results`."""
+    s = capture_head_summaries(cap, results)
     if token is None:
         return {k: v.numpy().astype(np.float32) for k, v in s.per_head().items()}
     return {"entropy": s.entropy[..., token].numpy(), "first_token": s.first_token[..., token].numpy(),
@@ -117,5 +101,5 @@ def token_attention(cap: Capture, token: int, head: int | None = None, max_side:
                           block_spans(cap.num_tokens, factor), factor)
 
 
-__all__ = ["AttentionView", "Overview", "TokenAttention", "attention_view", "head_summaries", "overview",
-           "pooled_heads", "token_attention"]
+__all__ = ["AttentionView", "Overview", "TokenAttention", "attention_view", "overview", "summary_grids",
+           "token_attention"]

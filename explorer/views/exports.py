@@ -7,25 +7,26 @@ import tempfile
 import numpy as np
 import pandas as pd
 
-from explorer.analyse.lens import ModelRef, logit_lens
+from explorer.analyse.capture_bundle import save_with_results
+from explorer.analyse.derived import Derived
+from explorer.analyse.lens import ModelRef
 from explorer.analyse.pca import Projection
 from explorer.record.capture_data import Capture
-from explorer.record.capture_file import save_capture
-from explorer.views.lens_data import FILE_LENS_K, LensWindow, model_lens
+from explorer.views.lens_data import FILE_LENS_K, LensWindow, full_lens
 from explorer.views.residual_data import NormRow, ResidualNorms
 from explorer.views.text import visible_whitespace
 
 
-def capture_file_bytes(cap: Capture, source: ModelRef, include_lens: bool = True) -> bytes:
-    """The capture as a file (explorer.record.capture_file format), with the full logit lens when asked
-    and the model is there, so the file's lens view works without the model."""
-    head = model_lens(cap, source) if include_lens else None
-    if head is not None:
-        logit_lens(cap, head, k=FILE_LENS_K, decode=source.decode())   # cached on the capture, saved with it
+def capture_file_bytes(cap: Capture, results: Derived, source: ModelRef, include_lens: bool = True) -> bytes:
+    """The capture as a file (explorer.record.capture_file format) with the results derived so far,
+    and the full logit lens when asked and the model is there, so the file's lens view works
+    without the model. Applies the LM head: the app runs it on the model worker."""
+    if include_lens:
+        full_lens(cap, results, source, FILE_LENS_K)        # kept in results, saved with them
     fd, path = tempfile.mkstemp(suffix=".safetensors")
     os.close(fd)
     try:
-        save_capture(cap, path)
+        save_with_results(cap, path, results if include_lens else Derived(results.summaries, {}, dict(results.vocab)))
         with open(path, "rb") as f:
             return f.read()
     finally:

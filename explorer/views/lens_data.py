@@ -2,7 +2,10 @@
 
 Every access to the model's final norm and LM head goes through `model_lens` (one small function).
 The Capture holds no model: the caller's ModelRef (a weak reference to the model and tokenizer that
-made it) is passed in, so a capture kept in a session never keeps an unloaded model alive.
+made it) is passed in, so a capture kept in a session never keeps an unloaded model alive. The
+capture is only read: lenses and token texts computed here are kept in the caller's `Derived`.
+What applies the head (lens_result, lens_window, trajectory, node_lens) is a model computation:
+the app runs it on the model worker (the Readout's runner).
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from explorer.analyse.derived import Derived
 from explorer.analyse.lens import LensHead, LensResult, ModelRef, logit_lens
 from explorer.record.capture_data import Capture
 
@@ -84,50 +88,64 @@ def cpu_float_lens_head(head: LensHead | None) -> LensHead | None:
 def model_lens(cap: Capture, source: ModelRef) -> LensHead | None:
     """The model's final norm + LM head for this capture's lens, or None (a file, a model since
     unloaded, or no residual stream). The one place that reaches for them; on CPU a bf16/fp16
-    head is swapped for a shared float32 copy."""
+    head is swapped for a shared float32 copy (made here: call it where model computations run)."""
     if cap.residual is None:
         return None
     return cpu_float_lens_head(source.lens_head())
 
 
-def lens_available(cap: Capture, source: ModelRef) -> bool:
-    return model_lens(cap, source) is not None or bool(cap.lens_cache)
+def model_lens_possible(cap: Capture, source: ModelRef) -> bool:
+    """Whether model_lens would find a head, without touching the model's tensors."""
+    return cap.residual is not None and source.model is not None
 
 
-def token_text(cap: Capture, source: ModelRef, token_id: int) -> str:
-    """Decoded text of an id, remembered on the capture (so a saved file keeps it)."""
-    cap.learn_texts([token_id], source.decode())
-    return cap.token_text(token_id)
+def lens_available(cap: Capture, results: Derived, source: ModelRef) -> bool:
+    return model_lens_possible(cap, source) or bool(results.lens)
 
 
-def lens_result(cap: Capture, source: ModelRef, k: int, positions: list[int] | None) -> LensResult:
+def token_text(cap: Capture, results: Derived, source: ModelRef, token_id: int) -> str:
+    """Decoded text of an id, remembered in `results` (so a file saved with them keeps it)."""
+    results.learn_texts([token_id], source.decode())
+    return results.token_text(cap, token_id)
+
+
+def lens_result(cap: Capture, results: Derived, source: ModelRef, k: int, positions: list[int] | None) -> LensResult:
     """Top-k per kept layer: from the model when it is there, else from a file's saved lens."""
     head = model_lens(cap, source)
     if head is not None:
-        return logit_lens(cap, head, k=k, positions=positions, decode=source.decode())
-    for cached_k in sorted(cap.lens_cache):
-        if cached_k >= k:
-            r = cap.lens_cache[cached_k].select(None, positions)
+        return logit_lens(cap, head, k=k, positions=positions, decode=source.decode(), derived=results)
+    for kept_k in sorted(results.lens):
+        if kept_k >= k:
+            r = results.lens[kept_k].select(None, positions)
             return LensResult(r.layers, r.positions, r.token_ids[..., :k], r.probs[..., :k])
-    if cap.lens_cache:
-        return cap.lens_cache[max(cap.lens_cache)].select(None, positions)
+    if results.lens:
+        return results.lens[max(results.lens)].select(None, positions)
     raise LookupError("the logit lens needs the model's final norm and LM head, or a capture file "
                       "saved with its logit lens")
 
 
-def lens_window(cap: Capture, source: ModelRef, start: int, stop: int, k: int) -> LensWindow:
+def full_lens(cap: Capture, results: Derived, source: ModelRef, k: int = FILE_LENS_K) -> LensResult | None:
+    """The lens over every kept layer and position (kept in `results`, so a saved file carries it);
+    None when the model's head is not at hand."""
+    head = model_lens(cap, source)
+    if head is None:
+        return results.lens.get(k)
+    return logit_lens(cap, head, k=k, decode=source.decode(), derived=results)
+
+
+def lens_window(cap: Capture, results: Derived, source: ModelRef, start: int, stop: int, k: int) -> LensWindow:
     """Top-k after every kept layer for positions [start, stop) (already clipped by the caller)."""
-    r = lens_result(cap, source, k, list(range(start, stop)))
+    r = lens_result(cap, results, source, k, list(range(start, stop)))
     ids = r.token_ids.numpy()                                                     # (L, P, k)
-    texts = [[[token_text(cap, source, int(i)) for i in cell] for cell in row] for row in ids]
+    texts = [[[token_text(cap, results, source, int(i)) for i in cell] for cell in row] for row in ids]
     return LensWindow(list(r.layers), list(r.positions), ids, r.probs.float().numpy(), texts)
 
 
-def trajectory(cap: Capture, source: ModelRef, position: int) -> Trajectory:
+def trajectory(cap: Capture, results: Derived, source: ModelRef, position: int) -> Trajectory:
     """Rank and probability, after every kept layer, of the token the model finally predicts."""
     head = model_lens(cap, source)
     if head is None:
-        return _trajectory_from_file(cap, source, position)
+        return _trajectory_from_file(cap, results, source, position)
     hidden = cap.residual[:, position]                                       # (R, d)
     logits = head.logits(hidden).float().cpu()                               # (R, V)
     if position == cap.num_tokens - 1 and cap.last_logits is not None:
@@ -136,24 +154,37 @@ def trajectory(cap: Capture, source: ModelRef, position: int) -> Trajectory:
         target = int(logits[-1].argmax())
     probs = torch.softmax(logits, -1)
     rank = (logits > logits[:, target:target + 1]).sum(-1)                   # (R,)
-    tops = [token_text(cap, source, int(i)) for i in logits.argmax(-1)]
-    return Trajectory(position, target, token_text(cap, source, target), list(cap.residual_layers),
+    tops = [token_text(cap, results, source, int(i)) for i in logits.argmax(-1)]
+    return Trajectory(position, target, token_text(cap, results, source, target), list(cap.residual_layers),
                       probs[:, target].numpy().astype(np.float32), rank.numpy().astype(np.int64),
                       tops, True, int(logits.shape[-1]))
 
 
-def _trajectory_from_file(cap: Capture, source: ModelRef, position: int) -> Trajectory:
+def _trajectory_from_file(cap: Capture, results: Derived, source: ModelRef, position: int) -> Trajectory:
     """Only a saved top-k per layer is known: rank -1 and NaN where the prediction fell outside it."""
-    r = lens_result(cap, source, FILE_LENS_K, [position])
+    r = lens_result(cap, results, source, FILE_LENS_K, [position])
     ids, probs = r.token_ids[:, 0], r.probs[:, 0]                             # (R, k)
     target = int(ids[-1, 0])
     hit = ids == target
     rank = torch.where(hit.any(-1), hit.float().argmax(-1), torch.tensor(-1))
     prob = torch.where(hit.any(-1), (probs * hit).sum(-1), torch.tensor(float("nan")))
-    return Trajectory(position, target, cap.token_text(target), list(r.layers), prob.numpy().astype(np.float32),
-                      rank.numpy().astype(np.int64), [cap.token_text(int(i)) for i in ids[:, 0]], False,
-                      int(ids.shape[-1]))
+    return Trajectory(position, target, results.token_text(cap, target), list(r.layers),
+                      prob.numpy().astype(np.float32), rank.numpy().astype(np.int64),
+                      [results.token_text(cap, int(i)) for i in ids[:, 0]], False, int(ids.shape[-1]))
 
 
-__all__ = ["FILE_LENS_K", "LENS_MAX_POSITIONS", "LensWindow", "Trajectory", "cpu_float_lens_head", "lens_available",
-           "lens_result", "lens_window", "model_lens", "token_text", "trajectory"]
+def node_lens(cap: Capture, results: Derived, source: ModelRef, vector: torch.Tensor, k: int = 5
+              ) -> list[tuple[str, float]] | None:
+    """Top-k (text, probability) of one residual-stream vector read through the final norm and LM
+    head (a routes node); None when the model's head is not at hand."""
+    head = model_lens(cap, source)
+    if head is None:
+        return None
+    probs = torch.softmax(head.logits(vector[None])[0].float(), -1)          # (V,)
+    top = probs.topk(k)
+    return [(token_text(cap, results, source, int(i)), float(p)) for p, i in zip(top.values, top.indices)]
+
+
+__all__ = ["FILE_LENS_K", "LENS_MAX_POSITIONS", "LensWindow", "Trajectory", "cpu_float_lens_head", "full_lens",
+           "lens_available", "lens_result", "lens_window", "model_lens", "model_lens_possible", "node_lens",
+           "token_text", "trajectory"]

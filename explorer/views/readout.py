@@ -5,18 +5,27 @@ and should not recompute what an earlier switch already computed. A Readout wrap
 memoises each derived view (LRU), so the page's fragment only pays for what changed. The views
 themselves are plain functions in attention_data, residual_data, lens_data, tour_data and exports;
 this class only names them, remembers them, and fixes the screen budget. No Streamlit, no Plotly.
+
+Two things live beside the capture, never inside it: `results` (a Derived: head summaries, the
+full logit lens, token texts the views decoded), which a saved file carries, and `run`, where
+computations run. Every memoised view is computed through `run`: the app passes one that runs
+it on the model worker (the lens applies the model's LM head, and on a GPU every computation on
+the capture's tensors launches kernels, which a fresh page thread would pay cuDNN/cuBLAS set-up for).
 """
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 import pandas as pd
 
+from explorer.analyse.attribution import direct_logit_attribution
+from explorer.analyse.derived import Derived
 from explorer.analyse.lens import ModelRef
 from explorer.analyse.pca import Projection
+from explorer.analyse.routes import attention_rows_from_store, build_routes
 from explorer.record.capture_data import Capture
 from explorer.views import attention_data, exports, lens_data, residual_data
 from explorer.views.attention_data import AttentionView, Overview, TokenAttention
@@ -24,6 +33,16 @@ from explorer.views.lens_data import LENS_MAX_POSITIONS, LensWindow, Trajectory
 from explorer.views.pooling import MAX_SIDE, OVERVIEW_TILE, Span, clip_window
 from explorer.views.residual_data import NormRow, ResidualNorms
 from explorer.views.tour_data import tour_facts
+
+T = TypeVar("T")
+Runner = Callable[[Callable[[], T]], T]
+"""Runs a computation where the model's computations run and returns its result (the app: the
+model worker, explorer/model/worker.py); a nested call from inside a computation runs in place."""
+
+
+def run_here(fn: Callable[[], T]) -> T:
+    """The default Runner: now, on the calling thread (scripts, tests, the CLI)."""
+    return fn()
 
 
 class Memo:
@@ -57,17 +76,22 @@ class Readout:
     model, tokenizer: what made the capture, for the logit lens and for decoding the tokens the
     lens shows; held by weak reference (ModelRef), so a Readout kept in a session does not keep an
     unloaded model alive. A capture opened from a file has neither.
+    results: what was derived from the capture before (a file's saved summaries and lens); new
+    results are kept there too. run: where computations run (see Runner).
     """
 
     def __init__(self, capture: Capture, model=None, tokenizer=None, memo_size: int = 96,
-                 max_side: int = MAX_SIDE):
+                 max_side: int = MAX_SIDE, results: Derived | None = None, run: Runner | None = None):
         self.capture = capture
+        self.results = results if results is not None else Derived()
         self.source = ModelRef(model, tokenizer)
         self.max_side = max_side
         self._memo = Memo(memo_size)
+        self._run = run or run_here
 
     def _cached(self, key: tuple, compute: Callable[[], Any]) -> Any:
-        return self._memo.get(key, compute)
+        """The memoised value of `key`, computed through the runner on a miss."""
+        return self._memo.get(key, lambda: self._run(compute))
 
     def is_cached(self, *key: Any) -> bool:
         return key in self._memo
@@ -111,12 +135,14 @@ class Readout:
     def overview(self, tile: int = OVERVIEW_TILE) -> Overview:
         return self._cached(("overview", tile), lambda: attention_data.overview(self.capture, tile))
 
-    def head_summaries(self, token: int | None = None) -> dict[str, np.ndarray]:
-        return self._cached(("summaries", token), lambda: attention_data.head_summaries(self.capture, token))
+    def summary_grids(self, token: int | None = None) -> dict[str, np.ndarray]:
+        """Head summaries as (L, H) grids: means over queries, or at one query."""
+        return self._cached(("summary_grids", token),
+                            lambda: attention_data.summary_grids(self.capture, self.results, token))
 
     @property
     def summaries_ready(self) -> bool:
-        return self.capture.summaries_cache is not None
+        return self.results.summaries is not None
 
     def token_attention(self, token: int, head: int | None = None) -> TokenAttention:
         return self._cached(("token_attention", token, head),
@@ -136,31 +162,49 @@ class Readout:
         return self._cached(("pca", layer, drop_first, normalise),
                             lambda: residual_data.projection(self.capture, layer, drop_first, normalise))
 
+    # ---- routes and direct logit attribution (part "components") ---------------------------
+    def routes(self, token: int, threshold: float):
+        """The information-flow routes graph into `token` (explorer.analyse.routes)."""
+        cap = self.capture
+        return self._cached(("routes", token, threshold), lambda: build_routes(
+            cap.components, attention_rows_from_store(cap.attention), token, threshold, self.texts))
+
+    def attribution(self, token: int):
+        """Direct logit attribution of the prediction at `token` (explorer.analyse.attribution)."""
+        return self._cached(("attribution", token), lambda: direct_logit_attribution(self.capture.components, token))
+
     # ---- logit lens -----------------------------------------------------------------------
     @property
     def lens_available(self) -> bool:
-        return lens_data.lens_available(self.capture, self.source)
+        return lens_data.lens_available(self.capture, self.results, self.source)
 
     @property
     def lens_from_model(self) -> bool:
-        """True when the model's head is at hand (a file can then carry the whole lens)."""
-        return lens_data.model_lens(self.capture, self.source) is not None
+        """True when the model's head is at hand (a file can then carry the whole lens); reads no tensor."""
+        return lens_data.model_lens_possible(self.capture, self.source)
 
-    @property
-    def lens_head(self):
-        """The model's final norm and LM head while the model lives; None for a file or after unload."""
-        return lens_data.model_lens(self.capture, self.source)
+    def token_text(self, token_id: int) -> str:
+        """Decoded text of a token id (kept in results, so a saved file shows it too)."""
+        return lens_data.token_text(self.capture, self.results, self.source, token_id)
+
+    def node_lens(self, key: tuple, vector: Callable[[], Any], k: int = 5) -> list[tuple[str, float]] | None:
+        """Top-k (text, probability) of the residual vector `vector()` through the LM head; None
+        without the model. key names the vector (memoised)."""
+        return self._cached(("node_lens", key, k),
+                            lambda: lens_data.node_lens(self.capture, self.results, self.source, vector(), k))
 
     def lens_window(self, start: int, stop: int, k: int = 3) -> LensWindow:
         """Top-k after every kept layer for positions [start, stop), at most LENS_MAX_POSITIONS."""
         start, stop = clip_window((start, stop), self.num_tokens, self.max_side)
         if stop - start > LENS_MAX_POSITIONS:
             start = stop - LENS_MAX_POSITIONS
-        return self._cached(("lens", start, stop, k), lambda: lens_data.lens_window(self.capture, self.source, start, stop, k))
+        return self._cached(("lens", start, stop, k), lambda: lens_data.lens_window(
+            self.capture, self.results, self.source, start, stop, k))
 
     def trajectory(self, position: int) -> Trajectory:
         position = position % self.num_tokens
-        return self._cached(("trajectory", position), lambda: lens_data.trajectory(self.capture, self.source, position))
+        return self._cached(("trajectory", position), lambda: lens_data.trajectory(
+            self.capture, self.results, self.source, position))
 
     # ---- the guided tour's numbers --------------------------------------------------------
     def tour_facts(self) -> dict[str, Any]:
@@ -178,18 +222,20 @@ class Readout:
                 final = self.trajectory(self.num_tokens - 1)
             except LookupError:
                 pass
-        summaries = self.head_summaries() if self.has_attention else None
+        summaries = self.summary_grids() if self.has_attention else None
         return tour_facts(self.capture, norms, summaries, self.contributions(), final)
 
     # ---- files and tables ------------------------------------------------------------------
     def capture_file(self, include_lens: bool = True) -> bytes:
-        return self._cached(("file", include_lens), lambda: exports.capture_file_bytes(self.capture, self.source, include_lens))
+        """The capture file with every result derived so far (computed through the runner)."""
+        return self._cached(("file", include_lens),
+                            lambda: exports.capture_file_bytes(self.capture, self.results, self.source, include_lens))
 
     def tokens_table(self) -> pd.DataFrame:
         return exports.tokens_table(self.capture)
 
     def head_table(self) -> pd.DataFrame:
-        return exports.head_table(self.capture, self.head_summaries())
+        return exports.head_table(self.capture, self.summary_grids())
 
     def residual_table(self) -> pd.DataFrame:
         return exports.residual_table(self.residual_norms())
@@ -204,4 +250,4 @@ class Readout:
         return exports.projection_table(proj, self.texts)
 
 
-__all__ = ["Memo", "Readout"]
+__all__ = ["Memo", "Readout", "Runner", "run_here"]

@@ -1,7 +1,7 @@
 """The internals page's parts, one module per job (a package whose name starts with "_", so that
 Streamlit's legacy pages/ mode never lists it as a page).
 
-  current           Current (the capture on screen) and run_capture, the one place the model runs
+  current           Current (the capture on screen) and run_capture, the one place the model's forward runs
   link              a shared link: read once, its prompt captured when the right model is loaded
   capture_controls  follow the chat, or capture a typed prompt
   settings          sidebar: memory budget, open a capture file
@@ -10,8 +10,9 @@ Streamlit's legacy pages/ mode never lists it as a page).
   attention, residual, embeddings, lens, tour   one module per view
   share             downloads and the shareable URL
 
-State per session lives in st.session_state under the names in pages/_state.py. The model runs
-only in `run_capture`; everything inside the fragment reads the memoised Readout.
+State per session lives in st.session_state under the names in pages/_state.py. The model's forward
+runs only in `run_capture`; everything inside the fragment reads the memoised Readout, which computes
+what it has not yet (lens, summaries, attribution, a file's lens) on the model worker.
 """
 from pages._internals.capture_controls import capture_controls
 from pages._internals.fragment import views_fragment

@@ -73,8 +73,8 @@ def head_summaries_panel(r: Readout, layer: int, head: int, token: int, shown: S
     at_token = st.toggle("At the focused token (instead of the mean over tokens)", key=K + "w_sum_token")
     if not r.summaries_ready:
         with st.spinner("Computing entropy, first-token share and look-back for every head…"):
-            r.head_summaries()
-    values = r.head_summaries(token if at_token else None)
+            r.summary_grids()
+    values = r.summary_grids(token if at_token else None)
     cols = st.columns(3)
     for col, metric in zip(cols, ("entropy", "first_token", "lookback")):
         with col:

@@ -8,13 +8,10 @@ logit lens of the state it stands for.
 from __future__ import annotations
 
 import streamlit as st
-import torch
 
-from explorer.analyse.attribution import direct_logit_attribution
-from explorer.analyse.routes import DEFAULT_THRESHOLD, attention_rows_from_store, build_routes, node_vector
+from explorer.analyse.routes import DEFAULT_THRESHOLD, node_vector
 from explorer.views.figures.attention import attention_heatmap
 from explorer.views.figures.attribution import attribution_heatmap, ranked_table
-from explorer.views import lens_data
 from explorer.views.figures.routes import EDGE, NODE, routes_figure
 from explorer.views.readout import Readout
 from explorer.views.teaching import escape_markdown, visible_whitespace
@@ -37,8 +34,7 @@ def attribution_view(r: Readout, layer: int, head: int, token: int, shown: Shown
                           help="Keep an edge when it brings more than this share of what its target node holds.")
     c2.caption(f"Explaining the prediction at token **{token}** "
                f"“{escape_markdown(visible_whitespace(r.texts[token]))}”: pick another token above.")
-    graph = r._cached(("routes", token, threshold), lambda: build_routes(
-        cap.components, attention_rows_from_store(cap.attention), token, threshold, r.texts))
+    graph = r.routes(token, threshold)
     pick_key = K + "routes_pick"
 
     def remember_pick() -> None:
@@ -60,9 +56,9 @@ def attribution_view(r: Readout, layer: int, head: int, token: int, shown: Shown
     else:
         st.caption("Click an edge to see the heads that carry it, or a node to read the logit lens there.")
 
-    att = r._cached(("attribution", token), lambda: direct_logit_attribution(cap.components, token))
+    att = r.attribution(token)
     explain("logit_attribution")
-    target = lens_data.token_text(cap, r.source, att.target)
+    target = r.token_text(att.target)
     shown.figure("attribution", lambda: attribution_heatmap(att, target, f"{token} {r.texts[token]}"),
                  key=(token,), on_select=pick_head_from(K + "fig_attribution"))
     for note in att.notes:
@@ -86,20 +82,16 @@ def _node_details(r: Readout, node) -> None:
     cap = r.capture
     what = {"res": f"the residual entering layer {node.layer}", "mid": f"the residual after layer {node.layer}'s attention",
             "mlp": f"the residual after layer {node.layer} (its MLP included)"}[node.kind]
-    head = r.lens_head
-    if head is None:
+    top = r.node_lens((node.kind, node.layer, node.position), lambda: node_vector(cap.components, node))
+    if top is None:
         st.info("The logit lens at a node needs the model's LM head (this capture came from a file).")
         return
-    logits = head.logits(node_vector(cap.components, node)[None])[0]
-    probs = torch.softmax(logits.float(), -1)
-    top = probs.topk(5)
     st.markdown(f"**Logit lens** at token {node.position}, {what}:")
-    st.dataframe([{"token": visible_whitespace(lens_data.token_text(cap, r.source, int(i))), "probability": round(float(p), 4)}
-                  for p, i in zip(top.values, top.indices)], hide_index=True, key=K + "node_lens")
+    st.dataframe([{"token": visible_whitespace(text), "probability": round(p, 4)} for text, p in top],
+                 hide_index=True, key=K + "node_lens")
 
 
 def attribution_tour_figure(r: Readout, position: int):
     """The tour's attribution step: the heatmap at the last position, for the top prediction."""
-    cap = r.capture
-    att = r._cached(("attribution", position), lambda: direct_logit_attribution(cap.components, position))
-    return attribution_heatmap(att, lens_data.token_text(cap, r.source, att.target), f"{position} {r.texts[position]}")
+    att = r.attribution(position)
+    return attribution_heatmap(att, r.token_text(att.target), f"{position} {r.texts[position]}")

@@ -12,7 +12,7 @@ from explorer.model.errors import ModelReplaced, clean_text, user_message
 from explorer.record.capture import DEFAULT_PARTS, CaptureOptions, PromptTooLongError, capture
 from explorer.views.readout import Readout
 from explorer.views.url_state import ViewState
-from pages._common import run_on_model
+from pages._common import run_on_model, worker_runner
 from pages._state import BUDGET, COMPONENTS, CURRENT, HEAD, LAYER, PENDING, TOKEN, TOUR_STEP, VIEW_WIDGET
 
 
@@ -67,7 +67,9 @@ def run_capture(loaded, prompt, text: str, source: str, origin: str, answer_star
     except Exception as exc:  # noqa: BLE001 - any failure is a message; the page keeps drawing
         st.error(user_message(exc))
         return False
-    set_current(Current(Readout(cap, loaded.model, loaded.tokenizer), text, source, origin, answer_start))
+    # every view computed from this capture (lens, summaries, attribution, the file's lens) runs on the worker
+    readout = Readout(cap, loaded.model, loaded.tokenizer, run=worker_runner())
+    set_current(Current(readout, text, source, origin, answer_start))
     return True
 
 

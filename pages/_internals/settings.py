@@ -8,7 +8,7 @@ from pathlib import Path
 import streamlit as st
 
 from explorer.model.errors import user_message
-from explorer.record.capture_file import open_capture
+from explorer.analyse.capture_bundle import open_with_results
 from explorer.views.readout import Readout
 from explorer.views.teaching import escape_markdown
 from pages._internals.current import Current, set_current
@@ -37,7 +37,7 @@ def open_upload(name: str, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        cap = open_capture(path)
+        cap, results = open_with_results(path)
     except Exception as exc:   # noqa: BLE001 - any unreadable file becomes a message
         message = user_message(exc).replace(Path(path).name, name)
         st.session_state[OPEN_ERROR] = f"Could not open {escape_markdown(name)}: {escape_markdown(message)}"
@@ -46,7 +46,8 @@ def open_upload(name: str, data: bytes) -> None:
         os.unlink(path)
     st.session_state.pop(PENDING, None)
     st.session_state.pop(OPEN_ERROR, None)
-    set_current(Current(Readout(cap), None, "file", f"file {name}"))
+    # a file's tensors are on the CPU and no model is involved: its views compute on the page's thread
+    set_current(Current(Readout(cap, results=results), None, "file", f"file {name}"))
 
 
 def open_error_banner() -> None:

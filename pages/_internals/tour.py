@@ -58,7 +58,7 @@ def tour_figure(r: Readout, which: str, facts: dict, token: int, shown: Shown) -
         "attention_local": (r.has_attention, lambda: attention_heatmap(
             r.attention_view(facts.get("local_layer", r.view_layers[0]), facts.get("local_head", 0)), r.texts, token)),
         "head_summaries": (r.has_attention, lambda: head_summary_figure(
-            r.head_summaries()["first_token"], r.attention_layers, cap.kv_head_of, "first_token",
+            r.summary_grids()["first_token"], r.attention_layers, cap.kv_head_of, "first_token",
             (facts.get("sink_layer"), facts.get("sink_head")))),
         "contributions": (r.contributions() is not None, lambda: contributions_figure(*r.contributions(), focus=token)),
         "lens": (r.lens_available, lambda: lens_heatmap(r.lens_window(max(0, t - 16), t, k=3), r.texts, t - 1)),

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from explorer.analyse.derived import Derived
 from explorer.analyse.lens import LensHead, logit_lens
 from explorer.record.capture import CaptureOptions, capture
 from tests.tiny_models import FAMILIES, tiny_model
@@ -30,10 +31,13 @@ def test_subsets_agree_with_full_and_cache():
     model = tiny_model("qwen2")
     cap = capture(model, None, torch.randint(3, 256, (9,)))
     head = LensHead.from_model(model)
-    part = logit_lens(cap, head, k=3, layers=[1], positions=[0, -1])
-    assert part.positions == [0, 8] and 3 not in cap.lens_cache         # subsets are not cached
-    full = logit_lens(cap, head, k=3)
+    results = Derived()
+    part = logit_lens(cap, head, k=3, layers=[1], positions=[0, -1], derived=results)
+    assert part.positions == [0, 8] and 3 not in results.lens          # subsets are not kept
+    full = logit_lens(cap, head, k=3, decode=str, derived=results)
     assert torch.equal(part.token_ids[0], full.token_ids[1, [0, 8]])
-    assert cap.lens_cache[3] is full
+    assert results.lens[3] is full                                      # kept beside the capture
+    assert set(results.vocab) == set(full.token_ids.unique().tolist()) and not hasattr(cap, "lens_cache")
+    assert logit_lens(cap, None, k=3, layers=[1], derived=results).token_ids.shape == (1, 9, 3)
     with pytest.raises(KeyError, match="not captured"):
         logit_lens(capture(model, None, torch.randint(3, 256, (5,)), CaptureOptions(layers=[0])), head, layers=[2])

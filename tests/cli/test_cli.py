@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from explorer.analyse.attention import head_summaries
+from explorer.analyse.attention import capture_head_summaries
+from explorer.analyse.capture_bundle import save_with_results
+from explorer.analyse.derived import Derived
 from explorer.record.capture import capture
 from explorer.record.capture_file import save_capture
 from explorer.cli.capture import _parse_layers
@@ -29,8 +31,7 @@ def test_parser_has_subcommands_and_layer_ranges():
 def test_show_subprocess(tmp_path):
     path = tmp_path / "tiny.capture"
     cap = capture(tiny_model("llama"), None, torch.randint(3, 256, (7,)))
-    head_summaries(cap)
-    save_capture(cap, str(path))
+    save_with_results(cap, str(path), Derived(summaries=capture_head_summaries(cap)))
     out = subprocess.run([sys.executable, "-m", "explorer", "show", str(path)], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

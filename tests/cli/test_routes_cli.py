@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from explorer.cli.main import main
-from explorer.record.capture_file import describe_capture, open_capture, save_capture
+from explorer.analyse.capture_bundle import describe_capture
+from explorer.record.capture_file import open_capture, save_capture
 from explorer.record.capture import PARTS, CaptureOptions, capture
 from tests.tiny_models import tiny_model
 

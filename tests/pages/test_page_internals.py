@@ -16,7 +16,7 @@ from streamlit.testing.v1 import AppTest
 from transformers import AutoModelForCausalLM
 
 from explorer.record.capture import DEFAULT_PARTS, Capture, CaptureOptions, capture
-from explorer.record.capture_file import open_capture
+from explorer.analyse.capture_bundle import open_with_results
 from explorer.views.readout import Readout
 from tests.tiny_models import tiny_config, tiny_model
 
@@ -90,12 +90,13 @@ def tiny_capture(tiny_llama) -> Capture:
     return cap
 
 
-def page_with(cap: Capture, origin: str = "test prompt", prompt: str | None = "x", model=None) -> AppTest:
+def page_with(cap: Capture, origin: str = "test prompt", prompt: str | None = "x", model=None,
+              results=None) -> AppTest:
     from pages import _state
     from pages._internals.current import Current
 
     at = AppTest.from_file(PAGE, default_timeout=120)
-    at.session_state[_state.CURRENT] = Current(Readout(cap, model), prompt, "text", origin)
+    at.session_state[_state.CURRENT] = Current(Readout(cap, model, results=results), prompt, "text", origin)
     at.session_state[_state.LAYER] = 1
     at.session_state[_state.HEAD] = 0
     at.session_state[_state.TOKEN] = cap.num_tokens - 1
@@ -199,7 +200,8 @@ def test_a_saved_capture_opens_without_any_model(no_model, tiny_llama, tiny_capt
     data = Readout(tiny_capture, tiny_llama).capture_file(include_lens=True)
     path = tmp_path / "saved.safetensors"
     path.write_bytes(data)
-    at = page_with(open_capture(str(path)), origin="file saved.safetensors", prompt=None)
+    back, results = open_with_results(str(path))
+    at = page_with(back, origin="file saved.safetensors", prompt=None, results=results)
     assert registry().current is None
     assert shape(specs(at)["Layer 1 · head 0 (KV head 0)"]) == (T, T)
     at.segmented_control(key="internals_view").set_value("lens").run()

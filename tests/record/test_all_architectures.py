@@ -8,9 +8,10 @@ import torch
 import transformers
 from transformers import AutoModelForCausalLM
 
-from explorer.analyse.attention import attention_map, attention_map_pooled, head_summaries
+from explorer.analyse.attention import attention_map, attention_map_pooled, capture_head_summaries
 from explorer.model.anatomy import find_anatomy
-from explorer.record.capture_file import describe_capture, open_capture, save_capture
+from explorer.analyse.capture_bundle import describe_capture
+from explorer.record.capture_file import open_capture, save_capture
 from explorer.record.capture import CaptureOptions, capture
 
 CONFIGS = {
@@ -47,7 +48,7 @@ def test_maps_equal_eager_attention(name):
     assert any("output_attentions" in n for n in cap.notes)
     pooled, factor = attention_map_pooled(cap, 0, 1, max_size=4)                  # the views' paths work too
     assert factor == 4 and torch.allclose(pooled.sum(-1), torch.ones(pooled.shape[0]), atol=1e-5)
-    per_head = head_summaries(cap).per_head()
+    per_head = capture_head_summaries(cap).per_head()
     assert per_head["entropy"].shape == (len(eager), eager[0].shape[1])
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from explorer.analyse.attention import (LayerNotKept, attention_map, attention_map_pooled, attention_window,
-                                        blockwise_summaries, head_summaries, layer_probabilities, online_summaries,
+                                        blockwise_summaries, capture_head_summaries, layer_probabilities, online_summaries,
                                         pooled, prepare, probabilities, window)
 from explorer.model.errors import ExplorerError
 from explorer.record import mask_rule
@@ -18,7 +18,8 @@ from explorer.record.attention_fn import blockwise_eager_attention
 from explorer.record.attention_store import Placement, placement_summary
 from explorer.record.buffer_pool import BufferPool
 from explorer.record.capture import CaptureOptions, capture
-from explorer.record.capture_file import describe_capture, open_capture, save_capture
+from explorer.analyse.capture_bundle import describe_capture
+from explorer.record.capture_file import open_capture, save_capture
 from explorer.record.offload import Offloader
 from explorer.record.placement import Budgets, place_layers
 from tests.record.test_attention import record_attention
@@ -56,7 +57,7 @@ def test_tiny_budget_drops_layers_and_a_dropped_layer_raises_a_typed_error():
         with pytest.raises(LayerNotKept, match="layer [01] was not kept: over the memory budget") as info:
             ask()
         assert isinstance(info.value, ExplorerError) and not isinstance(info.value, KeyError)
-    assert head_summaries(cap).layers == [2]                      # kept layers still answer
+    assert capture_head_summaries(cap).layers == [2]                      # kept layers still answer
 
 
 def test_placement_travels_in_the_file_and_show_tells_it(tmp_path):

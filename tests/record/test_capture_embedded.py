@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from explorer.analyse.attention import attention_map, attention_map_pooled, head_summaries
+from explorer.analyse.attention import attention_map, attention_map_pooled, capture_head_summaries
 from explorer.analyse.lens import LensHead, logit_lens
 from explorer.record.capture import capture
 
@@ -28,7 +28,7 @@ def test_nf4_chat_capture(embedded_nf4):
     p = attention_map(cap, 15, 4)
     assert p.shape == (t, t) and torch.allclose(p.sum(-1), torch.ones(t), atol=1e-4)
     assert torch.all(p.triu(1) == 0)
-    s = head_summaries(cap)
+    s = capture_head_summaries(cap)
     assert s.entropy.shape == (30, 9, t) and torch.all(s.entropy >= -1e-6)
     pooled, factor = attention_map_pooled(cap, 15, 4, max_size=8)
     assert pooled.shape[0] <= 8 and factor > 1

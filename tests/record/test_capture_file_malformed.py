@@ -12,7 +12,9 @@ from safetensors.torch import save_file
 
 from explorer.cli.main import main
 from explorer.model.errors import CaptureFileError
-from explorer.analyse.attention import head_summaries
+from explorer.analyse.attention import capture_head_summaries
+from explorer.analyse.capture_bundle import open_with_results, save_with_results
+from explorer.analyse.derived import Derived
 from explorer.record.capture import capture
 from explorer.record.capture_file import META_KEY, open_capture, save_capture
 from tests.tiny_models import tiny_model
@@ -22,8 +24,7 @@ from tests.tiny_models import tiny_model
 def good(tmp_path_factory):
     path = tmp_path_factory.mktemp("caps") / "good.capture"
     cap = capture(tiny_model("llama"), None, torch.randint(3, 256, (6,)))
-    head_summaries(cap)
-    save_capture(cap, path)
+    save_with_results(cap, path, Derived(summaries=capture_head_summaries(cap)))
     return path
 
 
@@ -109,5 +110,5 @@ def test_a_malformed_capture_file_gets_one_clear_message_from_open_and_show(good
 
 
 def test_the_good_file_still_opens(good):
-    cap = open_capture(good)
-    assert cap.num_tokens == 6 and cap.attention is not None and cap.summaries_cache is not None
+    cap, results = open_with_results(good)
+    assert cap.num_tokens == 6 and cap.attention is not None and results.summaries is not None

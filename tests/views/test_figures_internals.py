@@ -14,8 +14,8 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from explorer.record.capture import capture
-from explorer.record.capture_file import open_capture
-from explorer.analyse.attention import attention_map, attention_map_pooled, head_summaries, layer_probabilities
+from explorer.analyse.capture_bundle import open_with_results
+from explorer.analyse.attention import attention_map, attention_map_pooled, capture_head_summaries, layer_probabilities
 from explorer.views.figures.attention import attention_heatmap, gqa_figure, head_outline, head_summary_figure, \
     overview_figure, select_tile, tile_outline, token_attention_figure
 from explorer.views.figures.embeddings import pca_figure
@@ -203,10 +203,10 @@ def test_head_outline_boxes_exactly_the_chosen_query_head():
 
 
 def test_head_summaries_heatmap_is_layers_by_heads(short):
-    per = short.head_summaries()
+    per = short.summary_grids()
     assert per["entropy"].shape == (3, 4)
-    at = short.head_summaries(token=10)
-    s = head_summaries(short.capture)
+    at = short.summary_grids(token=10)
+    s = capture_head_summaries(short.capture)
     assert np.allclose(at["lookback"], s.lookback[..., 10].numpy())
     fig = head_summary_figure(per["first_token"], short.attention_layers, short.capture.kv_head_of, "first_token",
                               (1, 2))
@@ -303,8 +303,10 @@ def test_a_saved_capture_reads_its_lens_without_the_model(short, tmp_path):
     data = short.capture_file(include_lens=True)
     path = tmp_path / "c.safetensors"
     path.write_bytes(data)
-    opened = Readout(open_capture(str(path)))
-    assert opened.lens_head is None and opened.lens_available
+    back, results = open_with_results(str(path))
+    opened = Readout(back, results=results)
+    assert not opened.lens_from_model and opened.lens_available
+    assert not Readout(back).lens_available                   # the lens came with the results, not the capture
     a, b = short.lens_window(10, 20, 3), opened.lens_window(10, 20, 3)
     assert np.array_equal(a.token_ids, b.token_ids) and np.allclose(a.probs, b.probs)
     tr = opened.trajectory(-1)
