@@ -93,7 +93,9 @@ PAGE_OPTIONS = GenerateOptions(max_new_tokens=128, repetition_penalty=1.1)   # t
 
 STATE_JS = ("() => { const m = document.querySelectorAll(\"" + MESSAGES + "\"); "
             "const running = !!document.querySelector(\"[data-test-script-state='running']\"); "
-            "const last = m.length > 1 ? m[m.length - 1].innerText : ''; "
+            "const body = m.length > 1 ? m[m.length - 1].querySelectorAll("
+            "\"[data-testid='stMarkdownContainer'], [data-testid='stText']\") : []; "
+            "const last = [...body].map(b => b.innerText).join(' '); "
             "const caption = [...document.querySelectorAll(\"[data-testid='stCaptionContainer']\")]"
             ".map(c => c.innerText).find(t => t.includes('tokens/s')) || ''; "
             "return {n: m.length, text: last, running: running, caption: caption}; }")
@@ -133,7 +135,7 @@ def test_six_sessions_chat_at_once_each_streams_its_own_answer_none_waits_and_th
         for i, pg in enumerate(pages):
             wait_idle(pg, 300_000)
             screenshot(pg, f"worker_six_sessions_{i}")
-        shown = [words(pg.locator(MESSAGES).all_inner_texts()[-1].replace("⏹", "")) for pg in pages]
+        shown = [words(pg.evaluate(STATE_JS)["text"].replace("⏹", "")) for pg in pages]   # the answer, not its avatar
         alone = [words(generate(embedded_fp32, conversation(f"Write a long story about {t}."),
                                 GenerateOptions(max_new_tokens=8, repetition_penalty=1.1)).text) for t in STORIES]
         for i, (page_words, alone_words) in enumerate(zip(shown, alone, strict=True)):
