@@ -163,3 +163,44 @@ def test_token_never_appears_in_repr_or_messages(monkeypatch):
 def test_unknown_precision_is_rejected():
     with pytest.raises(LoadError, match="Unknown precision"):
         load_model(LoadConfig(precision="int3"))  # type: ignore[arg-type]
+
+
+def test_a_restore_that_fails_too_says_no_model_is_loaded(tiny_folders, monkeypatch):
+    from explorer.model import loading
+    from explorer.model.errors import NoModelLoaded
+
+    registry = ModelRegistry()
+    resident = registry.load(LoadConfig(source=str(tiny_folders["llama"]), precision="bf16"))
+    calls = []
+
+    def broken(location, *args, **kwargs):  # the swap's load and the restore's load both fail
+        calls.append(location)
+        raise OSError(f"injected fault #{len(calls)}")
+
+    monkeypatch.setattr(loading, "_from_pretrained", broken)
+    with pytest.raises(NoModelLoaded, match="no model is loaded now") as info:
+        registry.load(LoadConfig(source=str(tiny_folders["phi3"]), precision="bf16"))
+    assert len(calls) == 2                                     # the load, then the restore, were tried
+    assert "injected fault #2" in str(info.value)              # the restore's own reason is told
+    assert registry.current is None and resident.retired
+
+
+def test_a_restore_that_works_raises_the_load_error_not_no_model(tiny_folders, monkeypatch):
+    from explorer.model import loading
+    from explorer.model.errors import NoModelLoaded
+
+    registry = ModelRegistry()
+    registry.load(LoadConfig(source=str(tiny_folders["llama"]), precision="bf16"))
+    real = loading._from_pretrained
+    state = {"armed": True}
+
+    def fail_once(*args, **kwargs):
+        if state.pop("armed", False):
+            raise OSError("injected fault")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loading, "_from_pretrained", fail_once)
+    with pytest.raises(LoadError) as info:
+        registry.load(LoadConfig(source=str(tiny_folders["phi3"]), precision="bf16"))
+    assert not isinstance(info.value, NoModelLoaded)
+    assert registry.current is not None and registry.current.name == "llama"

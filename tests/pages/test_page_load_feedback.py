@@ -109,3 +109,21 @@ def test_architecture_page_hides_the_path_source_when_paths_are_off(monkeypatch)
     at = AppTest.from_file(ARCHITECTURE, default_timeout=120).run()
     assert not at.exception
     assert "Local config.json or model folder" not in at.selectbox(key="arch_source").options
+
+
+def test_a_failed_restore_tells_the_page_no_model_is_loaded(tiny_folder, monkeypatch, empty_registry):
+    from explorer.model import loading
+
+    at = AppTest.from_file(CHAT, default_timeout=120).run()
+    load_path(at, tiny_folder)
+    assert empty_registry.current is not None
+
+    def broken(*args, **kwargs):  # a fault in the new load and in the restore of the old one
+        raise OSError("injected fault")
+
+    monkeypatch.setattr(loading, "_from_pretrained", broken)
+    load_path(at, tiny_folder)
+    assert not at.exception
+    assert empty_registry.current is None
+    assert any("no model is loaded now" in e.value for e in at.main.error)
+    assert not any("Still loaded" in c.value for c in at.main.caption)
