@@ -9,6 +9,7 @@ resident model is given up in preflight; their public names are re-exported here
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import itertools
@@ -20,12 +21,13 @@ import psutil
 import torch
 
 from explorer.model import translate
-from explorer.model.embedded import embedded_model_dir  # noqa: F401 - re-exported for callers
-from explorer.model.errors import LoadError, ModelReplaced, NoModelLoaded, reveal, user_message  # noqa: F401 - LoadError re-exported
-from explorer.model.load_config import DTYPES, LoadConfig, Progress, bnb_config, plan_precision, say  # noqa: F401
+from explorer.model.embedded import embedded_model_dir
+from explorer.model.errors import LoadError, ModelReplaced, NoModelLoaded, reveal, user_message
+from explorer.model.load_config import DTYPES, LoadConfig, Progress, bnb_config, plan_precision, say
 from explorer.model.precisions import QUANTIZED
+from explorer.model.preflight import Preflight, check_weights, load_tokenizer, preflight
 from explorer.model.progress import counting_steps
-from explorer.model.preflight import Preflight, check_weights, load_tokenizer, preflight  # noqa: F401
+
 
 @dataclass
 class MemorySnapshot:
@@ -167,10 +169,8 @@ def release_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def unload(loaded: LoadedModel | None) -> None:
@@ -217,7 +217,7 @@ class ModelRegistry:
             del previous
             try:
                 self._current = load_model(cfg, progress, checked)
-            except BaseException as exc:  # noqa: BLE001 - the resident model must come back whatever happened
+            except BaseException as exc:
                 restore_error = self._restore(previous_cfg, progress)
                 if not isinstance(exc, Exception):
                     raise
