@@ -252,6 +252,13 @@ class ModelRegistry:
             del previous
             return loaded
 
+    def detach(self) -> LoadedModel | None:
+        """Stop holding the resident model without unloading it, and hand it to the caller, who owns it
+        now (a test's session-wide model lent to the app's registry, then taken back)."""
+        with self._lock:
+            previous, self._current = self._current, None
+            return previous
+
     def unload(self) -> None:
         with self._lock:
             previous, self._current = self._current, None

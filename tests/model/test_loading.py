@@ -8,11 +8,11 @@ import weakref
 
 import pytest
 import torch
-from transformers import AutoTokenizer, DistilBertConfig, DistilBertModel
+from transformers import DistilBertConfig, DistilBertModel
 
-from explorer.model.generation import GenerateOptions, conversation, generate
 from explorer.model.embedded import embedded_gguf_path
-from explorer.model.loading import LoadConfig, LoadError, ModelRegistry, embedded_model_dir, load_model
+from explorer.model.generation import GenerateOptions, conversation, generate
+from explorer.model.loading import LoadConfig, LoadError, ModelRegistry, load_model
 from explorer.presets import PRESETS
 from tests.tiny_models import save_tiny_folder
 
@@ -20,14 +20,9 @@ CPU_PRECISIONS = ("nf4", "fp4", "int8", "bf16", "fp16", "fp32")
 
 
 @pytest.fixture(scope="session")
-def tokenizer():
-    return AutoTokenizer.from_pretrained(str(embedded_model_dir()))
-
-
-@pytest.fixture(scope="session")
-def tiny_folders(tmp_path_factory, tokenizer):
+def tiny_folders(tmp_path_factory, embedded_tokenizer):
     root = tmp_path_factory.mktemp("tiny")
-    return {f: save_tiny_folder(f, root / f, tokenizer) for f in ("llama", "phi3", "gemma2")}
+    return {f: save_tiny_folder(f, root / f, embedded_tokenizer) for f in ("llama", "phi3", "gemma2")}
 
 
 def _bnb_kinds(model) -> set[str]:
@@ -110,8 +105,8 @@ def test_truncated_gguf_is_reported_as_corrupt(tmp_path):
         load_model(LoadConfig(source=str(broken), cache_dir=str(tmp_path / "cache")))
 
 
-def test_pickle_only_checkpoint_is_refused_unless_allowed(tmp_path, tokenizer):
-    folder = save_tiny_folder("llama", tmp_path / "pickled", tokenizer, safe_serialization=False)
+def test_pickle_only_checkpoint_is_refused_unless_allowed(tmp_path, embedded_tokenizer):
+    folder = save_tiny_folder("llama", tmp_path / "pickled", embedded_tokenizer, safe_serialization=False)
     assert not list(folder.glob("*.safetensors"))
     with pytest.raises(LoadError, match="pickle"):
         load_model(LoadConfig(source=str(folder), precision="fp32"))
@@ -129,10 +124,10 @@ def test_remote_code_model_is_refused_by_default(tiny_folders, tmp_path):
         load_model(LoadConfig(source=str(folder)))
 
 
-def test_non_causal_architecture_is_refused(tmp_path, tokenizer):
+def test_non_causal_architecture_is_refused(tmp_path, embedded_tokenizer):
     folder = tmp_path / "distilbert"
     DistilBertModel(DistilBertConfig(dim=32, n_layers=1, n_heads=2, hidden_dim=64)).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    embedded_tokenizer.save_pretrained(folder)
     with pytest.raises(LoadError, match="not a causal language model"):
         load_model(LoadConfig(source=str(folder)))
 

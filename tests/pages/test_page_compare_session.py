@@ -6,21 +6,12 @@ from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
-from transformers import AutoTokenizer
 
 from explorer.compare.lock import COMPARE_LOCK
 from explorer.compare.run import CANCELLED
-from explorer.model.loading import embedded_model_dir
-from tests.tiny_models import save_tiny_folder
 
 ROOT = Path(__file__).resolve().parents[2]
 APP, PAGE = str(ROOT / "app.py"), str(ROOT / "pages" / "compare.py")
-
-
-@pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory):
-    tokenizer = AutoTokenizer.from_pretrained(str(embedded_model_dir()))
-    return str(save_tiny_folder("llama", tmp_path_factory.mktemp("tiny-session") / "llama", tokenizer))
 
 
 @pytest.fixture(autouse=True)

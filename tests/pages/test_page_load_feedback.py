@@ -6,22 +6,14 @@ from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
-from transformers import AutoTokenizer
 
-from explorer.model.loading import MemorySnapshot, embedded_model_dir
+from explorer.model.loading import MemorySnapshot
 from explorer.model.switches import LOCAL_PATHS_OFF
-from tests.tiny_models import save_tiny_folder
 
 ROOT = Path(__file__).resolve().parents[2]
 CHAT = str(ROOT / "pages" / "chat.py")
 ARCHITECTURE = str(ROOT / "pages" / "architecture.py")
 LOCAL = "Local folder or .gguf file"
-
-
-@pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory):
-    tokenizer = AutoTokenizer.from_pretrained(str(embedded_model_dir()))
-    return str(save_tiny_folder("llama", tmp_path_factory.mktemp("tiny-load") / "llama", tokenizer))
 
 
 @pytest.fixture(autouse=True)
