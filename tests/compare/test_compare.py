@@ -7,12 +7,12 @@ import json
 import pytest
 import torch
 
-from explorer.compare.measure import PeakMemory
-from explorer.compare.run import CompareConfig, run_comparison, take_fingerprints
-from explorer.cli.main import main as cli_main
 from explorer.analyse.drift import compare_fingerprints
-from explorer.model.loading import LoadConfig, load_model, unload
+from explorer.cli.main import main as cli_main
+from explorer.compare.measure import PeakMemory
 from explorer.compare.report import open_results
+from explorer.compare.run import CompareConfig, run_comparison, take_fingerprints
+from explorer.model.loading import LoadConfig, load_model, unload
 
 PROMPTS = ["What is the capital of France?", "Count to three."]
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from explorer.compare.run import CompareConfig, ComparisonResult, PromptOutput, RunRecord
 from explorer.analyse.drift import compare_fingerprints, fingerprint
-from explorer.model.loading import LoadConfig
 from explorer.compare.report import results_to_json
+from explorer.compare.run import CompareConfig, ComparisonResult, PromptOutput, RunRecord
+from explorer.model.loading import LoadConfig
 from tests.tiny_models import tiny_model
 
 PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "compare.py")
