@@ -6,7 +6,7 @@ run:
 	.venv/bin/python scripts/serve.py
 
 test:
-	./scripts/setup.sh --browser
+	./scripts/setup.sh --test
 	.venv/bin/python -m pytest -ra
 
 bench:

@@ -10,7 +10,6 @@ request whose session closed is cancelled. Every failure is a typed error shown 
 """
 from __future__ import annotations
 
-import os
 import threading
 from typing import Any, Callable
 
@@ -18,7 +17,7 @@ import streamlit as st
 
 from explorer.model.errors import Secret, env_token, user_message
 from explorer.model.loading import LoadConfig, LoadedModel, ModelRegistry, memory_snapshot
-from explorer.model.switches import operator_switches
+from explorer.model.switches import autoload_enabled, operator_switches, worker_status_file
 from explorer.views.units import fmt_bytes
 from explorer.model.worker import ModelWorker
 from pages._state import AUTOLOAD_TRIED, LOAD_ERROR
@@ -28,7 +27,7 @@ from pages._state import AUTOLOAD_TRIED, LOAD_ERROR
 def model_worker() -> ModelWorker:
     """The process's one model worker. EXPLORER_WORKER_STATUS names a JSON file it keeps current
     (busy, queued, running session), which tests and operators can read."""
-    return ModelWorker(status_file=os.environ.get("EXPLORER_WORKER_STATUS") or None)
+    return ModelWorker(status_file=worker_status_file())
 
 
 def registry() -> ModelRegistry:
@@ -194,7 +193,7 @@ def load_into_registry(cfg: LoadConfig) -> LoadedModel | None:
 def ensure_model() -> LoadedModel | None:
     """The resident model, loading the embedded default on first launch (unless turned off)."""
     loaded = current_model()
-    autoload = os.environ.get("EXPLORER_AUTOLOAD", "1") != "0"
+    autoload = autoload_enabled()
     if loaded is None and autoload and not st.session_state.get(AUTOLOAD_TRIED):
         st.session_state[AUTOLOAD_TRIED] = True
         loaded = load_into_registry(LoadConfig())

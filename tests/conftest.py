@@ -1,9 +1,40 @@
-"""Shared fixtures. The embedded model is loaded at most once per precision per test session."""
+"""Shared fixtures. The embedded model is loaded at most once per precision per test session, its
+tokenizer once, and the app's registry is changed only through ModelRegistry's public methods."""
 from __future__ import annotations
 
-import pytest
+import random
+import zlib
 
-from explorer.model.loading import LoadConfig, LoadedModel, load_model
+import numpy as np
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from explorer.model.loading import LoadConfig, LoadedModel, embedded_model_dir, load_model
+
+
+def pytest_runtest_setup(item):
+    """Every test draws its random inputs (torch.randint, randn, tiny models' weights) from a seed of
+    its own, fixed by its name: a failure comes back on the next run, whatever ran before. Seeded
+    before the test's fixtures are set up, so a module's fixture made for its first test is seeded too."""
+    seed = zlib.crc32(item.nodeid.encode())
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+@pytest.fixture(scope="session")
+def embedded_tokenizer():
+    """The embedded model's tokenizer: what tiny test models are saved with, so their ids are real."""
+    return AutoTokenizer.from_pretrained(str(embedded_model_dir()))
+
+
+@pytest.fixture(scope="session")
+def tiny_folder(tmp_path_factory, embedded_tokenizer) -> str:
+    """A tiny random Llama saved with the embedded tokenizer: loads and generates in seconds."""
+    from tests.tiny_models import save_tiny_folder
+
+    return str(save_tiny_folder("llama", tmp_path_factory.mktemp("tiny") / "llama", embedded_tokenizer))
 
 
 @pytest.fixture(scope="session")
@@ -23,12 +54,29 @@ def embedded_fp32() -> LoadedModel:
 
 @pytest.fixture
 def empty_registry():
-    """The app's process-wide registry with no resident model; whatever a test puts there is freed after."""
+    """The app's process-wide registry with no resident model; whatever a test puts there is freed after,
+    and a model that was resident before (lent by another fixture) is given back, not unloaded."""
     from pages._common import registry
 
     reg = registry()
-    before = reg._current
-    reg._current = None
+    before = reg.detach()
     yield reg
     reg.unload()
-    reg._current = before
+    if before is not None and not before.retired:
+        reg.adopt(before)
+
+
+@pytest.fixture
+def registry_with(empty_registry):
+    """Lend a loaded model (a session fixture's) to the app's registry for one test, and take it back
+    unharmed: `registry_with(embedded_nf4)`."""
+    lent: list[LoadedModel] = []
+
+    def lend(loaded: LoadedModel):
+        lent.append(loaded)
+        empty_registry.adopt(loaded)
+        return empty_registry
+
+    yield lend
+    if any(empty_registry.current is m for m in lent):
+        empty_registry.detach()

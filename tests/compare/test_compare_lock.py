@@ -5,12 +5,9 @@ import threading
 import time
 
 import pytest
-from transformers import AutoTokenizer
 
 from explorer.compare.lock import CompareBusy, CompareLock
 from explorer.compare.run import CANCELLED, CompareConfig, run_comparison
-from explorer.model.loading import embedded_model_dir
-from tests.tiny_models import save_tiny_folder
 
 
 def test_a_second_session_is_refused_with_who_holds_it_while_the_first_compares():
@@ -56,12 +53,6 @@ def test_a_waiting_session_gets_the_lock_when_the_first_releases():
     assert 0.1 < time.perf_counter() - started < 5
     with pytest.raises(CompareBusy):
         lock.acquire("c", "z", wait_s=0.1)
-
-
-@pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory):
-    tokenizer = AutoTokenizer.from_pretrained(str(embedded_model_dir()))
-    return str(save_tiny_folder("llama", tmp_path_factory.mktemp("tiny-cancel") / "llama", tokenizer))
 
 
 def test_cancel_stops_before_the_next_run_and_marks_the_interrupted_one(tiny_folder):

@@ -5,12 +5,10 @@ import shutil
 import threading
 
 import pytest
-from transformers import AutoTokenizer
 
-from explorer.model.embedded import embedded_gguf_path, embedded_model_dir, gguf_to_safetensors
+from explorer.model.embedded import embedded_gguf_path, gguf_to_safetensors
 from explorer.model.loading import LoadConfig, load_model
 from explorer.model.progress import counting_steps
-from tests.tiny_models import save_tiny_folder
 
 
 class Recorder:
@@ -23,12 +21,6 @@ class Recorder:
 
     def fraction(self, phase: str, done: int, total: int) -> None:
         self.steps.append((phase, done, total))
-
-
-@pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory):
-    tokenizer = AutoTokenizer.from_pretrained(str(embedded_model_dir()))
-    return save_tiny_folder("llama", tmp_path_factory.mktemp("tiny") / "llama", tokenizer)
 
 
 def test_weight_loading_reports_steps_up_to_the_total(tiny_folder):

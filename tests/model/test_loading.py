@@ -8,11 +8,11 @@ import weakref
 
 import pytest
 import torch
-from transformers import AutoTokenizer, DistilBertConfig, DistilBertModel
+from transformers import DistilBertConfig, DistilBertModel
 
-from explorer.model.generation import GenerateOptions, conversation, generate
 from explorer.model.embedded import embedded_gguf_path
-from explorer.model.loading import LoadConfig, LoadError, ModelRegistry, embedded_model_dir, load_model
+from explorer.model.generation import GenerateOptions, conversation, generate
+from explorer.model.loading import LoadConfig, LoadError, ModelRegistry, load_model
 from explorer.presets import PRESETS
 from tests.tiny_models import save_tiny_folder
 
@@ -20,14 +20,9 @@ CPU_PRECISIONS = ("nf4", "fp4", "int8", "bf16", "fp16", "fp32")
 
 
 @pytest.fixture(scope="session")
-def tokenizer():
-    return AutoTokenizer.from_pretrained(str(embedded_model_dir()))
-
-
-@pytest.fixture(scope="session")
-def tiny_folders(tmp_path_factory, tokenizer):
+def tiny_folders(tmp_path_factory, embedded_tokenizer):
     root = tmp_path_factory.mktemp("tiny")
-    return {f: save_tiny_folder(f, root / f, tokenizer) for f in ("llama", "phi3", "gemma2")}
+    return {f: save_tiny_folder(f, root / f, embedded_tokenizer) for f in ("llama", "phi3", "gemma2")}
 
 
 def _bnb_kinds(model) -> set[str]:
@@ -110,8 +105,8 @@ def test_truncated_gguf_is_reported_as_corrupt(tmp_path):
         load_model(LoadConfig(source=str(broken), cache_dir=str(tmp_path / "cache")))
 
 
-def test_pickle_only_checkpoint_is_refused_unless_allowed(tmp_path, tokenizer):
-    folder = save_tiny_folder("llama", tmp_path / "pickled", tokenizer, safe_serialization=False)
+def test_pickle_only_checkpoint_is_refused_unless_allowed(tmp_path, embedded_tokenizer):
+    folder = save_tiny_folder("llama", tmp_path / "pickled", embedded_tokenizer, safe_serialization=False)
     assert not list(folder.glob("*.safetensors"))
     with pytest.raises(LoadError, match="pickle"):
         load_model(LoadConfig(source=str(folder), precision="fp32"))
@@ -129,10 +124,10 @@ def test_remote_code_model_is_refused_by_default(tiny_folders, tmp_path):
         load_model(LoadConfig(source=str(folder)))
 
 
-def test_non_causal_architecture_is_refused(tmp_path, tokenizer):
+def test_non_causal_architecture_is_refused(tmp_path, embedded_tokenizer):
     folder = tmp_path / "distilbert"
     DistilBertModel(DistilBertConfig(dim=32, n_layers=1, n_heads=2, hidden_dim=64)).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    embedded_tokenizer.save_pretrained(folder)
     with pytest.raises(LoadError, match="not a causal language model"):
         load_model(LoadConfig(source=str(folder)))
 
@@ -163,3 +158,44 @@ def test_token_never_appears_in_repr_or_messages(monkeypatch):
 def test_unknown_precision_is_rejected():
     with pytest.raises(LoadError, match="Unknown precision"):
         load_model(LoadConfig(precision="int3"))  # type: ignore[arg-type]
+
+
+def test_a_restore_that_fails_too_says_no_model_is_loaded(tiny_folders, monkeypatch):
+    from explorer.model import loading
+    from explorer.model.errors import NoModelLoaded
+
+    registry = ModelRegistry()
+    resident = registry.load(LoadConfig(source=str(tiny_folders["llama"]), precision="bf16"))
+    calls = []
+
+    def broken(location, *args, **kwargs):  # the swap's load and the restore's load both fail
+        calls.append(location)
+        raise OSError(f"injected fault #{len(calls)}")
+
+    monkeypatch.setattr(loading, "_from_pretrained", broken)
+    with pytest.raises(NoModelLoaded, match="no model is loaded now") as info:
+        registry.load(LoadConfig(source=str(tiny_folders["phi3"]), precision="bf16"))
+    assert len(calls) == 2                                     # the load, then the restore, were tried
+    assert "injected fault #2" in str(info.value)              # the restore's own reason is told
+    assert registry.current is None and resident.retired
+
+
+def test_a_restore_that_works_raises_the_load_error_not_no_model(tiny_folders, monkeypatch):
+    from explorer.model import loading
+    from explorer.model.errors import NoModelLoaded
+
+    registry = ModelRegistry()
+    registry.load(LoadConfig(source=str(tiny_folders["llama"]), precision="bf16"))
+    real = loading._from_pretrained
+    state = {"armed": True}
+
+    def fail_once(*args, **kwargs):
+        if state.pop("armed", False):
+            raise OSError("injected fault")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loading, "_from_pretrained", fail_once)
+    with pytest.raises(LoadError) as info:
+        registry.load(LoadConfig(source=str(tiny_folders["phi3"]), precision="bf16"))
+    assert not isinstance(info.value, NoModelLoaded)
+    assert registry.current is not None and registry.current.name == "llama"

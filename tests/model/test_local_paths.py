@@ -3,9 +3,8 @@ exists on the server's disk; on (the default) = today's messages."""
 from __future__ import annotations
 
 import pytest
-from transformers import AutoTokenizer
 
-from explorer.model.loading import LoadConfig, LoadError, embedded_model_dir, preflight
+from explorer.model.loading import LoadConfig, LoadError, preflight
 from explorer.model.preflight import resolve_source
 from explorer.model.switches import LOCAL_PATHS_OFF, env_flag, local_paths_allowed
 from tests.tiny_models import save_tiny_folder
@@ -27,9 +26,8 @@ def test_the_switch_is_on_unless_the_operator_turns_it_off(monkeypatch):
     assert env_flag("EXPLORER_ALLOW_PICKLE") is False
 
 
-def test_every_path_gets_the_same_refusal_whether_it_exists_or_not(tmp_path):
-    tokenizer = AutoTokenizer.from_pretrained(str(embedded_model_dir()))
-    model = save_tiny_folder("llama", tmp_path / "model", tokenizer)
+def test_every_path_gets_the_same_refusal_whether_it_exists_or_not(tmp_path, embedded_tokenizer):
+    model = save_tiny_folder("llama", tmp_path / "model", embedded_tokenizer)
     (tmp_path / "empty").mkdir()
     (tmp_path / "x.gguf").write_bytes(b"GGUF")
     sources = [str(model), str(tmp_path / "empty"), str(tmp_path / "x.gguf"), str(tmp_path / "nothing"),
@@ -43,10 +41,9 @@ def test_hub_ids_and_presets_still_resolve_when_paths_are_off():
     assert resolve_source(LoadConfig(source="embedded", allow_local_paths=False)).kind == "embedded"
 
 
-def test_a_hub_id_named_like_a_folder_in_the_working_directory_never_reads_that_folder(tmp_path, monkeypatch):
+def test_a_hub_id_named_like_a_folder_in_the_working_directory_never_reads_that_folder(tmp_path, monkeypatch, embedded_tokenizer):
     """Offline, owner/name with and without a same-named folder under the cwd get the same hub answer."""
-    tokenizer = AutoTokenizer.from_pretrained(str(embedded_model_dir()))
-    save_tiny_folder("llama", tmp_path / "owner" / "here", tokenizer)
+    save_tiny_folder("llama", tmp_path / "owner" / "here", embedded_tokenizer)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     answers = []

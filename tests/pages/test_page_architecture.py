@@ -82,17 +82,17 @@ def test_a_hub_id_offline_says_so(monkeypatch):
     assert any("offline" in e.value for e in at.error)
 
 
-def test_the_loaded_model_is_shown_with_unpacked_4bit_counts(tmp_path, empty_registry):
+def test_the_loaded_model_is_shown_with_unpacked_4bit_counts(tmp_path, empty_registry, embedded_tokenizer):
     from transformers import AutoModelForCausalLM
 
     reference = tiny_model("llama")
     reference.save_pretrained(tmp_path)
     model = AutoModelForCausalLM.from_pretrained(tmp_path, quantization_config=bnb_config("nf4", True, "bf16"),
                                                  dtype=torch.bfloat16)
-    empty_registry._current = LoadedModel(
-        model=model, tokenizer=None, config=LoadConfig(source=str(tmp_path), precision="nf4"), name="tiny-llama",
+    empty_registry.adopt(LoadedModel(
+        model=model, tokenizer=embedded_tokenizer, config=LoadConfig(source=str(tmp_path), precision="nf4"), name="tiny-llama",
         source_kind="folder", precision="nf4", load_seconds=0.0,
-        footprint_bytes=model.get_memory_footprint(), device_map={"": "cpu"})
+        footprint_bytes=model.get_memory_footprint(), device_map={"": "cpu"}))
     at = run_page()
     assert not at.exception
     assert at.selectbox(key="arch_source").value == "loaded"
@@ -101,6 +101,6 @@ def test_the_loaded_model_is_shown_with_unpacked_4bit_counts(tmp_path, empty_reg
     assert any("Measured on this load" in c.value and "(+0.00%)" in c.value for c in at.caption)
     at.selectbox(key="arch_module").set_value("model.layers.0.mlp.up_proj").run()
     assert any("nf4 · block 64 · double quant" in str(df.value) for df in at.dataframe)
-    empty_registry._current = None  # unloaded from another page: fall back to the embedded config
+    empty_registry.unload()  # unloaded from another page: fall back to the embedded config
     at.run()
     assert not at.exception and at.selectbox(key="arch_source").value == "embedded"

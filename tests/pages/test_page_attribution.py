@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from explorer.record.capture import DEFAULT_PARTS, CaptureOptions, capture
-from tests.pages.test_page_internals import no_model, page_with, specs, title_starting  # noqa: F401
+from tests.pages.internals_page import page_with
+from tests.pages.test_page_internals import title_starting
 from tests.tiny_models import tiny_model
 
 

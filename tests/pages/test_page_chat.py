@@ -8,16 +8,21 @@ PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "chat.py")
 
 
 @pytest.fixture
-def no_autoload(monkeypatch):
+def no_autoload(monkeypatch, empty_registry):
     monkeypatch.setenv("EXPLORER_AUTOLOAD", "0")
+    return empty_registry
 
 
-def test_page_without_model_offers_the_loader(no_autoload):
+@pytest.mark.parametrize("off", ["0", "false"])
+def test_page_without_model_offers_the_loader(monkeypatch, empty_registry, off):
+    monkeypatch.setenv("EXPLORER_AUTOLOAD", off)
     at = AppTest.from_file(PAGE, default_timeout=60)
     at.run()
     assert not at.exception
+    assert empty_registry.current is None                                   # autoload stayed off
     assert at.selectbox(key="load_precision").value == "nf4"
-    assert at.button(key="load_button") is not None
+    load = at.button(key="load_button")
+    assert load.label == "Load" and not load.disabled
 
 
 def test_missing_path_shows_a_message_and_the_app_keeps_serving(no_autoload):

@@ -8,21 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 from streamlit.testing.v1 import AppTest
-from transformers import AutoTokenizer
 
-from explorer.compare.run import CompareConfig, ComparisonResult, PromptOutput, RunRecord
 from explorer.analyse.drift import compare_fingerprints, fingerprint
-from explorer.model.loading import LoadConfig, embedded_model_dir
 from explorer.compare.report import results_to_json
-from tests.tiny_models import save_tiny_folder, tiny_model
+from explorer.compare.run import CompareConfig, ComparisonResult, PromptOutput, RunRecord
+from explorer.model.loading import LoadConfig
+from tests.tiny_models import tiny_model
 
 PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "compare.py")
-
-
-@pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory):
-    tokenizer = AutoTokenizer.from_pretrained(str(embedded_model_dir()))
-    return str(save_tiny_folder("llama", tmp_path_factory.mktemp("tiny-page"), tokenizer))
 
 
 @pytest.fixture(autouse=True)

@@ -6,22 +6,14 @@ from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
-from transformers import AutoTokenizer
 
-from explorer.model.loading import MemorySnapshot, embedded_model_dir
+from explorer.model.loading import MemorySnapshot
 from explorer.model.switches import LOCAL_PATHS_OFF
-from tests.tiny_models import save_tiny_folder
 
 ROOT = Path(__file__).resolve().parents[2]
 CHAT = str(ROOT / "pages" / "chat.py")
 ARCHITECTURE = str(ROOT / "pages" / "architecture.py")
 LOCAL = "Local folder or .gguf file"
-
-
-@pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory):
-    tokenizer = AutoTokenizer.from_pretrained(str(embedded_model_dir()))
-    return str(save_tiny_folder("llama", tmp_path_factory.mktemp("tiny-load") / "llama", tokenizer))
 
 
 @pytest.fixture(autouse=True)
@@ -109,3 +101,21 @@ def test_architecture_page_hides_the_path_source_when_paths_are_off(monkeypatch)
     at = AppTest.from_file(ARCHITECTURE, default_timeout=120).run()
     assert not at.exception
     assert "Local config.json or model folder" not in at.selectbox(key="arch_source").options
+
+
+def test_a_failed_restore_tells_the_page_no_model_is_loaded(tiny_folder, monkeypatch, empty_registry):
+    from explorer.model import loading
+
+    at = AppTest.from_file(CHAT, default_timeout=120).run()
+    load_path(at, tiny_folder)
+    assert empty_registry.current is not None
+
+    def broken(*args, **kwargs):  # a fault in the new load and in the restore of the old one
+        raise OSError("injected fault")
+
+    monkeypatch.setattr(loading, "_from_pretrained", broken)
+    load_path(at, tiny_folder)
+    assert not at.exception
+    assert empty_registry.current is None
+    assert any("no model is loaded now" in e.value for e in at.main.error)
+    assert not any("Still loaded" in c.value for c in at.main.caption)

@@ -17,6 +17,8 @@ import plotly.graph_objects as go
 from explorer.views.figures.image import colour_table, heatmap_png, png_uri
 from explorer.views.figures.internals import CLICK_MARKER, FOCUS_COLOR, cell_of, f32, labels, layout, plotly_text, \
     span_label, span_labels
+from explorer.views.figures.map_spec import FIXED_AXIS, Axis, ColourKey, MapFigure, MapSpec, Margin, map_figure, \
+    refocus
 from explorer.views.attention_data import AttentionView, Overview, TokenAttention
 
 SUMMARY_METRICS = {
@@ -33,11 +35,6 @@ MAP_CHROME_PX = 170      # title, x labels, margins
 MAP_WIDTH_PX = 440       # plot width of the map at 1600 px: what its (rotated) x labels must fit in
 
 
-# Numeric axes whose labels Plotly need not measure. By default Plotly measures every tick label of a
-# numeric axis twice per draw: to hide labels past the edge ("ticklabeloverflow") and to grow the
-# margins ("automargin", which then draws the whole figure a second time). In software-rendered
-# Chromium that was half of a 512-token map's draw (236 → 70 ms); the margins come from label_margins.
-FIXED_AXIS = dict(showgrid=False, zeroline=False, ticklabeloverflow="allow", automargin=False)
 CHAR_PX = 5.2            # average glyph of a 10 px tick label (4.4 measured in Chromium), with room to spare
 
 
@@ -60,6 +57,8 @@ def tick_cells(n: int, room_px: int, keep: int | None = None) -> list[int]:
 def focus_row(fig: go.Figure, spans, focus: int | None) -> go.Figure:
     """Outline the focused token's row, in place: a token switch moves a box, the map stays."""
     row = cell_of(spans, focus)
+    if isinstance(fig, MapFigure):      # a large map: its spec moves with it (map_html draws from it)
+        return refocus(fig, row)
     n_k = fig.layout.meta["cols"] if fig.layout.meta else 0
     fig.layout.shapes = [] if row is None else [
         dict(type="rect", x0=-0.5, x1=n_k - 0.5, y0=row - 0.5, y1=row + 0.5, line=dict(color=FOCUS_COLOR, width=2))]
@@ -86,27 +85,26 @@ def attention_heatmap(view: AttentionView, texts: Sequence[str], focus: int | No
     k_ticks = tick_cells(n_k, MAP_WIDTH_PX)
     y_text = [span_label(view.q_spans[c], texts) for c in q_ticks]
     x_text = [span_label(view.k_spans[c], texts) for c in k_ticks]
-    yaxis = dict(title=dict(text="query token"), tickfont=dict(size=10), autorange="reversed")
-    xaxis = dict(title=dict(text="key token (attended to)"), tickangle=-60, tickfont=dict(size=10))
-    if max(n_q, n_k) <= EXACT_CELLS:       # category axes: hover names both tokens and reads the value
-        traces = [go.Heatmap(z=f32(view.z), x=span_labels(view.k_spans, texts), y=span_labels(view.q_spans, texts),
-                             colorscale="Blues", zmin=0.0, zmax=zmax, colorbar=colorbar,
-                             hovertemplate="query %{y}<br>key %{x}<br>attention %{z:.3f}<extra></extra>")]
-        yaxis.update(type="category", tickvals=y_text, ticktext=y_text)
-        xaxis.update(type="category", tickvals=x_text, ticktext=x_text)
-    else:                                  # a PNG, one pixel per cell; cells are the axis units
+    title = f"Layer {view.layer} · head {view.head} (KV head {view.kv_head}){how}"
+    if max(n_q, n_k) > EXACT_CELLS:        # a PNG, one pixel per cell, described once for figure and HTML
         per_cell = "" if view.factor == 1 else f" ({view.factor} tokens per cell)"
-        traces = [go.Image(source=heatmap_png(view.z, "Blues", zmax), x0=0, dx=1, y0=0, dy=1,
-                           hovertemplate=f"query cell %{{y}} · key cell %{{x}}{per_cell}<br>"
-                                         "the colour bar reads the value<extra></extra>")]
-        yaxis.update(range=[n_q - 0.5, -0.5], tickvals=q_ticks, ticktext=y_text, **FIXED_AXIS)
-        yaxis.pop("autorange")
-        xaxis.update(range=[-0.5, n_k - 0.5], tickvals=k_ticks, ticktext=x_text, **FIXED_AXIS)
-    lay = layout(f"Layer {view.layer} · head {view.head} (KV head {view.kv_head}){how}", height,
-                 meta=dict(cols=n_k, rows=n_q, tokens=len(texts)), yaxis=yaxis, xaxis=xaxis)
-    if traces[0].type == "image":
-        lay["margin"] = label_margins(y_text, x_text)
-        lay["images"], lay["annotations"] = colour_key("Blues", zmax, "attention")
+        spec = MapSpec(title=title, image=heatmap_png(view.z, "Blues", zmax),
+                       hover=f"query cell %{{y}} · key cell %{{x}}{per_cell}<br>the colour bar reads the value"
+                             "<extra></extra>",
+                       rows=Axis("query token", n_q, tuple(zip(q_ticks, y_text))),
+                       cols=Axis("key token (attended to)", n_k, tuple(zip(k_ticks, x_text))),
+                       height=height, margin=label_margins(y_text, x_text),
+                       key=colour_key("Blues", zmax, "attention"), tokens=len(texts))
+        return map_figure(spec.with_focus(cell_of(view.q_spans, focus)))
+    # category axes: hover names both tokens and reads the value
+    traces = [go.Heatmap(z=f32(view.z), x=span_labels(view.k_spans, texts), y=span_labels(view.q_spans, texts),
+                         colorscale="Blues", zmin=0.0, zmax=zmax, colorbar=colorbar,
+                         hovertemplate="query %{y}<br>key %{x}<br>attention %{z:.3f}<extra></extra>")]
+    yaxis = dict(title=dict(text="query token"), tickfont=dict(size=10), autorange="reversed", type="category",
+                 tickvals=y_text, ticktext=y_text)
+    xaxis = dict(title=dict(text="key token (attended to)"), tickangle=-60, tickfont=dict(size=10), type="category",
+                 tickvals=x_text, ticktext=x_text)
+    lay = layout(title, height, meta=dict(cols=n_k, rows=n_q, tokens=len(texts)), yaxis=yaxis, xaxis=xaxis)
     return focus_row(go.Figure(data=traces, layout=lay), view.q_spans, focus)
 
 
@@ -120,28 +118,20 @@ def nice_ticks(top: float, most: int = 5) -> list[float]:
     return [float(round(i * step, 10)) for i in range(int(top / step + 1e-9) + 1)]
 
 
-def colour_key(scale: str, zmax: float, title: str) -> tuple[list[dict], list[dict]]:
-    """A colour bar as a layout image (the scale as a 1 × 128 PNG) with a few tick annotations.
-
-    Why not Plotly's colour bar: it needs a trace to hang on, and it measures its labels and pushes
-    the margins on every draw; at 512 tokens it was a third of the map's draw in Chromium.
-    """
+def colour_key(scale: str, zmax: float, title: str) -> ColourKey:
+    """A colour key for values 0..zmax: the scale as a 1 × 128 PNG (top = zmax) and a few round ticks."""
     ramp = heatmap_png(np.linspace(zmax, 0.0, 128, dtype=np.float32)[:, None], scale, zmax)   # top = zmax
-    image = dict(source=ramp, xref="paper", yref="paper", x=1.02, y=1.0, sizex=0.025, sizey=1.0, sizing="stretch",
-                 xanchor="left", yanchor="top", layer="above")
-    tick = dict(xref="paper", yref="paper", x=1.02, xanchor="left", xshift=16, showarrow=False, font=dict(size=10))
-    notes = [dict(tick, y=v / zmax if zmax > 0 else 0.0, text=f"{v:g}") for v in nice_ticks(zmax)]
-    notes.append(dict(xref="paper", yref="paper", x=1.02, y=1.0, xanchor="left", yanchor="bottom", yshift=4,
-                      showarrow=False, text=title, font=dict(size=12)))
-    return [image], notes
+    ticks = tuple((v / zmax if zmax > 0 else 0.0, f"{v:g}") for v in nice_ticks(zmax))
+    return ColourKey(ramp, title, ticks)
 
 
-def label_margins(y_text: Sequence[str], x_text: Sequence[str]) -> dict:
+def label_margins(y_text: Sequence[str], x_text: Sequence[str]) -> Margin:
     """Margins that fit the y labels, the x labels rotated 60°, both axis titles and the colour bar,
     computed here so that the browser does not measure them (see FIXED_AXIS)."""
     def chars(texts: Sequence[str]) -> int:
         return max((len(html.unescape(t)) for t in texts), default=1)
-    return dict(l=int(CHAR_PX * chars(y_text)) + 32, r=72, t=40, b=int(0.87 * CHAR_PX * chars(x_text)) + 40)
+    return Margin(left=int(CHAR_PX * chars(y_text)) + 32, right=72, top=40,
+                  bottom=int(0.87 * CHAR_PX * chars(x_text)) + 40)
 
 
 def _group_offsets(kv_head_of: Sequence[int], width: int) -> list[int]:
