@@ -14,6 +14,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from explorer.model.anatomy import Anatomy, LayerParts
+from explorer.model import read_limits
 from explorer.model.checks import read_safetensors_header
 from explorer.model.errors import BadWeights, CaptureFileError
 from explorer.record.attention_store import AttentionStore, LayerAttention
@@ -127,14 +128,18 @@ def _read_checked(path: Path) -> tuple[dict, dict[str, tuple[int, ...]]]:
     raw = (header.get("__metadata__") or {}).get(META_KEY) if isinstance(header.get("__metadata__"), dict) else None
     if raw is None:
         raise CaptureFileError(f"{name} is not an LLM Explorer capture (no '{META_KEY}' metadata).")
-    try:
-        meta = json.loads(raw)
-    except ValueError:
-        raise CaptureFileError(f"{name} is not a valid capture file: its metadata is not valid JSON.") from None
+    if not isinstance(raw, str):
+        raise CaptureFileError(f"{name} is not a valid capture file: its metadata is not text.")
+    meta = read_limits.loads(raw, "its metadata", _invalid(name), limit=read_limits.CAPTURE_META_MAX)
     check_header(meta, name)
-    shapes = {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"}
-    check_tensors(meta, shapes, name)
+    entries = {k: v for k, v in header.items() if k != "__metadata__"}
+    shapes = {k: tuple(v["shape"]) for k, v in entries.items()}
+    check_tensors(meta, shapes, name, {k: v["dtype"] for k, v in entries.items()})
     return meta, shapes
+
+
+def _invalid(name: str):
+    return lambda problem: CaptureFileError(f"{name} is not a valid capture file: {problem[0].lower()}{problem[1:]}")
 
 
 def open_capture(path: str | Path) -> Capture:
