@@ -94,6 +94,10 @@ class CaptureFileError(ExplorerError, ValueError):
     """A capture file is not one this version can open (damaged, foreign, or from a newer version)."""
 
 
+class OutputError(ExplorerError):
+    """An output path that cannot or must not be written (missing folder, not a regular file, no permission)."""
+
+
 class BadArgument(ExplorerError):
     """A command-line argument or a form value that cannot be used."""
 

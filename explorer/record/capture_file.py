@@ -16,6 +16,7 @@ from safetensors.torch import save_file
 from explorer.model.anatomy import Anatomy, LayerParts
 from explorer.model import read_limits
 from explorer.model.checks import read_safetensors_header
+from explorer.model.safe_write import write_via_temp
 from explorer.model.errors import BadWeights, CaptureFileError
 from explorer.record.attention_store import AttentionStore, LayerAttention
 from explorer.record.components import components_from_file, components_to_file
@@ -112,7 +113,7 @@ def save_capture(capture: Capture, path: str | Path, include_attention: bool = T
         "components": comp_meta,
     }
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    save_file(tensors, str(path), metadata={META_KEY: json.dumps(meta)})
+    write_via_temp(path, lambda tmp: save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(meta)}))
 
 
 def _read_checked(path: Path) -> tuple[dict, dict[str, tuple[int, ...]]]:
