@@ -72,6 +72,14 @@ class BadWeights(LoadError):
     """Weights are missing, truncated, corrupt, or do not fit the architecture in the config."""
 
 
+class FileTooLarge(LoadError):
+    """A config or tokenizer file is over the size read before checking (explorer/model/read_limits.py)."""
+
+
+class BadConfigFile(LoadError):
+    """config.json is not valid JSON, or nests deeper than read_limits allows."""
+
+
 class OutOfMemory(LoadError):
     """Not enough memory to hold the model."""
 

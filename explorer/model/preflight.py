@@ -6,15 +6,14 @@ here, cheaply, while the model already loaded stays resident; only then does the
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from explorer.model import checks, translate
+from explorer.model import checks, read_limits, translate
 from explorer.model.embedded import embedded_model_dir, gguf_to_safetensors
 from explorer.model.errors import (
-    BadSource, GatedRepo, LoadError, NoNetwork, NotCausal, PickleRefused, RemoteCodeRefused, Secret,
+    BadConfigFile, BadSource, FileTooLarge, GatedRepo, LoadError, NoNetwork, NotCausal, PickleRefused, RemoteCodeRefused, Secret,
     TokenizerError, env_token, reveal,
 )
 from explorer.model.load_config import LoadConfig, Progress, plan_precision
@@ -94,7 +93,8 @@ def _hub_snapshot(repo_id: str, cfg: LoadConfig, token: Secret | None) -> str:
 
 def _needs_remote_code(folder: Path) -> bool:
     try:
-        config = json.loads((folder / "config.json").read_text())
+        config = read_limits.loads(read_limits.read_bytes(folder / "config.json", read_limits.CONFIG_MAX, FileTooLarge),
+                                   "config.json", ValueError)
     except (OSError, ValueError):
         return False
     return isinstance(config, dict) and bool(config.get("auto_map"))
@@ -234,6 +234,31 @@ def preflight(cfg: LoadConfig, progress: Progress | None = None, weights: bool =
         raise translate.friendly(exc, name) from None
 
 
+def _check_sizes(location: str, resolved: ResolvedSource, cfg: LoadConfig) -> None:
+    """Config and tokenizer files over their limits are refused before they are parsed; a hub model's
+    are checked in the cache (config.json is always there by now, the rest once fetched)."""
+    folder = Path(location)
+    if folder.is_dir():
+        read_limits.check_folder(folder, _too_large(resolved.name))
+        config = folder / "config.json"
+        if config.is_file():
+            read_limits.loads(config.read_bytes(), f"{resolved.name}: config.json",
+                              BadConfigFile)  # bounded nesting: transformers' parser would overflow the stack
+        return
+    import huggingface_hub
+
+    for names, limit in ((read_limits.CONFIG_FILES, read_limits.CONFIG_MAX),
+                         (read_limits.TOKENIZER_FILES, read_limits.TOKENIZER_MAX)):
+        for name in names:
+            found = huggingface_hub.try_to_load_from_cache(location, name, cache_dir=cfg.cache_dir)
+            if isinstance(found, str):
+                read_limits.check_size(Path(found), limit, _too_large(resolved.name), name)
+
+
+def _too_large(name: str):
+    return lambda problem: FileTooLarge(f"{name}: {problem}")
+
+
 def _preflight(cfg: LoadConfig, progress: Progress | None = None) -> Preflight:
     """Validate the config, resolve the source, apply the security defaults, and read the config,
     the tokenizer and the weights' headers.
@@ -259,6 +284,7 @@ def _preflight(cfg: LoadConfig, progress: Progress | None = None) -> Preflight:
     elif resolved.kind == "gguf":
         checks.check_gguf(Path(resolved.location))
         location = str(gguf_to_safetensors(Path(resolved.location), cache_dir, progress))
+    _check_sizes(location, resolved, cfg)  # before transformers reads a byte of them
     try:
         model_config = AutoConfig.from_pretrained(location, trust_remote_code=cfg.trust_remote_code,
                                                   token=reveal(token), cache_dir=cfg.cache_dir)

@@ -80,7 +80,13 @@ SOURCE_CASES = [  # id, source (str, or a key of `folders`), expected type, phra
     ("BERT (an encoder)", "bert", E.NotCausal, "encoder"),
     ("broken tokenizer", "broken_tokenizer", E.TokenizerError, "tokenizer"),
     ("not a GGUF", "fake_gguf", E.BadWeights, "GGUF signature"),
-    ("broken config.json", "bad_config_json", E.LoadError, "Could not load"),
+    ("broken config.json", "bad_config_json", E.BadConfigFile, "not valid JSON"),
+    # issue 21 item 6: sizes bounded before anything is parsed, and the limit said
+    ("1 GiB config.json", "huge_config", E.FileTooLarge, "config.json is 1.0 GiB; the limit is 16.0 MiB"),
+    ("200 MiB tokenizer.json", "huge_tokenizer", E.FileTooLarge, "tokenizer.json is 200.0 MiB; the limit is 128.0 MiB"),
+    ("17 MiB generation_config", "huge_generation_config", E.FileTooLarge, "generation_config.json is 17.0 MiB"),
+    ("config nested 100,000 deep", "deep_config", E.BadConfigFile, "nests deeper than 64 levels"),
+    ("20 MiB index", "huge_index", E.FileTooLarge, "model.safetensors.index.json is 20.0 MiB"),
 ]
 
 
@@ -124,6 +130,7 @@ HUB_CASES = [
     ("gated", E.GatedRepo, "gated"),
     ("unknown", E.UnknownRepo, "No model called"),
     ("server", E.HubError, "server error (500)"),
+    ("server_wrapped", E.HubError, "not your network"),
     ("bad_token", E.BadToken, "401"),
     ("offline", E.NoNetwork, "no network"),
 ]
@@ -300,3 +307,14 @@ def test_hub_weights_are_checked_from_remote_headers_before_the_swap(monkeypatch
     resolved = preflight.ResolvedSource("hub", "owner/name", "owner/name")
     with pytest.raises(error, match=phrase):
         preflight._check_hub_weights(LoadConfig(source="owner/name"), resolved, None, config)
+
+
+@pytest.mark.parametrize("maker,phrase", [("huge_config", "config.json is 1.0 GiB; the limit is 16.0 MiB"),
+                                          ("deep_config", "nests deeper than 64 levels")])
+def test_the_architecture_page_reads_configs_within_the_limits(folders, maker, phrase):
+    from explorer.model.configs import ConfigError, config_from_json, config_from_path
+
+    with pytest.raises(ConfigError, match=phrase):
+        config_from_path(folders[maker])
+    with pytest.raises(ConfigError, match="the limit is 16.0 MiB"):
+        config_from_json(b" " * (16 * 2**20 + 1), "upload.json")
