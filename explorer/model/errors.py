@@ -28,6 +28,10 @@ class BadConfig(LoadError):
     """A LoadConfig field has a value outside its choices."""
 
 
+class AttentionUnavailable(BadConfig):
+    """The attention implementation asked for cannot run on this machine (e.g. flash_attention_2 on a CPU)."""
+
+
 class BadSource(LoadError):
     """The source is not a preset, a valid hub id, or an existing folder / .gguf file."""
 
@@ -96,6 +100,22 @@ class ModelReplaced(GenerationError):
 
     def __init__(self, message: str = "The model changed while this was running; run it again.") -> None:
         super().__init__(message)
+
+
+class BadPrompt(GenerationError, ValueError):
+    """A prompt that cannot be tokenized or run (ValueError too, for callers that caught the old one)."""
+
+
+class TokenOutOfVocabulary(BadPrompt):
+    """A token id outside the model's embedding table."""
+
+
+class BadMessages(BadPrompt):
+    """Chat messages that are not a list of {role, content} with text content."""
+
+
+class BadText(BadPrompt):
+    """Text that is not valid Unicode (a lone surrogate)."""
 
 
 class CaptureFileError(ExplorerError, ValueError):

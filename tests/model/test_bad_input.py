@@ -109,6 +109,7 @@ CONFIG_CASES = [
     ("precision int3", dict(precision="int3"), "nf4, fp4, int8, bf16, fp16, fp32"),
     ("device map", dict(device_map="gpu7"), "balanced"),
     ("attention implementation", dict(attn_implementation="magic"), "sdpa"),
+    ("flash attention on this machine", dict(attn_implementation="flash_attention_2"), "flash_attention_2 needs"),
     ("source not text", dict(source=123), "must be text"),
     ("double_quant not a bool", dict(double_quant="yes"), "True or False"),
 ]
@@ -318,3 +319,27 @@ def test_the_architecture_page_reads_configs_within_the_limits(folders, maker, p
         config_from_path(folders[maker])
     with pytest.raises(ConfigError, match="the limit is 16.0 MiB"):
         config_from_json(b" " * (16 * 2**20 + 1), "upload.json")
+
+
+CAPTURE_CASES = [  # issue 21 item 7: the API's capture() raises typed errors, each its own
+    ("token id past the vocabulary", lambda v: torch.tensor([1, 2, v + 5]), E.TokenOutOfVocabulary, "outside"),
+    ("negative token id", lambda v: torch.tensor([1, -3]), E.TokenOutOfVocabulary, "token id -3"),
+    ("chat message without content", lambda v: [{"role": "user"}], E.BadMessages, "no text content"),
+    ("chat message with None content", lambda v: [{"role": "user", "content": None}], E.BadMessages, "no text content"),
+    ("chat message with unknown role", lambda v: [{"role": "hacker", "content": "x"}], E.BadMessages, "role"),
+    ("lone surrogate", lambda v: "caf\udce9", E.BadText, "lone surrogate"),
+    ("lone surrogate in a message", lambda v: [{"role": "user", "content": "\ud800"}], E.BadText, r"U\+D800"),
+]
+
+
+@pytest.mark.parametrize("case,prompt,kind,phrase", CAPTURE_CASES, ids=[c[0] for c in CAPTURE_CASES])
+def test_capture_on_a_bad_prompt_is_a_typed_error_and_the_model_stays(resident, case, prompt, kind, phrase):
+    from explorer.record.capture import capture
+
+    reg, reference = resident
+    loaded = reg.current
+    vocab = loaded.model.get_input_embeddings().num_embeddings
+    with pytest.raises(kind, match=phrase) as info:
+        capture(loaded.model, loaded.tokenizer, prompt(vocab))
+    assert_clean(user_message(info.value))
+    assert_resident(reg, reference)
