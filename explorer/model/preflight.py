@@ -13,12 +13,19 @@ from pathlib import Path
 from explorer.model import checks, read_limits, translate
 from explorer.model.embedded import embedded_model_dir, gguf_to_safetensors
 from explorer.model.errors import (
-    BadConfigFile, BadSource, FileTooLarge, GatedRepo, LoadError, NoNetwork, NotCausal, PickleRefused, RemoteCodeRefused, Secret,
+    BadConfigFile, BadSource, BadWeights, FileTooLarge, GatedRepo, LoadError, NoNetwork, NotCausal, PickleRefused,
+    RemoteCodeRefused, Secret,
     TokenizerError, env_token, reveal,
 )
 from explorer.model.load_config import LoadConfig, Progress, plan_precision
 from explorer.model.switches import LOCAL_PATHS_OFF
 from explorer.presets import EMBEDDED, PRESETS
+
+# The budget of every header check made here (local folders, cached and remote hub weights): they
+# read the JSON headers only, never tensor data, so a model of any size is checked in well under
+# this many seconds on a local disk (measured: see the report of issue 19 item 8).
+HEADER_CHECK_BUDGET_S = 2.0
+
 
 @dataclass(frozen=True)
 class ResolvedSource:
@@ -181,6 +188,31 @@ def _check_hub_weights(cfg: LoadConfig, resolved: ResolvedSource, token: Secret 
         checks.check_shapes(model_config, headers, resolved.name)
 
 
+def _check_cached_hub_weights(cfg: LoadConfig, name: str, cached: Path, model_config) -> bool:
+    """Hub weights already in the cache get the checks a local folder gets (truncated or corrupt
+    headers, shapes against the config): a damaged cache file used to pass unchecked and fail after
+    the swap. Headers only, so this stays within HEADER_CHECK_BUDGET_S. Returns whether every shard
+    was in the cache (else the rest is checked from the hub's headers)."""
+    folder = cached.parent
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        data = read_limits.read_bytes(index, read_limits.CONFIG_MAX, FileTooLarge)
+        weight_map = read_limits.loads(data, index.name, BadWeights).get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise BadWeights(f"{index.name} of {name} is corrupt: it has no weight map.")
+        shards = sorted({folder / str(s) for s in weight_map.values()})
+    else:
+        shards = [cached]
+    present = [p for p in shards if p.is_file()]
+    headers: dict[str, dict] = {}
+    for path in present:
+        header = checks.read_safetensors_header(path)
+        headers.update({k: v for k, v in header.items() if k != "__metadata__"})
+    if headers and model_config is not None:
+        checks.check_shapes(model_config, headers, name)
+    return len(present) == len(shards)
+
+
 def _check_local(cfg: LoadConfig, folder: Path, name: str, model_config) -> None:
     if not cfg.trust_remote_code and _needs_remote_code(folder):
         raise RemoteCodeRefused(f"{name} needs code shipped with the model (trust_remote_code), which is refused "
@@ -196,7 +228,10 @@ def check_weights(cfg: LoadConfig, pre: Preflight) -> None:
     try:
         if pre.resolved.kind != "hub":
             _check_local(cfg, Path(pre.location), pre.resolved.name, pre.model_config)
-        elif not isinstance(huggingface_hub_cached(pre.resolved.location, cfg), str):
+        elif isinstance(cached := huggingface_hub_cached(pre.resolved.location, cfg), str):
+            if not _check_cached_hub_weights(cfg, pre.resolved.name, Path(cached), pre.model_config):
+                _check_hub_weights(cfg, pre.resolved, pre.token, pre.model_config)  # shards not yet downloaded
+        else:
             _check_hub_weights(cfg, pre.resolved, pre.token, pre.model_config)
         pre.tokenizer = load_tokenizer(pre.location, cfg, pre.token, pre.resolved.name)
     except LoadError:

@@ -343,3 +343,36 @@ def test_capture_on_a_bad_prompt_is_a_typed_error_and_the_model_stays(resident, 
         capture(loaded.model, loaded.tokenizer, prompt(vocab))
     assert_clean(user_message(info.value))
     assert_resident(reg, reference)
+
+
+@pytest.mark.parametrize("maker,kind,phrase", [
+    ("truncated_weights", E.BadWeights, "truncated"),
+    ("garbage_header", E.BadWeights, "not valid JSON"),
+    ("mismatched_weights", E.BadWeights, "do not fit its config"),
+], ids=["truncated", "garbage header", "shapes"])
+def test_cached_hub_weights_get_the_header_checks_too(folders, monkeypatch, maker, kind, phrase):
+    """Issue 19 item 8: a damaged file in the hub cache is found in preflight, not after the swap."""
+    from transformers import AutoConfig
+
+    cached = folders[maker] / "model.safetensors"
+    monkeypatch.setattr(preflight, "huggingface_hub_cached", lambda repo_id, cfg: str(cached))
+    monkeypatch.setattr(preflight, "_check_hub_weights", lambda *a: pytest.fail("the hub was asked"))
+    config = AutoConfig.from_pretrained(str(folders[maker]))
+    pre = preflight.Preflight(preflight.ResolvedSource("hub", "owner/name", "owner/name"), "owner/name", config,
+                              "fp32", "fp32", None, [])
+    with pytest.raises(kind, match=phrase):
+        preflight.check_weights(LoadConfig(source="owner/name"), pre)
+
+
+def test_cached_hub_weights_that_are_whole_pass_without_asking_the_hub(folders, monkeypatch):
+    from transformers import AutoConfig
+
+    cached = folders["good"] / "model.safetensors"
+    monkeypatch.setattr(preflight, "huggingface_hub_cached", lambda repo_id, cfg: str(cached))
+    monkeypatch.setattr(preflight, "_check_hub_weights", lambda *a: pytest.fail("the hub was asked"))
+    monkeypatch.setattr(preflight, "load_tokenizer", lambda *a: "tokenizer")
+    config = AutoConfig.from_pretrained(str(folders["good"]))
+    pre = preflight.Preflight(preflight.ResolvedSource("hub", "owner/name", "owner/name"), "owner/name", config,
+                              "fp32", "fp32", None, [])
+    preflight.check_weights(LoadConfig(source="owner/name"), pre)
+    assert pre.tokenizer == "tokenizer"
