@@ -238,6 +238,9 @@ def ensure_model() -> LoadedModel | None:
     embedded default is loaded (unless turned off); while another session's load is queued or
     running, this page waits for it and uses what it loaded, instead of loading over it."""
     loads = server_loads()
+    if loads.pending:  # the resident model is about to change: a request made for it now would be refused
+        with st.spinner("Another session is loading a model; waiting for it…"):
+            loads.wait_idle(session_alive())
     loaded = current_model()
     if loaded is not None:
         loads.mark_chosen()
@@ -246,10 +249,6 @@ def ensure_model() -> LoadedModel | None:
     if autoload and not loads.chosen and not loads.pending and not st.session_state.get(AUTOLOAD_TRIED):
         st.session_state[AUTOLOAD_TRIED] = True
         loaded = load_into_registry(LoadConfig(), autoload=True)
-    if loaded is None and loads.pending:
-        with st.spinner("Another session is loading a model; waiting for it…"):
-            loads.wait_idle(session_alive())
-        loaded = current_model()
     return loaded
 
 

@@ -24,7 +24,6 @@ def test_a_chat_during_another_sessions_load_does_not_undo_it(browser, tmp_path_
         pick_option(b, ".st-key-load_precision", "bf16")
         b.locator(".st-key-load_button button").click()
         # the moment the issue describes: B's load is running on the worker (no sleep orders this)
-        b.wait_for_function("() => true")  # flush the click
         for _ in range(600):
             if server.worker().get("running") == "load":
                 break
@@ -38,8 +37,8 @@ def test_a_chat_during_another_sessions_load_does_not_undo_it(browser, tmp_path_
         screenshot(b, "race_session_b")
         status = server.worker()
         assert status["queued"] == 0 and not status["busy"], status
-        text_a = a.locator("[data-testid='stMain']").inner_text()
-        assert "Loading SmolLM2" not in text_a or "Another session" in text_a
+        text_a = a.locator("body").inner_text()
+        assert "run it again" not in text_a and "did not load" not in text_a, text_a[:3000]
         # A's page shows the model B chose, and A's chat was answered on it
         assert "bf16" in a.locator("[data-testid='stMetricValue']").first.inner_text(), text_a[:2000]
         messages = a.locator("[data-testid='stChatMessage']")
