@@ -179,3 +179,53 @@ def test_a_tampered_capture_upload_is_one_sentence_in_the_internals_page(residen
     assert not page.exception
     assert any(phrase in e.value.replace("\\", "") for e in page.main.error)
     assert_still_serving(page, resident)
+
+
+@pytest.fixture
+def fresh_server_loads():
+    from pages._common import server_loads
+
+    server_loads.clear()
+    yield server_loads()
+    server_loads.clear()
+
+
+def test_autoload_does_not_fire_once_a_model_was_chosen_on_this_server(empty_registry, fresh_server_loads,
+                                                                       monkeypatch):
+    """Issue 21 item 3: another session chose a model (and unloaded it): this page must not load
+    the embedded default over that choice."""
+    monkeypatch.setenv("EXPLORER_AUTOLOAD", "1")
+    fresh_server_loads.mark_chosen()
+    at = AppTest.from_file(str(PAGES / "chat.py"), default_timeout=120).run()
+    assert not at.exception
+    assert empty_registry.current is None
+    assert any("No model is loaded" in i.value for i in at.info)
+
+
+def test_an_autoload_queued_behind_a_chosen_load_does_nothing_on_the_worker(empty_registry, fresh_server_loads,
+                                                                            folders):
+    """The check is repeated on the worker: an autoload that was queued before another session chose
+    a model finds the choice there and loads nothing."""
+    import threading
+
+    from pages import _common
+
+    worker = _common.model_worker()
+    gate, started = threading.Event(), threading.Event()
+    worker.submit(lambda loaded, req: (started.set(), gate.wait(30)), "other", kind="exclusive", generation=None,
+                  needs_model=False)
+    assert started.wait(30)
+    results = []
+
+    class Status:
+        def write(self, *a, **k): pass
+        def empty(self): return self
+        def progress(self, *a, **k): pass
+
+    t = threading.Thread(target=lambda: results.append(_common._load_on_worker(
+        LoadConfig(source=str(folders["good"]), precision="fp32"), True, Status())))
+    t.start()
+    fresh_server_loads.mark_chosen()           # B chose a model while A's autoload waited in the queue
+    gate.set()
+    t.join(60)
+    assert results == [None] and empty_registry.current is None
