@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from tests.browser.conftest import new_page, screenshot, served_process, wait_idle
+from tests.browser.conftest import ROOT, new_page, screenshot, served_process, wait_idle
 from tests.browser.test_worker_browser import ask, pick_option
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -51,3 +51,35 @@ def test_a_chat_during_another_sessions_load_does_not_undo_it(browser, tmp_path_
         screenshot(c, "race_session_c")
         for pg in (a, b, c):
             pg.context.close()
+
+
+def test_a_tampered_capture_upload_is_one_sentence_in_chromium(browser, tmp_path_factory):
+    """Issue 21 item 1 as the user met it: upload on Internals, then open Attribution; the three
+    tamperings of the issue, one after the other in one session."""
+    from tests.pages.test_page_bad_input import TAMPERED_UPLOADS, _tampered
+
+    folder = tmp_path_factory.mktemp("tampered")
+    with served_process(folder / "server.log", {"EXPLORER_AUTOLOAD": "0"}) as server:
+        pg = new_page(browser)
+        pg.set_viewport_size({"width": 1600, "height": 1600})
+        pg.goto(f"{server.url}/")
+        wait_idle(pg, 300_000)
+        pg.goto(f"{server.url}/internals")
+        wait_idle(pg, 300_000)
+        for i, (case, edit, phrase) in enumerate(TAMPERED_UPLOADS):
+            sub = folder / str(i)
+            sub.mkdir()
+            bad = sub / f"tampered{i}.safetensors"
+            bad.write_bytes(open(_tampered(sub, edit), "rb").read())
+            pg.locator(".st-key-internals_upload input[type='file']").set_input_files(str(bad))
+            pg.get_by_text(f"Could not open tampered{i}", exact=False).first.wait_for(timeout=120_000)
+            wait_idle(pg, 120_000)
+            attribution = pg.get_by_role("radio", name="Attribution", exact=True)
+            if attribution.count():
+                attribution.click()
+                wait_idle(pg, 120_000)
+            text = pg.locator("body").inner_text()
+            screenshot(pg, f"tampered_upload_{i}")
+            assert phrase in text.replace("\\", "") and "is not a valid capture file" in text, text[:2000]
+            assert "Traceback" not in text and str(ROOT) not in text and "site-packages" not in text
+        pg.context.close()
