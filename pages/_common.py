@@ -165,8 +165,49 @@ class PageProgress:
         self._bar.progress(min(max(done / total, 0.0), 1.0) if total else 0.0, text=f"{phase}: {done} of {total}")
 
 
-def load_into_registry(cfg: LoadConfig) -> LoadedModel | None:
+class ServerLoads:
+    """What the autoload must know about every session on this server (one per process, through
+    st.cache_resource): whether a model was ever chosen or resident here, and how many page loads
+    are queued or running. Why: a session's autoload queued behind another session's load used to
+    replace that load's model; now it neither starts while a load is pending nor runs once any model
+    was chosen, and the check is repeated on the worker, where loads happen one at a time."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self.chosen = False
+        self.pending = 0
+
+    def begin(self, chosen: bool) -> None:
+        with self._cond:
+            self.pending += 1
+            self.chosen = self.chosen or chosen
+
+    def end(self, loaded: bool) -> None:
+        with self._cond:
+            self.pending -= 1
+            self.chosen = self.chosen or loaded
+            self._cond.notify_all()
+
+    def mark_chosen(self) -> None:
+        with self._cond:
+            self.chosen = True
+
+    def wait_idle(self, alive: Callable[[], bool], poll_s: float = 0.2) -> None:
+        """Until no page load is queued or running (or this session has gone)."""
+        with self._cond:
+            while self.pending and alive():
+                self._cond.wait(poll_s)
+
+
+@st.cache_resource(show_spinner=False)
+def server_loads() -> ServerLoads:
+    return ServerLoads()
+
+
+def load_into_registry(cfg: LoadConfig, autoload: bool = False) -> LoadedModel | None:
     """Load with visible progress; any failure becomes a message and the app keeps serving.
+    `autoload`: the embedded default on first launch, which gives way to any model another session
+    chose meanwhile (checked again on the worker, just before it would load).
 
     Call it from the main area: the progress and the error show where the user is looking."""
     switches = operator_switches()
@@ -175,14 +216,21 @@ def load_into_registry(cfg: LoadConfig) -> LoadedModel | None:
     cfg.trust_remote_code = switches.trust_remote_code
     cfg.allow_local_paths = switches.allow_local_paths
     label = cfg.source if isinstance(cfg.source, str) else "the model"
+    loads = server_loads()
+    loads.begin(chosen=not autoload)
+    loaded = None
     with st.status(f"Loading {label[:80]} in {cfg.precision}…", expanded=True) as status:
         try:
-            loaded = model_worker().load(cfg, session_id(), progress=PageProgress(status), alive=session_alive(),
-                                         on_wait=lambda n: status.write(queue_note(n)) if n else None)
+            loaded = _load_on_worker(cfg, autoload, status)
         except Exception as exc:  # noqa: BLE001 - the one boundary: a message, never a traceback
             status.update(label="Load failed: the model loaded before is still there" if current_model() else
                           "Load failed", state="error", expanded=False)
             show_error(user_message(exc))
+            return None
+        finally:
+            loads.end(loaded is not None)
+        if loaded is None:
+            status.update(label="Another session chose a model; using that one", state="complete", expanded=False)
             return None
         status.update(label=f"Loaded {loaded.name} ({loaded.precision}) in {loaded.load_seconds:.1f} s",
                       state="complete", expanded=False)
@@ -190,13 +238,37 @@ def load_into_registry(cfg: LoadConfig) -> LoadedModel | None:
     return loaded
 
 
+def _load_on_worker(cfg: LoadConfig, autoload: bool, status) -> LoadedModel | None:
+    """The load as one worker request. An autoload re-checks there, in turn with every other load,
+    that no model was chosen or is resident, and otherwise does nothing (None)."""
+    worker, loads = model_worker(), server_loads()
+
+    def run(_loaded, req) -> LoadedModel | None:
+        if autoload and (worker.registry.current is not None or loads.chosen):
+            return None
+        return worker.registry.load(cfg, progress=req)
+
+    request = worker.submit(run, session_id(), kind="load", generation=None, needs_model=False)
+    return request.wait(progress=PageProgress(status), alive=session_alive(),
+                        on_wait=lambda n: status.write(queue_note(n)) if n else None)
+
+
 def ensure_model() -> LoadedModel | None:
-    """The resident model, loading the embedded default on first launch (unless turned off)."""
+    """The resident model. On a server where no model was ever chosen and none is loading, the
+    embedded default is loaded (unless turned off); while another session's load is queued or
+    running, this page waits for it and uses what it loaded, instead of loading over it."""
+    loads = server_loads()
+    if loads.pending:  # the resident model is about to change: a request made for it now would be refused
+        with st.spinner("Another session is loading a model; waiting for it…"):
+            loads.wait_idle(session_alive())
     loaded = current_model()
+    if loaded is not None:
+        loads.mark_chosen()
+        return loaded
     autoload = autoload_enabled()
-    if loaded is None and autoload and not st.session_state.get(AUTOLOAD_TRIED):
+    if autoload and not loads.chosen and not loads.pending and not st.session_state.get(AUTOLOAD_TRIED):
         st.session_state[AUTOLOAD_TRIED] = True
-        loaded = load_into_registry(LoadConfig())
+        loaded = load_into_registry(LoadConfig(), autoload=True)
     return loaded
 
 

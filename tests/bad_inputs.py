@@ -126,7 +126,46 @@ def bad_config_json(good: Path, dest: Path) -> Path:
     return dest
 
 
+def _sparse(path: Path, size: int, start: bytes) -> None:
+    """A file of `size` bytes that takes no disk: the size check must refuse it from stat() alone."""
+    with path.open("wb") as f:
+        f.write(start)
+        f.truncate(size)
+
+
+def huge_config(good: Path, dest: Path) -> Path:
+    _copy(good, dest)
+    _sparse(dest / "config.json", 2**30, (dest / "config.json").read_bytes())
+    return dest
+
+
+def huge_tokenizer(good: Path, dest: Path) -> Path:
+    _copy(good, dest)
+    _sparse(dest / "tokenizer.json", 200 * 2**20, (dest / "tokenizer.json").read_bytes())
+    return dest
+
+
+def huge_generation_config(good: Path, dest: Path) -> Path:
+    _copy(good, dest)
+    _sparse(dest / "generation_config.json", 17 * 2**20, b"{}")
+    return dest
+
+
+def deep_config(good: Path, dest: Path) -> Path:
+    _copy(good, dest)
+    (dest / "config.json").write_text('{"model_type": "llama", "x": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    return dest
+
+
+def huge_index(good: Path, dest: Path) -> Path:
+    _copy(good, dest)
+    _sparse(dest / "model.safetensors.index.json", 20 * 2**20, b'{"weight_map": {}}')
+    return dest
+
+
 FOLDER_MAKERS = {
+    "huge_config": huge_config, "huge_tokenizer": huge_tokenizer, "huge_generation_config": huge_generation_config,
+    "deep_config": deep_config, "huge_index": huge_index,
     "config_only": config_only, "truncated_weights": truncated_weights, "garbage_header": garbage_header,
     "huge_header": huge_header, "mismatched_weights": mismatched_weights, "pickle_only": pickle_only,
     "pt_only": pt_only, "remote_code": remote_code, "bert": bert_folder, "broken_tokenizer": broken_tokenizer,
@@ -155,6 +194,16 @@ def hub_failure(kind: str) -> Exception:
         return hub_errors.HfHubHTTPError("500 Server Error", response=_response(500))
     if kind == "bad_token":
         return hub_errors.HfHubHTTPError("401 Invalid credentials in Authorization header", response=_response(401))
+    if kind == "server_wrapped":  # what hf_hub_download raises on a 500: "not in the cache", from the 500
+        try:
+            raise hub_failure("server")
+        except hub_errors.HfHubHTTPError as inner:
+            try:
+                raise hub_errors.LocalEntryNotFoundError("An error happened while trying to locate the file on "
+                                                         "the Hub and we cannot find the requested files in the "
+                                                         "local cache.") from inner
+            except hub_errors.LocalEntryNotFoundError as outer:
+                return outer
     if kind == "offline":
         return hub_errors.LocalEntryNotFoundError("Cannot find the requested files in the local cache")
     raise ValueError(kind)

@@ -6,10 +6,12 @@ status 2; the checks below raise BadArgument, which the dispatcher in main.py pr
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from explorer.model.errors import BadArgument, env_token
 from explorer.model.loading import LoadConfig
+from explorer.model.safe_write import check_target
 from explorer.model.switches import operator_switches
 
 
@@ -55,7 +57,7 @@ def positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0 or value == float("inf"):
+    if not math.isfinite(value) or not value > 0:
         raise argparse.ArgumentTypeError(f"{text} is not a positive number")
     return value
 
@@ -83,13 +85,27 @@ def read_text_file(path: Path, what: str = "the prompt file") -> str:
 
 
 def writable_out(path: Path) -> Path:
-    """Check the output's folder before the (slow) model run, not after it."""
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise BadArgument(f"cannot write {path}: the folder {parent} does not exist.")
-    if path.is_dir():
-        raise BadArgument(f"cannot write {path}: it is a folder.")
-    return path
+    """Check an output before the (slow) model run, not after it (explorer/model/safe_write.py)."""
+    return check_target(path)
+
+
+def share(text: str) -> float:
+    """A finite fraction in [0, 1) (a threshold on a share of importance)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a share from 0 up to (not including) 1")
+    return value
+
+
+def check_position(position: int, num_tokens: int) -> int:
+    """A token position inside the prompt, counted from the start (0…T-1) or the end (-1…-T)."""
+    if not -num_tokens <= position < num_tokens:
+        raise BadArgument(f"--position {position} is outside the prompt, which has {num_tokens} tokens "
+                          f"(0 to {num_tokens - 1}, or -1 to -{num_tokens} from the end).")
+    return position
 
 
 def load_config(model: str, precision: str) -> LoadConfig:

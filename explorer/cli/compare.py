@@ -11,7 +11,9 @@ from pathlib import Path
 from explorer.compare.report import html_report, markdown_report, save_results
 from explorer.views.units import fmt_bytes
 from explorer.compare.run import CompareConfig, LoadAccess, run_comparison
-from explorer.model.errors import env_token
+from explorer.cli.args import positive_int, read_text_file, text_arg
+from explorer.model.errors import BadArgument, GenerationError, env_token
+from explorer.model.safe_write import check_target, write_text
 from explorer.model.switches import operator_switches
 
 HELP = "compare models and precisions on the same prompts: speed, memory, output and quality drift"
@@ -29,46 +31,55 @@ def configure_compare(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompt", action="append", default=[], help="a prompt; repeat for several")
     p.add_argument("--prompt-file", type=Path, help="a file with one prompt per line")
     p.add_argument("--system", help="system prompt sent with every prompt")
-    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--max-new-tokens", type=positive_int, default=32)
     p.add_argument("--fixed-length", action="store_true",
                    help="generate exactly --max-new-tokens (EOS cannot stop early): equal work per run")
-    p.add_argument("--repeats", type=int, default=1, help="timed generations per prompt; the median is kept")
+    p.add_argument("--repeats", type=positive_int, default=1, help="timed generations per prompt; the median is kept")
     p.add_argument("--no-drift", action="store_true", help="skip quality drift (faster)")
     p.add_argument("--no-attention", action="store_true", help="skip the per-head attention difference")
     p.add_argument("--out", type=Path, required=True, help="results file to write (.json)")
     p.add_argument("--report", type=Path, help="also write a report: .md for Markdown, .html for HTML")
 
 
-def cmd_compare(args: argparse.Namespace) -> int:
-    prompts = list(args.prompt)
+def _prompts(args: argparse.Namespace) -> list[str]:
+    prompts = [text_arg(p, "a --prompt") for p in args.prompt]
     if args.prompt_file is not None:
-        try:
-            prompts += [line for line in args.prompt_file.read_text(encoding="utf-8").splitlines() if line.strip()]
-        except OSError as exc:
-            print(f"error: cannot read {args.prompt_file}: {exc.strerror}", file=sys.stderr)
-            return 2
-    config = CompareConfig(models=_split(args.models), precisions=_split(args.precisions), prompts=prompts,
+        text = read_text_file(args.prompt_file)
+        prompts += [line for line in text.splitlines() if line.strip()]
+    return prompts
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Arguments and both outputs are checked before any model loads; errors go to stderr."""
+    prompts = _prompts(args)
+    models = _split(text_arg(args.models, "--models"))
+    system = text_arg(args.system, "--system") if args.system is not None else None
+    config = CompareConfig(models=models, precisions=_split(args.precisions), prompts=prompts,
                            max_new_tokens=args.max_new_tokens, fixed_length=args.fixed_length, repeats=args.repeats,
-                           system_prompt=args.system, drift=not args.no_drift,
+                           system_prompt=system, drift=not args.no_drift,
                            attention_drift=not args.no_attention)
     try:
         config.validate()
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise BadArgument(f"{str(exc).rstrip('.')}.") from None
+    check_target(args.out)
+    if args.report is not None:
+        check_target(args.report)
     switches = operator_switches()  # the same switches as the app and every other subcommand
     token = env_token()
     access = LoadAccess(allow_pickle=switches.allow_pickle, trust_remote_code=switches.trust_remote_code,
                         token=token.reveal() if token else None)
     result = run_comparison(config, progress=lambda m: print(m, file=sys.stderr, flush=True), access=access)
+    if not any(r.loaded_precision for r in result.runs):
+        errors = "; ".join(f"{r.label}: {r.error}" for r in result.runs)
+        raise GenerationError(f"every model failed, nothing written: {errors}")
     save_results(result, args.out)
     if args.report is not None:
         text = html_report(result) if args.report.suffix.lower() in {".html", ".htm"} else markdown_report(result)
-        args.report.parent.mkdir(parents=True, exist_ok=True)
-        args.report.write_text(text, encoding="utf-8")
+        write_text(args.report, text)
     for run in result.runs:
         if run.loaded_precision is None:
-            print(f"{run.label}: error: {run.error}")
+            print(f"{run.label}: error: {run.error}", file=sys.stderr)
             continue
         drift = (" · reference" if run.is_reference else
                  f" · KL {run.drift.kl_mean:.2e}, top-1 {run.drift.top1_agreement:.1%}" if run.drift else "")
@@ -76,5 +87,4 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print(f"{run.label}: footprint {fmt_bytes(run.footprint_bytes)}, peak {fmt_bytes(run.peak_bytes)}, "
               f"load {run.load_seconds:.1f} s, {tps}{drift}" + (f"  ({run.error})" if run.error else ""))
     print(f"wrote {args.out}" + (f" and {args.report}" if args.report else ""))
-    return 0 if any(r.loaded_precision for r in result.runs) else 1
-
+    return 0

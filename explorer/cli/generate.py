@@ -10,6 +10,7 @@ from explorer.cli.args import load_config, non_negative_int, positive_int, text_
 from explorer.model.errors import BadArgument
 from explorer.model.generation import GenerateOptions, conversation, generate_batch, stream_generate
 from explorer.model.loading import embedded_model_dir, load_model
+from explorer.model.safe_write import check_folder
 from explorer.model.precisions import LOAD_PRECISIONS
 
 PREPARE_HELP = "convert the embedded model once into the cache"
@@ -21,7 +22,8 @@ def configure_prepare(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    folder = embedded_model_dir(Path(args.cache_dir) if args.cache_dir else None, progress=print)
+    cache_dir = check_folder(text_arg(args.cache_dir, "--cache-dir")) if args.cache_dir else None  # before the 30 s
+    folder = embedded_model_dir(cache_dir, progress=print)
     print(f"embedded model ready: {folder}")
     return 0
 

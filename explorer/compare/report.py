@@ -16,6 +16,7 @@ from typing import Any
 from explorer.compare import figures as figs
 from explorer.compare.run import CompareConfig, ComparisonResult, PromptOutput, RunRecord
 from explorer.analyse.drift import DriftResult, PromptDrift
+from explorer.model.safe_write import write_text
 from explorer.views.units import gib
 
 FORMAT = "llm-explorer-compare"
@@ -89,7 +90,7 @@ def results_from_json(text: str | bytes) -> ComparisonResult:
 def save_results(result: ComparisonResult, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(results_to_json(result), encoding="utf-8")
+    write_text(path, results_to_json(result))
     return path
 
 

@@ -6,11 +6,11 @@ and not the 25–35 s of reloading it.
 """
 from __future__ import annotations
 
-import json
 import re
 import struct
 from pathlib import Path
 
+from explorer.model import read_limits
 from explorer.model.errors import BadSource, BadWeights, NotCausal, PickleRefused
 
 HUB_ID_MAX = 96  # the hub's own limit for owner/name
@@ -78,12 +78,9 @@ def read_safetensors_header(path: Path) -> dict:
         if n > SAFETENSORS_HEADER_MAX or n > size - 8:
             raise BadWeights(f"{name} is corrupt or truncated: its header claims {n} bytes, the file has {size}.")
         raw = f.read(n)
-    try:
-        header = json.loads(raw)
-        if not isinstance(header, dict):
-            raise ValueError("not an object")
-    except (ValueError, UnicodeDecodeError):
-        raise BadWeights(f"{name} is corrupt: its header is not valid JSON.") from None
+    header = read_limits.loads(raw, f"the header of {name}", _corrupt(name), limit=SAFETENSORS_HEADER_MAX)
+    if not isinstance(header, dict):
+        raise BadWeights(f"{name} is corrupt: its header is not valid JSON.")
     data = size - 8 - n
     for key, entry in header.items():
         if key == "__metadata__":
@@ -101,13 +98,20 @@ def read_safetensors_header(path: Path) -> dict:
     return header
 
 
+def _corrupt(name: str):
+    return lambda problem: BadWeights(f"{name} is corrupt: {problem}")
+
+
 def weight_files(folder: Path, allow_pickle: bool) -> list[Path]:
     """The safetensors files a load would read; refuses pickle-only folders unless allowed."""
     index = folder / "model.safetensors.index.json"
     if index.is_file():
         try:
-            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        except (ValueError, KeyError, TypeError, OSError):
+            data = read_limits.read_bytes(index, read_limits.CONFIG_MAX, BadWeights)
+            shards = sorted(set(read_limits.loads(data, index.name, BadWeights)["weight_map"].values()))
+        except BadWeights:
+            raise
+        except (ValueError, KeyError, TypeError, AttributeError, OSError):
             raise BadWeights(f"{index.name} in {folder.name} is corrupt.") from None
         missing = [s for s in shards if not (folder / s).is_file()]
         if missing:

@@ -5,7 +5,6 @@ wherever it came from. No weights are read here.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import huggingface_hub
@@ -17,6 +16,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_N
 from explorer.model.checks import check_hub_id, check_source_text, shown
 from explorer.model.errors import BadSource, clean_text
 from explorer.model.embedded import embedded_config as embedded_gguf_config
+from explorer.model import read_limits
 from explorer.model import preflight  # called through the module: tests put the hub out of reach
 from explorer.model.translate import hub_error
 from explorer.presets import EMBEDDED, PRESETS, preset_dict
@@ -64,11 +64,8 @@ def config_from_dict(data: object, source: str = "config"):
 
 
 def config_from_json(text: str | bytes, source: str = "config.json"):
-    try:
-        data = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{source} is not valid JSON: {exc}.") from None
-    return config_from_dict(data, source)
+    """Size and nesting bounded before parsing (explorer/model/read_limits.py)."""
+    return config_from_dict(read_limits.loads(text, source, ConfigError), source)
 
 
 def config_from_path(path: str | Path):
@@ -80,7 +77,7 @@ def config_from_path(path: str | Path):
             p = p / "config.json"
         if not p.is_file():
             raise ConfigError(f"No config.json at {shown(str(path))}.")
-        data = p.read_bytes()
+        data = read_limits.read_bytes(p, read_limits.CONFIG_MAX, ConfigError, p.name)
     except BadSource as exc:
         raise ConfigError(str(exc)) from None
     except OSError as exc:
@@ -107,7 +104,8 @@ def config_from_hub(repo_id: str, token: str | None = None):
             raise ConfigError(f"The hub is out of reach (offline), and {repo_id} is not in the local cache. "
                               "Use a preset, a local config.json or an upload instead.")
         path = _download_config(repo_id, token)
-    return config_from_json(Path(path).read_bytes(), source=repo_id)
+    data = read_limits.read_bytes(Path(path), read_limits.CONFIG_MAX, ConfigError, f"{repo_id}'s config.json")
+    return config_from_json(data, source=repo_id)
 
 
 def _download_config(repo_id: str, token: str | None) -> str:

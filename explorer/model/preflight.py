@@ -6,20 +6,26 @@ here, cheaply, while the model already loaded stays resident; only then does the
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from explorer.model import checks, translate
+from explorer.model import checks, read_limits, translate
 from explorer.model.embedded import embedded_model_dir, gguf_to_safetensors
 from explorer.model.errors import (
-    BadSource, GatedRepo, LoadError, NoNetwork, NotCausal, PickleRefused, RemoteCodeRefused, Secret,
+    BadConfigFile, BadSource, BadWeights, FileTooLarge, GatedRepo, LoadError, NoNetwork, NotCausal, PickleRefused,
+    RemoteCodeRefused, Secret,
     TokenizerError, env_token, reveal,
 )
 from explorer.model.load_config import LoadConfig, Progress, plan_precision
 from explorer.model.switches import LOCAL_PATHS_OFF, hub_offline
 from explorer.presets import EMBEDDED, PRESETS
+
+# The budget of every header check made here (local folders, cached and remote hub weights): they
+# read the JSON headers only, never tensor data, so a model of any size is checked in well under
+# this many seconds on a local disk (measured: see the report of issue 19 item 8).
+HEADER_CHECK_BUDGET_S = 2.0
+
 
 @dataclass(frozen=True)
 class ResolvedSource:
@@ -94,7 +100,8 @@ def _hub_snapshot(repo_id: str, cfg: LoadConfig, token: Secret | None) -> str:
 
 def _needs_remote_code(folder: Path) -> bool:
     try:
-        config = json.loads((folder / "config.json").read_text())
+        config = read_limits.loads(read_limits.read_bytes(folder / "config.json", read_limits.CONFIG_MAX, FileTooLarge),
+                                   "config.json", ValueError)
     except (OSError, ValueError):
         return False
     return isinstance(config, dict) and bool(config.get("auto_map"))
@@ -181,6 +188,31 @@ def _check_hub_weights(cfg: LoadConfig, resolved: ResolvedSource, token: Secret 
         checks.check_shapes(model_config, headers, resolved.name)
 
 
+def _check_cached_hub_weights(cfg: LoadConfig, name: str, cached: Path, model_config) -> bool:
+    """Hub weights already in the cache get the checks a local folder gets (truncated or corrupt
+    headers, shapes against the config): a damaged cache file used to pass unchecked and fail after
+    the swap. Headers only, so this stays within HEADER_CHECK_BUDGET_S. Returns whether every shard
+    was in the cache (else the rest is checked from the hub's headers)."""
+    folder = cached.parent
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        data = read_limits.read_bytes(index, read_limits.CONFIG_MAX, FileTooLarge)
+        weight_map = read_limits.loads(data, index.name, BadWeights).get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise BadWeights(f"{index.name} of {name} is corrupt: it has no weight map.")
+        shards = sorted({folder / str(s) for s in weight_map.values()})
+    else:
+        shards = [cached]
+    present = [p for p in shards if p.is_file()]
+    headers: dict[str, dict] = {}
+    for path in present:
+        header = checks.read_safetensors_header(path)
+        headers.update({k: v for k, v in header.items() if k != "__metadata__"})
+    if headers and model_config is not None:
+        checks.check_shapes(model_config, headers, name)
+    return len(present) == len(shards)
+
+
 def _check_local(cfg: LoadConfig, folder: Path, name: str, model_config) -> None:
     if not cfg.trust_remote_code and _needs_remote_code(folder):
         raise RemoteCodeRefused(f"{name} needs code shipped with the model (trust_remote_code), which is refused "
@@ -196,7 +228,10 @@ def check_weights(cfg: LoadConfig, pre: Preflight) -> None:
     try:
         if pre.resolved.kind != "hub":
             _check_local(cfg, Path(pre.location), pre.resolved.name, pre.model_config)
-        elif not isinstance(huggingface_hub_cached(pre.resolved.location, cfg), str):
+        elif isinstance(cached := huggingface_hub_cached(pre.resolved.location, cfg), str):
+            if not _check_cached_hub_weights(cfg, pre.resolved.name, Path(cached), pre.model_config):
+                _check_hub_weights(cfg, pre.resolved, pre.token, pre.model_config)  # shards not yet downloaded
+        else:
             _check_hub_weights(cfg, pre.resolved, pre.token, pre.model_config)
         pre.tokenizer = load_tokenizer(pre.location, cfg, pre.token, pre.resolved.name)
     except LoadError:
@@ -234,6 +269,31 @@ def preflight(cfg: LoadConfig, progress: Progress | None = None, weights: bool =
         raise translate.friendly(exc, name) from None
 
 
+def _check_sizes(location: str, resolved: ResolvedSource, cfg: LoadConfig) -> None:
+    """Config and tokenizer files over their limits are refused before they are parsed; a hub model's
+    are checked in the cache (config.json is always there by now, the rest once fetched)."""
+    folder = Path(location)
+    if folder.is_dir():
+        read_limits.check_folder(folder, _too_large(resolved.name))
+        config = folder / "config.json"
+        if config.is_file():
+            read_limits.loads(config.read_bytes(), f"{resolved.name}: config.json",
+                              BadConfigFile)  # bounded nesting: transformers' parser would overflow the stack
+        return
+    import huggingface_hub
+
+    for names, limit in ((read_limits.CONFIG_FILES, read_limits.CONFIG_MAX),
+                         (read_limits.TOKENIZER_FILES, read_limits.TOKENIZER_MAX)):
+        for name in names:
+            found = huggingface_hub.try_to_load_from_cache(location, name, cache_dir=cfg.cache_dir)
+            if isinstance(found, str):
+                read_limits.check_size(Path(found), limit, _too_large(resolved.name), name)
+
+
+def _too_large(name: str):
+    return lambda problem: FileTooLarge(f"{name}: {problem}")
+
+
 def _preflight(cfg: LoadConfig, progress: Progress | None = None) -> Preflight:
     """Validate the config, resolve the source, apply the security defaults, and read the config,
     the tokenizer and the weights' headers.
@@ -259,6 +319,7 @@ def _preflight(cfg: LoadConfig, progress: Progress | None = None) -> Preflight:
     elif resolved.kind == "gguf":
         checks.check_gguf(Path(resolved.location))
         location = str(gguf_to_safetensors(Path(resolved.location), cache_dir, progress))
+    _check_sizes(location, resolved, cfg)  # before transformers reads a byte of them
     try:
         model_config = AutoConfig.from_pretrained(location, trust_remote_code=cfg.trust_remote_code,
                                                   token=reveal(token), cache_dir=cfg.cache_dir)

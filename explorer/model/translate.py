@@ -40,7 +40,13 @@ def hub_error(exc: BaseException, name: str) -> LoadError | None:
     """The typed error for a hub failure anywhere in `exc`'s chain, or None if it is not one."""
     from huggingface_hub import errors as hub
 
-    for e in _chain(exc):
+    chain = _chain(exc)
+    for e in chain:  # the hub wraps a 5xx in LocalEntryNotFoundError ("not in the cache"): look beneath first
+        status = _status(e) if isinstance(e, hub.HfHubHTTPError) else None
+        if status is not None and status >= 500:
+            return HubError(f"The Hugging Face hub answered with a server error ({status}) for {name}. "
+                            "It is the hub's side, not your network: try again later.")
+    for e in chain:
         if isinstance(e, hub.GatedRepoError):
             return GatedRepo(f"{name} is gated: accept its licence on the hub, and set HF_TOKEN (environment or "
                              "Streamlit secrets) to a token that has been granted access.")
@@ -63,9 +69,6 @@ def hub_error(exc: BaseException, name: str) -> LoadError | None:
                                 "invalid or expired. Set a valid token, or unset it for public models.")
             if status == 403:
                 return GatedRepo(f"The token has no access to {name} (403 Forbidden): request access on the hub.")
-            if status is not None and status >= 500:
-                return HubError(f"The Hugging Face hub answered with a server error ({status}) for {name}. "
-                                "It is the hub's side: try again later.")
             return HubError(f"The Hugging Face hub refused the request for {name} ({status or 'no status'}): "
                             f"{_first_line(e, 160)}")
         if type(e).__name__ in {"ConnectError", "ConnectTimeout", "ConnectionError", "Timeout", "ReadTimeout",

@@ -20,6 +20,7 @@ from torch import nn
 
 from explorer.model.anatomy import Anatomy, find_anatomy, resolve
 from explorer.model.loading import context_length
+from explorer.record.prompt_checks import check_ids, check_messages, check_text, vocab_size
 from explorer.record.attention_fn import Recorder, explorer_attention_enabled, recording
 from explorer.record.attention_store import AttentionStore, Placement
 from explorer.record.components_recorder import ComponentsRecorder, start_components
@@ -43,12 +44,14 @@ def tokenize(tokenizer, prompt: Prompt, options: CaptureOptions) -> torch.Tensor
     if isinstance(prompt, torch.Tensor):
         return prompt.reshape(-1).to(torch.long).cpu()
     if isinstance(prompt, str):
+        check_text(prompt)
         if tokenizer is None:
             raise ValueError("a text prompt needs a tokenizer")
         return torch.tensor(tokenizer(prompt, add_special_tokens=options.add_special_tokens)["input_ids"],
                             dtype=torch.long)
     items = list(prompt)
     if items and isinstance(items[0], dict):
+        check_messages(items)
         if tokenizer is None or not getattr(tokenizer, "chat_template", None):
             raise ValueError("chat messages need a tokenizer with a chat template")
         text = tokenizer.apply_chat_template(items, tokenize=False,
@@ -134,7 +137,7 @@ def plan_capture(model: nn.Module, tokenizer, prompt: Prompt, options: CaptureOp
     """Tokenize, check the context window, and choose the layers that fit the memory budget."""
     anatomy = anatomy_of(model)
     shape = model_shape(model, anatomy)
-    ids = tokenize(tokenizer, prompt, options)
+    ids = check_ids(tokenize(tokenizer, prompt, options), vocab_size(model))
     t = int(ids.shape[0])
     if t == 0:
         raise ValueError("the prompt is empty after tokenization")

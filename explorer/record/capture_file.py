@@ -15,7 +15,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from explorer.model.anatomy import Anatomy, LayerParts
+from explorer.model import read_limits
 from explorer.model.checks import read_safetensors_header
+from explorer.model.safe_write import write_via_temp
 from explorer.model.errors import BadWeights, CaptureFileError
 from explorer.record.attention_store import AttentionStore, LayerAttention
 from explorer.record.components import components_from_file, components_to_file
@@ -120,7 +122,7 @@ def save_capture(capture: Capture, path: str | Path, include_attention: bool = T
         meta.update(extras.meta)
         tensors.update(extras.tensors)
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    save_file(tensors, str(path), metadata={META_KEY: json.dumps(meta)})
+    write_via_temp(path, lambda tmp: save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(meta)}))
 
 
 def _read_checked(path: Path) -> tuple[dict, dict[str, tuple[int, ...]]]:
@@ -136,14 +138,18 @@ def _read_checked(path: Path) -> tuple[dict, dict[str, tuple[int, ...]]]:
     raw = (header.get("__metadata__") or {}).get(META_KEY) if isinstance(header.get("__metadata__"), dict) else None
     if raw is None:
         raise CaptureFileError(f"{name} is not an LLM Explorer capture (no '{META_KEY}' metadata).")
-    try:
-        meta = json.loads(raw)
-    except ValueError:
-        raise CaptureFileError(f"{name} is not a valid capture file: its metadata is not valid JSON.") from None
+    if not isinstance(raw, str):
+        raise CaptureFileError(f"{name} is not a valid capture file: its metadata is not text.")
+    meta = read_limits.loads(raw, "its metadata", _invalid(name), limit=read_limits.CAPTURE_META_MAX)
     check_header(meta, name)
-    shapes = {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"}
-    check_tensors(meta, shapes, name)
+    entries = {k: v for k, v in header.items() if k != "__metadata__"}
+    shapes = {k: tuple(v["shape"]) for k, v in entries.items()}
+    check_tensors(meta, shapes, name, {k: v["dtype"] for k, v in entries.items()})
     return meta, shapes
+
+
+def _invalid(name: str):
+    return lambda problem: CaptureFileError(f"{name} is not a valid capture file: {problem[0].lower()}{problem[1:]}")
 
 
 def open_capture(path: str | Path) -> Capture:

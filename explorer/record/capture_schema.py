@@ -9,6 +9,7 @@ they say the same thing.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 
 from explorer.model.anatomy import Anatomy, LayerParts
@@ -32,7 +33,8 @@ _TENSOR_NAMES = re.compile(
     r"^(token_ids|embeddings|residual|attn_out_norm|mlp_out_norm|last_logits"
     r"|norm\.\d+\.(input_rms|output_mean|output_std|weight)|attn\.\d+\.[qk]|attn\.mask\.\d+"
     r"|summary\.(entropy|first_token|lookback)|lens\.\d+\.(token_ids|probs)|attn\.\d+\.maps"
-    r"|comp\.[a-z_]+|comp\.norm\.(final|\d+)\.(scale|gain|bias))$")
+    r"|comp\.(resid|z|w_o|b_o|mlp|values|unembed_ids|unembed_rows|unembed_bias|predicted)"
+    r"|comp\.norm\.(final|\d+)\.(scale|gain|bias))$")
 MAX_ELEMENTS = 2**34  # a declared size beyond this is a corrupt or hostile header
 _LAYER_FIELDS = {"mask", "causal", "scaling", "softcap", "sliding_window", "device"}
 
@@ -100,11 +102,14 @@ def _check_anatomy(c: _Check, a: dict) -> None:
                                                  for lp in a["layers"]), "the anatomy's layers are malformed")
 
 
-def check_tensors(meta: dict, shapes: dict[str, tuple[int, ...]], name: str) -> None:
-    """Tensor names known, sizes sane, and the shapes that must agree with the metadata do."""
+def check_tensors(meta: dict, shapes: dict[str, tuple[int, ...]], name: str,
+                  dtypes: dict[str, str] | None = None) -> None:
+    """Tensor names known, sizes sane, dtypes right, and the shapes that must agree with the metadata do."""
     c = _Check(name)
     unknown = sorted(k for k in shapes if not _TENSOR_NAMES.match(k))
     c.that(not unknown, f"unknown tensors {unknown[:5]}")
+    if dtypes is not None:
+        _check_dtypes(c, dtypes)
     for key, shape in shapes.items():
         n = 1
         for s in shape:
@@ -139,6 +144,7 @@ def check_tensors(meta: dict, shapes: dict[str, tuple[int, ...]], name: str) -> 
             c.that(key in shapes, f"the tensor {key} is missing")
             c.that(tuple(shapes[key][:2]) == (len(lm["layers"]), len(lm["positions"])),
                    f"{key} has shape {list(shapes[key])}")
+    _check_components(c, meta, shapes)
 
 
 def _check_attention(c: _Check, meta: dict, shapes: dict, T: int) -> None:
@@ -166,3 +172,69 @@ def _check_attention(c: _Check, meta: dict, shapes: dict, T: int) -> None:
                f"the queries and keys of layer {layer} disagree with the head counts")
         c.that(lm["mask"] is None or (isinstance(lm["mask"], int) and 0 <= lm["mask"] < len(am["mask_shapes"])),
                f"attention layer {layer} points to a mask that is not in the file")
+
+
+_INT_TENSORS = re.compile(r"^(token_ids|comp\.unembed_ids|comp\.predicted|lens\.\d+\.token_ids)$")
+_FLOATS = {"F16", "BF16", "F32", "F64"}
+
+
+def _check_dtypes(c: _Check, dtypes: dict[str, str]) -> None:
+    """Ids are integers, packed masks bytes, everything else floating point: a view indexes with the
+    first and does arithmetic on the last."""
+    for key, dtype in dtypes.items():
+        if _INT_TENSORS.match(key):
+            c.that(dtype in {"I64", "I32"}, f"{key} is {dtype}, not integer token ids")
+        elif key.startswith("attn.mask."):
+            c.that(dtype == "U8", f"{key} is {dtype}, not a packed mask")
+        else:
+            c.that(dtype in _FLOATS, f"{key} is {dtype}, not floating point")
+
+
+_COMP_META = {"kv_head_of": list, "final_softcap": (int, float, type(None)), "notes": list, "norms": dict}
+
+
+def _check_components(c: _Check, meta: dict, shapes: dict) -> None:
+    """The components part (explorer/record/components.py) against the model shape the file declares:
+    every tensor Attribution and routes read is there, with the shape they index it by."""
+    cm = meta.get("components")
+    comp_keys = sorted(k for k in shapes if k.startswith("comp."))
+    if not cm:
+        c.that(not comp_keys, "it holds component tensors but no components record")
+        return
+    c.that(set(cm) == set(_COMP_META), "the components record is incomplete or has unknown keys")
+    for key, kind in _COMP_META.items():
+        c.that(isinstance(cm[key], kind) and not isinstance(cm[key], bool), f"components {key!r} is malformed")
+    L, H, KV, d, T = meta["num_layers"], meta["num_heads"], meta["num_kv_heads"], meta["hidden_size"], len(meta["tokens"])
+    c.that(len(cm["kv_head_of"]) == H and all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < KV
+                                               for i in cm["kv_head_of"]),
+           "the components' kv_head_of does not map each head to a KV head")
+    c.that(all(isinstance(n, str) for n in cm["notes"]), "the components' notes must be strings")
+    cap = cm["final_softcap"]
+    c.that(cap is None or (math.isfinite(cap) and cap > 0), "the components' final_softcap is not a positive number")
+    for key in ("resid", "z", "w_o", "mlp", "unembed_ids", "unembed_rows", "predicted"):
+        c.that(f"comp.{key}" in shapes, f"the tensor comp.{key} is missing")
+    z = shapes["comp.z"]
+    c.that(len(z) == 4 and tuple(z[:3]) == (L, T, H) and z[3] >= 1,
+           f"comp.z has shape {list(z)}, expected [{L}, {T}, {H}, head size] for {T} tokens")
+    hd = z[3]
+    n = shapes["comp.unembed_ids"]
+    c.that(len(n) == 1 and n[0] >= 1, f"comp.unembed_ids has shape {list(n)}")
+    want = {"comp.resid": (L + 1, T, d), "comp.w_o": (L, H, hd, d), "comp.mlp": (L, T, d), "comp.b_o": (L, d),
+            "comp.values": (L, KV, T, hd), "comp.unembed_rows": (n[0], d), "comp.unembed_bias": (n[0],),
+            "comp.predicted": (T,)}
+    for key, shape in want.items():
+        if key in shapes:
+            c.that(tuple(shapes[key]) == shape, f"{key} has shape {list(shapes[key])}, expected {list(shape)}")
+    norm_keys = set()
+    for k, nm in cm["norms"].items():
+        c.that(k == "final" or (k.isdigit() and int(k) < L), f"components norm {k!r} is not a layer")
+        c.that(isinstance(nm, dict) and set(nm) == {"center", "bias"}
+               and all(isinstance(v, bool) for v in nm.values()), f"components norm {k!r} is malformed")
+        parts = {"scale": (T,), "gain": (d,), **({"bias": (d,)} if nm["bias"] else {})}
+        for part, shape in parts.items():
+            key = f"comp.norm.{k}.{part}"
+            c.that(key in shapes, f"components norm {k!r} has no tensor {key}")
+            c.that(tuple(shapes[key]) == shape, f"{key} has shape {list(shapes[key])}, expected {list(shape)}")
+            norm_keys.add(key)
+    stray = sorted(k for k in comp_keys if k.startswith("comp.norm.") and k not in norm_keys)
+    c.that(not stray, f"component tensors {stray[:3]} belong to no norm in the record")

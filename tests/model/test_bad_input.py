@@ -80,7 +80,13 @@ SOURCE_CASES = [  # id, source (str, or a key of `folders`), expected type, phra
     ("BERT (an encoder)", "bert", E.NotCausal, "encoder"),
     ("broken tokenizer", "broken_tokenizer", E.TokenizerError, "tokenizer"),
     ("not a GGUF", "fake_gguf", E.BadWeights, "GGUF signature"),
-    ("broken config.json", "bad_config_json", E.LoadError, "Could not load"),
+    ("broken config.json", "bad_config_json", E.BadConfigFile, "not valid JSON"),
+    # issue 21 item 6: sizes bounded before anything is parsed, and the limit said
+    ("1 GiB config.json", "huge_config", E.FileTooLarge, "config.json is 1.0 GiB; the limit is 16.0 MiB"),
+    ("200 MiB tokenizer.json", "huge_tokenizer", E.FileTooLarge, "tokenizer.json is 200.0 MiB; the limit is 128.0 MiB"),
+    ("17 MiB generation_config", "huge_generation_config", E.FileTooLarge, "generation_config.json is 17.0 MiB"),
+    ("config nested 100,000 deep", "deep_config", E.BadConfigFile, "nests deeper than 64 levels"),
+    ("20 MiB index", "huge_index", E.FileTooLarge, "model.safetensors.index.json is 20.0 MiB"),
 ]
 
 
@@ -103,6 +109,7 @@ CONFIG_CASES = [
     ("precision int3", dict(precision="int3"), "nf4, fp4, int8, bf16, fp16, fp32"),
     ("device map", dict(device_map="gpu7"), "balanced"),
     ("attention implementation", dict(attn_implementation="magic"), "sdpa"),
+    ("flash attention on this machine", dict(attn_implementation="flash_attention_2"), "flash_attention_2 needs"),
     ("source not text", dict(source=123), "must be text"),
     ("double_quant not a bool", dict(double_quant="yes"), "True or False"),
 ]
@@ -124,6 +131,7 @@ HUB_CASES = [
     ("gated", E.GatedRepo, "gated"),
     ("unknown", E.UnknownRepo, "No model called"),
     ("server", E.HubError, "server error (500)"),
+    ("server_wrapped", E.HubError, "not your network"),
     ("bad_token", E.BadToken, "401"),
     ("offline", E.NoNetwork, "no network"),
 ]
@@ -300,3 +308,71 @@ def test_hub_weights_are_checked_from_remote_headers_before_the_swap(monkeypatch
     resolved = preflight.ResolvedSource("hub", "owner/name", "owner/name")
     with pytest.raises(error, match=phrase):
         preflight._check_hub_weights(LoadConfig(source="owner/name"), resolved, None, config)
+
+
+@pytest.mark.parametrize("maker,phrase", [("huge_config", "config.json is 1.0 GiB; the limit is 16.0 MiB"),
+                                          ("deep_config", "nests deeper than 64 levels")])
+def test_the_architecture_page_reads_configs_within_the_limits(folders, maker, phrase):
+    from explorer.model.configs import ConfigError, config_from_json, config_from_path
+
+    with pytest.raises(ConfigError, match=phrase):
+        config_from_path(folders[maker])
+    with pytest.raises(ConfigError, match="the limit is 16.0 MiB"):
+        config_from_json(b" " * (16 * 2**20 + 1), "upload.json")
+
+
+CAPTURE_CASES = [  # issue 21 item 7: the API's capture() raises typed errors, each its own
+    ("token id past the vocabulary", lambda v: torch.tensor([1, 2, v + 5]), E.TokenOutOfVocabulary, "outside"),
+    ("negative token id", lambda v: torch.tensor([1, -3]), E.TokenOutOfVocabulary, "token id -3"),
+    ("chat message without content", lambda v: [{"role": "user"}], E.BadMessages, "no text content"),
+    ("chat message with None content", lambda v: [{"role": "user", "content": None}], E.BadMessages, "no text content"),
+    ("chat message with unknown role", lambda v: [{"role": "hacker", "content": "x"}], E.BadMessages, "role"),
+    ("lone surrogate", lambda v: "caf\udce9", E.BadText, "lone surrogate"),
+    ("lone surrogate in a message", lambda v: [{"role": "user", "content": "\ud800"}], E.BadText, r"U\+D800"),
+]
+
+
+@pytest.mark.parametrize("case,prompt,kind,phrase", CAPTURE_CASES, ids=[c[0] for c in CAPTURE_CASES])
+def test_capture_on_a_bad_prompt_is_a_typed_error_and_the_model_stays(resident, case, prompt, kind, phrase):
+    from explorer.record.capture import capture
+
+    reg, reference = resident
+    loaded = reg.current
+    vocab = loaded.model.get_input_embeddings().num_embeddings
+    with pytest.raises(kind, match=phrase) as info:
+        capture(loaded.model, loaded.tokenizer, prompt(vocab))
+    assert_clean(user_message(info.value))
+    assert_resident(reg, reference)
+
+
+@pytest.mark.parametrize("maker,kind,phrase", [
+    ("truncated_weights", E.BadWeights, "truncated"),
+    ("garbage_header", E.BadWeights, "not valid JSON"),
+    ("mismatched_weights", E.BadWeights, "do not fit its config"),
+], ids=["truncated", "garbage header", "shapes"])
+def test_cached_hub_weights_get_the_header_checks_too(folders, monkeypatch, maker, kind, phrase):
+    """Issue 19 item 8: a damaged file in the hub cache is found in preflight, not after the swap."""
+    from transformers import AutoConfig
+
+    cached = folders[maker] / "model.safetensors"
+    monkeypatch.setattr(preflight, "huggingface_hub_cached", lambda repo_id, cfg: str(cached))
+    monkeypatch.setattr(preflight, "_check_hub_weights", lambda *a: pytest.fail("the hub was asked"))
+    config = AutoConfig.from_pretrained(str(folders[maker]))
+    pre = preflight.Preflight(preflight.ResolvedSource("hub", "owner/name", "owner/name"), "owner/name", config,
+                              "fp32", "fp32", None, [])
+    with pytest.raises(kind, match=phrase):
+        preflight.check_weights(LoadConfig(source="owner/name"), pre)
+
+
+def test_cached_hub_weights_that_are_whole_pass_without_asking_the_hub(folders, monkeypatch):
+    from transformers import AutoConfig
+
+    cached = folders["good"] / "model.safetensors"
+    monkeypatch.setattr(preflight, "huggingface_hub_cached", lambda repo_id, cfg: str(cached))
+    monkeypatch.setattr(preflight, "_check_hub_weights", lambda *a: pytest.fail("the hub was asked"))
+    monkeypatch.setattr(preflight, "load_tokenizer", lambda *a: "tokenizer")
+    config = AutoConfig.from_pretrained(str(folders["good"]))
+    pre = preflight.Preflight(preflight.ResolvedSource("hub", "owner/name", "owner/name"), "owner/name", config,
+                              "fp32", "fp32", None, [])
+    preflight.check_weights(LoadConfig(source="owner/name"), pre)
+    assert pre.tokenizer == "tokenizer"

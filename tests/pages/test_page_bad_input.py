@@ -121,3 +121,111 @@ def test_the_chat_page_offers_auto_compute_and_says_which_was_chosen(resident):
     assert at.selectbox(key="load_compute").value == "auto"
     assert "auto" in at.selectbox(key="load_compute").options
     assert not at.exception
+
+
+def _open_upload_script(path: str) -> None:
+    from pathlib import Path as _Path
+
+    from pages._internals.settings import open_upload
+
+    open_upload("tampered.safetensors", _Path(path).read_bytes())
+
+
+def _tampered(tmp_path, edit) -> str:
+    import json as _json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from explorer.record.capture import DEFAULT_PARTS, CaptureOptions, capture
+    from explorer.record.capture_file import META_KEY, save_capture
+    from tests.tiny_models import tiny_model
+
+    good = tmp_path / "good.capture"
+    ids = torch.randint(3, 256, (6,), generator=torch.Generator().manual_seed(0))
+    save_capture(capture(tiny_model("llama"), None, ids, CaptureOptions(parts=DEFAULT_PARTS | {"components"})), good)
+    with safe_open(str(good), framework="pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        meta = _json.loads(f.metadata()[META_KEY])
+    edit(tensors, meta)
+    bad = tmp_path / "bad.capture"
+    save_file(tensors, str(bad), metadata={META_KEY: _json.dumps(meta)})
+    return str(bad)
+
+
+TAMPERED_UPLOADS = [  # issue 21 item 1: the three ways that crashed the Attribution view
+    ("comp.z cut", lambda t, m: t.__setitem__("comp.z", t["comp.z"][:, :, :2].contiguous()), "comp.z has shape"),
+    ("comp.w_o dropped", lambda t, m: t.pop("comp.w_o"), "comp.w_o is missing"),
+    ("norm entry with no tensor", lambda t, m: m["components"]["norms"].__setitem__("1", {"center": False,
+                                                                                        "bias": False}),
+     "has no tensor"),
+]
+
+
+@pytest.mark.parametrize("case,edit,phrase", TAMPERED_UPLOADS, ids=[c[0] for c in TAMPERED_UPLOADS])
+def test_a_tampered_capture_upload_is_one_sentence_in_the_internals_page(resident, tmp_path, case, edit, phrase):
+    from pages import _state
+
+    at = AppTest.from_function(_open_upload_script, args=(_tampered(tmp_path, edit),), default_timeout=120).run()
+    assert not at.exception
+    message = at.session_state[_state.OPEN_ERROR]
+    shown = message.replace("\\", "")     # escaped for Markdown
+    assert phrase in shown and "is not a valid capture file" in shown and "Traceback" not in message and str(tmp_path) not in message
+    assert _state.CURRENT not in at.session_state          # nothing from the file reaches a view
+    page = AppTest.from_file(str(PAGES / "internals.py"), default_timeout=120)
+    page.session_state[_state.OPEN_ERROR] = message
+    page.session_state[_state.VIEW] = "attribution"
+    page.run()
+    assert not page.exception
+    assert any(phrase in e.value.replace("\\", "") for e in page.main.error)
+    assert_still_serving(page, resident)
+
+
+@pytest.fixture
+def fresh_server_loads():
+    from pages._common import server_loads
+
+    server_loads.clear()
+    yield server_loads()
+    server_loads.clear()
+
+
+def test_autoload_does_not_fire_once_a_model_was_chosen_on_this_server(empty_registry, fresh_server_loads,
+                                                                       monkeypatch):
+    """Issue 21 item 3: another session chose a model (and unloaded it): this page must not load
+    the embedded default over that choice."""
+    monkeypatch.setenv("EXPLORER_AUTOLOAD", "1")
+    fresh_server_loads.mark_chosen()
+    at = AppTest.from_file(str(PAGES / "chat.py"), default_timeout=120).run()
+    assert not at.exception
+    assert empty_registry.current is None
+    assert any("No model is loaded" in i.value for i in at.info)
+
+
+def test_an_autoload_queued_behind_a_chosen_load_does_nothing_on_the_worker(empty_registry, fresh_server_loads,
+                                                                            folders):
+    """The check is repeated on the worker: an autoload that was queued before another session chose
+    a model finds the choice there and loads nothing."""
+    import threading
+
+    from pages import _common
+
+    worker = _common.model_worker()
+    gate, started = threading.Event(), threading.Event()
+    worker.submit(lambda loaded, req: (started.set(), gate.wait(30)), "other", kind="exclusive", generation=None,
+                  needs_model=False)
+    assert started.wait(30)
+    results = []
+
+    class Status:
+        def write(self, *a, **k): pass
+        def empty(self): return self
+        def progress(self, *a, **k): pass
+
+    t = threading.Thread(target=lambda: results.append(_common._load_on_worker(
+        LoadConfig(source=str(folders["good"]), precision="fp32"), True, Status())))
+    t.start()
+    fresh_server_loads.mark_chosen()           # B chose a model while A's autoload waited in the queue
+    gate.set()
+    t.join(60)
+    assert results == [None] and empty_registry.current is None
