@@ -137,7 +137,7 @@ def validate(model: nn.Module, specs: Sequence[Intervention], length: int | None
                 raise BadIntervention(f"{name}: a patch is of the residual stream or of a head.")
             if source is None:
                 raise BadIntervention(f"{name}: a patch needs the run to copy from (a clean prompt).")
-            if not 0 <= spec.position < source.length:
+            if spec.position is not None and not 0 <= spec.position < source.length:
                 raise BadIntervention(f"{name}: position {spec.position} is past the prompt's "
                                       f"{source.length} tokens.")
         else:
@@ -187,7 +187,8 @@ class _Hooks:
                 r = _rows(row)
                 if isinstance(spec, Patch):
                     if t == self.source.length:
-                        z[r, spec.position, spec.head] = self.source.z[layer, spec.position, spec.head].to(z)
+                        at = slice(None) if spec.position is None else spec.position
+                        z[r, at, spec.head] = self.source.z[layer, at, spec.head].to(z)
                 elif spec.mode == "zero":
                     z[r, :, spec.head] = 0
                 elif spec.mode == "scale":
@@ -231,7 +232,8 @@ class _Hooks:
                 return None
             out = out.clone()                                                      # (B, T, d)
             for spec, row in ops:
-                out[_rows(row), spec.position] = self.source.resid[layer, spec.position].to(out)
+                at = slice(None) if spec.position is None else spec.position
+                out[_rows(row), at] = self.source.resid[layer, at].to(out)
             return _replace_output(output, out)
         return hook
 

@@ -10,6 +10,7 @@ one token per spec, comma separated:
     skip:attn5     layer 5's attention adds nothing      skip:mlp7   layer 7's MLP adds nothing
     patch:r5@3     residual after layer 5 at position 3, from another run
     patch:h5.2@3   head 2 of layer 5 at position 3, from another run
+    patch:h5.2     head 2 of layer 5 at every position (patch:r5: the whole residual after layer 5)
 
 Hooks that apply them are in record/intervention_hooks.py.
 """
@@ -68,16 +69,18 @@ class SkipBlock:
 @dataclass(frozen=True)
 class Patch:
     """An activation copied from another run of a prompt of the same length: the residual stream
-    after `layer` at `position` (site "resid"), or one head's output there (site "head")."""
+    after `layer` at `position` (site "resid"), or one head's output there (site "head");
+    position None: at every position."""
     site: str                     # "resid" | "head"
     layer: int
-    position: int
+    position: int | None
     head: int | None = None
 
     def short(self) -> str:
+        at = "" if self.position is None else f"@{self.position}"
         if self.site == "head":
-            return f"patch:h{self.layer}.{self.head}@{self.position}"
-        return f"patch:r{self.layer}@{self.position}"
+            return f"patch:h{self.layer}.{self.head}{at}"
+        return f"patch:r{self.layer}{at}"
 
 
 Intervention = Union[HeadAblation, NeuronAblation, SkipBlock, Patch]
@@ -85,6 +88,12 @@ KINDS = {"head": HeadAblation, "neuron": NeuronAblation, "skip": SkipBlock, "pat
 _KIND_OF = {cls: name for name, cls in KINDS.items()}
 
 _NUM = r"(\d+)"
+
+
+def _opt(group: str | None) -> int | None:
+    return None if group is None else int(group)
+
+
 _FACTOR = r"(?:x(-?\d+(?:\.\d*)?(?:e-?\d+)?))?"
 _PATTERNS = (
     (re.compile(rf"mean:h{_NUM}\.{_NUM}"), lambda m: HeadAblation(int(m[1]), int(m[2]), "mean")),
@@ -94,8 +103,8 @@ _PATTERNS = (
     (re.compile(rf"n{_NUM}\.{_NUM}{_FACTOR}"),
      lambda m: NeuronAblation(int(m[1]), int(m[2]), float(m[3]) if m[3] is not None else 0.0)),
     (re.compile(rf"skip:(attn|mlp){_NUM}"), lambda m: SkipBlock(int(m[2]), m[1])),
-    (re.compile(rf"patch:r{_NUM}@{_NUM}"), lambda m: Patch("resid", int(m[1]), int(m[2]))),
-    (re.compile(rf"patch:h{_NUM}\.{_NUM}@{_NUM}"), lambda m: Patch("head", int(m[1]), int(m[3]), int(m[2]))),
+    (re.compile(rf"patch:r{_NUM}(?:@{_NUM})?"), lambda m: Patch("resid", int(m[1]), _opt(m[2]))),
+    (re.compile(rf"patch:h{_NUM}\.{_NUM}(?:@{_NUM})?"), lambda m: Patch("head", int(m[1]), _opt(m[3]), int(m[2]))),
     (re.compile(rf"{_NUM}\.{_NUM}"), lambda m: HeadAblation(int(m[1]), int(m[2]))),   # CLI's --ablate 14.2
 )
 MAX_SPECS = 256      # a URL or a form holds a handful; a long list is a mistake or an attack
