@@ -283,6 +283,20 @@ def intervene(model: nn.Module, specs: Sequence[Intervention], source: Activatio
         yield sites
 
 
+def capture_under(model: nn.Module, tokenizer, prompt, options, specs: Sequence[Intervention]):
+    """A capture (record/capture.py) of a forward run with `specs` applied; its notes say which
+    applied, so its caption, its file and a link made from it all carry them."""
+    from explorer.record.capture import capture
+    from explorer.record.interventions import capture_note
+
+    validate(model, specs)
+    with intervene(model, specs):
+        cap = capture(model, tokenizer, prompt, options)
+    if specs:
+        cap.notes.append(capture_note(specs))
+    return cap
+
+
 def model_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
@@ -327,5 +341,5 @@ def record_activations(model: nn.Module, input_ids: torch.Tensor) -> Activations
     return Activations(torch.stack([resid[i] for i in range(n)]), zs, logits)
 
 
-__all__ = ["Activations", "Sites", "intervene", "intervene_rows", "last_logits", "model_device",
+__all__ = ["Activations", "Sites", "capture_under", "intervene", "intervene_rows", "last_logits", "model_device",
            "record_activations", "sites_of", "validate"]

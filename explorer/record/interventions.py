@@ -154,10 +154,26 @@ def from_json(text: str | list) -> list[Intervention]:
     return out
 
 
+NOTE_PREFIX = "taken with interventions: "
+
+
+def capture_note(specs: Sequence[Intervention]) -> str:
+    """The note a capture taken under interventions keeps: its caption shows it, its file saves it."""
+    return NOTE_PREFIX + to_short(specs)
+
+
+def interventions_of(notes: Sequence[str]) -> list[Intervention]:
+    """The interventions a capture was taken with, read back from its notes ([] for a plain one)."""
+    for note in notes:
+        if note.startswith(NOTE_PREFIX):
+            return parse(note[len(NOTE_PREFIX):])
+    return []
+
+
 def describe(specs: Sequence[Intervention]) -> str:
     """A caption: "with h14.2, skip:mlp7" (empty for none)."""
     return f"with {', '.join(s.short() for s in specs)}" if specs else ""
 
 
-__all__ = ["BadIntervention", "HeadAblation", "Intervention", "NeuronAblation", "Patch", "SkipBlock", "describe",
+__all__ = ["NOTE_PREFIX", "BadIntervention", "capture_note", "interventions_of", "HeadAblation", "Intervention", "NeuronAblation", "Patch", "SkipBlock", "describe",
            "from_json", "parse", "parse_one", "to_json", "to_short"]
