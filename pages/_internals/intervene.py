@@ -16,14 +16,14 @@ from explorer.analyse.intervention_effects import direct_and_indirect, forward_e
 from explorer.analyse.patching import patch_heads, patch_residual, prepare
 from explorer.model.errors import user_message
 from explorer.model.generation import GenerateOptions, conversation, generate
-from explorer.record.intervention_hooks import validate
+from explorer.record.intervention_hooks import capture_under, validate
 from explorer.record.interventions import BadIntervention, HeadAblation, parse, to_short
 from explorer.views.figures.patching import head_patching_heatmap, probability_bars, residual_patching_heatmap
 from explorer.views.intervene_data import effect_rows, head_label, heads_from_labels, ranked_heads, split_rows
 from explorer.views.readout import Readout
 from explorer.views.teaching import escape_markdown
 from pages._common import model_worker, queue_note, run_on_model, session_alive, session_id
-from pages._internals.current import current
+from pages._internals.current import Current, capture_options, current, set_current
 from pages._internals.drawing import Shown
 from pages._state import INTERNALS as K
 
@@ -77,7 +77,7 @@ def intervene_view(r: Readout, layer: int, head: int, token: int, shown: Shown) 
         st.error(str(exc))
         return
     ids = cap.token_ids[: token + 1]
-    b1, b2 = st.columns(2)
+    b1, b2, b3 = st.columns(3)
     if b1.button("Run with these interventions", key=K + "iv_run", disabled=not specs, type="primary"):
         st.query_params[URL_PARAM] = to_short(specs)
         try:
@@ -87,6 +87,9 @@ def intervene_view(r: Readout, layer: int, head: int, token: int, shown: Shown) 
             st.error(user_message(exc))
     if b2.button("Generate with these interventions", key=K + "iv_gen", disabled=not specs):
         _generate(specs)
+    b3.button("Capture under these interventions", key=K + "iv_capture", disabled=not specs, on_click=_capture,
+              args=(tuple(specs),), help="A new capture of this prompt with them applied; its notes, its file and "
+                                         "its link say which.")
     done = st.session_state.get(EFFECT)
     if done and done[:2] == (to_short(specs), token):
         _show_effect(r, done[2], specs, token, shown)
@@ -138,6 +141,25 @@ def _generate(specs) -> None:
         with st.spinner("Generating the plain answer and the one with interventions…"):
             plain, changed = run_on_model(both)
         st.session_state[GENERATED] = (to_short(specs), plain, changed)
+    except Exception as exc:  # noqa: BLE001
+        st.error(user_message(exc))
+
+
+def _capture(specs) -> None:
+    """A button callback: it runs before the page draws, so the new capture may reset the layer,
+    head and token controls (set_current) before they exist."""
+    cur = current()
+    if cur is None:
+        return
+    ids = cur.readout.capture.token_ids
+    st.query_params[URL_PARAM] = to_short(specs)
+
+    def run(m):
+        cap = capture_under(m.model, m.tokenizer, ids, capture_options(m.name, m.precision), specs)
+        return Current(Readout(cap, m.model, m.tokenizer), cur.prompt, cur.source,
+                       f"{cur.origin} with {to_short(specs)}", cur.answer_start)
+    try:
+        set_current(run_on_model(lambda m: run(m)))
     except Exception as exc:  # noqa: BLE001
         st.error(user_message(exc))
 

@@ -99,3 +99,18 @@ def test_a_link_with_interventions_fills_the_view(resident, model, cap):
     assert not at.exception
     assert at.multiselect(key="internals_iv_heads").value == ["1.2"]
     assert at.text_input(key="internals_iv_more").value == "skip:mlp0"
+
+
+def test_a_capture_under_interventions_says_which_applied(resident, model, cap):
+    at = _open(cap, model)
+    at.multiselect(key="internals_iv_heads").set_value(["0.1"]).run()
+    at.button(key="internals_iv_capture").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    from pages import _state
+    taken = at.session_state[_state.CURRENT].readout.capture
+    assert "taken with interventions: h0.1" in taken.notes
+    from explorer.record.interventions import HeadAblation, interventions_of
+    assert interventions_of(taken.notes) == [HeadAblation(0, 1)]
+    assert not torch.equal(taken.residual[-1], cap.residual[-1])          # it ran with the head off
+    assert any("taken with interventions" in w.value for w in at.warning), [w.value for w in at.warning]
+    assert at.query_params["iv"] == "h0.1"
