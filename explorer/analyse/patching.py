@@ -13,7 +13,9 @@ information between positions, so what it writes at the last position alone miss
 wrote earlier for later heads to read; TransformerLens calls this "all positions" too.
 
 Patches run batched: row b of one forward is the corrupted prompt carrying patch b (hooks with
-a row each, record/intervention_hooks.py), as many rows as the memory budget allows.
+a row each, record/intervention_hooks.py), as many rows as the memory budget allows. A patch
+that copies exactly what the corrupted run holds (every position before the first token that
+differs, in a causal model) is not run: its result is the corrupted run's, exactly.
 """
 from __future__ import annotations
 
@@ -40,6 +42,17 @@ class PatchingSetup:
     corrupt_logits: torch.Tensor  # (V,) float32
     answer: int
     foil: int
+    corrupted: Activations | None = None   # the corrupted run's, to skip patches that copy what is there
+
+    def unchanged(self, patch: Patch) -> bool:
+        """Whether the patch would copy exactly what the corrupted run has there (a position before
+        the first token that differs, in a causal model): its result is the corrupted run's."""
+        if self.corrupted is None:
+            return False
+        at = slice(None) if patch.position is None else patch.position
+        if patch.site == "resid":
+            return torch.equal(self.source.resid[patch.layer, at], self.corrupted.resid[patch.layer, at])
+        return torch.equal(self.source.z[patch.layer, at, patch.head], self.corrupted.z[patch.layer, at, patch.head])
 
     @property
     def clean_diff(self) -> float:
@@ -91,14 +104,15 @@ def prepare(model: torch.nn.Module, clean, corrupt, answer: int | None = None,
         if tok is not None and vocab is not None and not 0 <= int(tok) < vocab:
             raise BadIntervention(f"The {name} token id {tok} is outside the vocabulary (0 to {vocab - 1}).")
     source = record_activations(model, clean)
-    corrupt_logits = last_logits(model, corrupt)[0]
+    corrupted = record_activations(model, corrupt)
+    corrupt_logits = corrupted.logits
     answer = int(source.logits.argmax()) if answer is None else int(answer)
     if foil is None:
         top2 = corrupt_logits.topk(2).indices.tolist()
         foil = top2[1] if top2[0] == answer else top2[0]
     if int(foil) == answer:
         raise BadIntervention("The answer and the second token are the same token; pick another second token.")
-    return PatchingSetup(clean, corrupt, source, corrupt_logits, answer, int(foil))
+    return PatchingSetup(clean, corrupt, source, corrupt_logits, answer, int(foil), corrupted)
 
 
 def batch_rows(model: torch.nn.Module, length: int, budget_bytes: int | None = None, most: int = 256) -> int:
@@ -117,21 +131,25 @@ def batch_rows(model: torch.nn.Module, length: int, budget_bytes: int | None = N
 
 def run_patches(model: torch.nn.Module, setup: PatchingSetup, patches: list[Patch], rows: int | None = None,
                 progress: Progress | None = None, cancel: threading.Event | None = None) -> torch.Tensor:
-    """(len(patches),) logit differences; `cancel` is checked between batches (RequestCancelled)."""
+    """(len(patches),) logit differences; `cancel` is checked between batches (RequestCancelled).
+    A patch that would copy what the corrupted run already has is not run: its result is that run's."""
     n, t = len(patches), setup.corrupt.numel()
     rows = rows or batch_rows(model, t)
-    out = torch.empty(n)
+    out = torch.full((n,), setup.corrupt_diff)
+    todo = [i for i, p in enumerate(patches) if not setup.unchanged(p)]
     ids = setup.corrupt.to(model_device(model))
-    for start in range(0, n, rows):
+    for start in range(0, len(todo), rows):
         if cancel is not None and cancel.is_set():
             raise RequestCancelled("Patching cancelled.")
-        chunk = patches[start:start + rows]
-        plan = [(p, row) for row, p in enumerate(chunk)]
+        chunk = todo[start:start + rows]
+        plan = [(patches[i], row) for row, i in enumerate(chunk)]
         with intervene_rows(model, plan, setup.source, t):
             logits = last_logits(model, ids.expand(len(chunk), t))                  # (b, V)
-        out[start:start + len(chunk)] = (logits[:, setup.answer] - logits[:, setup.foil]).cpu()
+        out[chunk] = (logits[:, setup.answer] - logits[:, setup.foil]).cpu()
         if progress is not None:
-            progress(min(start + rows, n), n)
+            progress(n - len(todo) + min(start + rows, len(todo)), n)
+    if progress is not None and not todo:
+        progress(n, n)
     return out
 
 
