@@ -19,6 +19,7 @@ import contextlib
 import inspect
 import math
 import threading
+import weakref
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -76,13 +77,13 @@ def _adds_residual(module: nn.Module | None) -> bool:
         return False
 
 
-_SITES: dict[int, tuple[nn.Module, Sites]] = {}
+_SITES: "weakref.WeakKeyDictionary[nn.Module, Sites]" = weakref.WeakKeyDictionary()   # a replaced model frees its entry
 
 
 def sites_of(model: nn.Module) -> Sites:
-    cached = _SITES.get(id(model))
-    if cached is not None and cached[0] is model:
-        return cached[1]
+    cached = _SITES.get(model)
+    if cached is not None:
+        return cached
     config = model.config
     hidden = int(getattr(config, "hidden_size", None) or getattr(config, "n_embd"))
     n_heads = int(getattr(config, "num_attention_heads", None) or getattr(config, "n_head"))
@@ -98,7 +99,7 @@ def sites_of(model: nn.Module) -> Sites:
     first = next((s.o_proj for s in layers if s.o_proj is not None), None)
     head_dim = _in_features(first) // n_heads if first is not None else 0
     sites = Sites(layers, n_heads, head_dim, hidden)
-    _SITES[id(model)] = (model, sites)
+    _SITES[model] = sites
     return sites
 
 

@@ -21,7 +21,7 @@ def test_ablate_heads_and_patch_two_prompts(app_url, page):
     page.goto(f"{app_url}/internals")
     wait_idle(page)
     capture_prompt(page, "The capital of France is")
-    heatmap_painted(page, "Layer")
+    heatmap_painted(page, "Layer", timeout=400_000)       # a shared 2-core machine can be slow
     page.get_by_role("radio", name="Intervene", exact=True).click()
     run = page.get_by_role("button", name="Run with these interventions")
     run.wait_for(timeout=120_000)
@@ -31,8 +31,8 @@ def test_ablate_heads_and_patch_two_prompts(app_url, page):
     changed = page.locator('[data-testid="stMetric"]', has_text="with interventions").first
     changed.wait_for(timeout=180_000)
     wait_idle(page)
-    before = float(re.search(r"([\d.]+)%", plain.inner_text()).group(1))
-    after = float(re.search(r"([\d.]+)%", changed.inner_text().split("\n")[1]).group(1))
+    before = float(re.findall(r"(\d+(?:\.\d+)?)%", plain.inner_text())[0])
+    after = float(re.findall(r"(\d+(?:\.\d+)?)%", changed.inner_text())[0])
     assert after < before, (plain.inner_text(), changed.inner_text())
     page.get_by_text("indirect = total − direct", exact=False).first.wait_for(timeout=60_000)
     assert "iv=" in page.url
