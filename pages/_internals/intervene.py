@@ -175,8 +175,11 @@ def _patching_panel(r: Readout, shown: Shown) -> None:
     go_col, cancel_col = st.columns([1, 1])
     if cancel_col.button("Cancel", key=K + "iv_cancel"):
         st.info("Patching cancelled.")       # the click's rerun stopped the wait, which cancelled the request
-    if go_col.button("Run patching", key=K + "iv_patch", disabled=not (clean and corrupt)):
-        _run_patching(r, clean, corrupt, answer, foil, sites)
+    if go_col.button("Run patching", key=K + "iv_patch"):
+        if clean and corrupt:
+            _run_patching(r, clean, corrupt, answer, foil, sites)
+        else:
+            st.info("Type both prompts: the clean one and a corrupted one with the same number of tokens.")
     done = st.session_state.get(PATCHED)
     if done:
         texts, answer_text, foil_text, results = done
