@@ -100,7 +100,8 @@ def intervene_view(r: Readout, layer: int, head: int, token: int, shown: Shown) 
         g1.text(generated[1])
         g2.markdown(f"**With {escape_markdown(generated[0])}**")
         g2.text(generated[2])
-    with st.expander("Activation patching: which layer, position and head carry the answer?"):
+    with st.expander("Activation patching: which layer, position and head carry the answer?",
+                     expanded=bool(st.session_state.get(PATCHED) or st.session_state.get(K + "iv_corrupt"))):
         _patching_panel(r, shown)
 
 

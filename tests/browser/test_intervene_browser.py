@@ -47,4 +47,6 @@ def test_ablate_heads_and_patch_two_prompts(app_url, page):
     page.get_by_role("button", name="Run patching").click()
     wait_for_titles(page, ["Residual patching"], timeout=300_000)
     wait_idle(page)
+    page.locator(".stPlotlyChart .gtitle", has_text="Residual patching").first.wait_for(state="visible")
+    page.locator(".stPlotlyChart .gtitle", has_text="Residual patching").first.scroll_into_view_if_needed()
     shot(page, "intervene_patching")
