@@ -12,6 +12,8 @@ from explorer.model.generation import GenerateOptions, conversation, generate_ba
 from explorer.model.loading import embedded_model_dir, load_model
 from explorer.model.safe_write import check_folder
 from explorer.model.precisions import LOAD_PRECISIONS
+from explorer.record.intervention_hooks import intervene
+from explorer.record.interventions import parse as parse_interventions
 
 PREPARE_HELP = "convert the embedded model once into the cache"
 GENERATE_HELP = "stream an answer (or a batch of answers) from a model"
@@ -40,6 +42,7 @@ def configure_generate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-p", type=float, default=0.9)
     p.add_argument("--top-k", type=non_negative_int, default=50)
     p.add_argument("--repetition-penalty", type=float, default=1.0)
+    p.add_argument("--ablate", default="", help="interventions, e.g. 14.2,20.5 or h3.1x0.5,skip:mlp7 (see README)")
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -48,9 +51,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
     system = text_arg(args.system, "the system prompt") if args.system else None
     if not 0 < args.temperature <= 100 or not 0 < args.top_p <= 1:
         raise BadArgument("--temperature must be in (0, 100] and --top-p in (0, 1].")
+    specs = parse_interventions(args.ablate)
     loaded = load_model(load_config(args.model, args.precision))
     for notice in loaded.notices:
         print(f"note: {notice}", file=sys.stderr)
+    with intervene(loaded.model, specs):
+        return _generate(args, loaded, prompts, system)
+
+
+def _generate(args: argparse.Namespace, loaded, prompts: list[str], system: str | None) -> int:
     options = GenerateOptions(max_new_tokens=args.max_new_tokens, do_sample=args.sample, temperature=args.temperature,
                               top_p=args.top_p, top_k=args.top_k, repetition_penalty=args.repetition_penalty)
     convs = [conversation(p, system) for p in prompts]

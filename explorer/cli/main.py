@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 from explorer.cli import capture as capture_cmd
 from explorer.cli import compare as compare_cmd
 from explorer.cli import generate as generate_cmd
+from explorer.cli import patch as patch_cmd
 from explorer.cli import routes as routes_cmd
 
 Handler = Callable[[argparse.Namespace], int]
@@ -33,6 +34,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("show", capture_cmd.SHOW_HELP, capture_cmd.configure_show, capture_cmd.cmd_show),
     Command("compare", compare_cmd.HELP, compare_cmd.configure_compare, compare_cmd.cmd_compare),
     Command("routes", routes_cmd.HELP, routes_cmd.configure, routes_cmd.cmd_routes),
+    Command("patch", patch_cmd.HELP, patch_cmd.configure, patch_cmd.cmd_patch),
 )
 
 

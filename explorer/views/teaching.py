@@ -72,6 +72,12 @@ EXPLANATIONS: dict[str, Explanation] = {
         "How much each head (one cell per layer and head) and each MLP (right column) added directly to the "
         "predicted token's score, read through the final norm and the LM head; red pushes it up, blue down.",
         "A few bright cells usually carry most of the prediction; click a head to open its attention map."),
+    "intervene": Explanation(
+        "Interventions",
+        "The same prompt run again with the heads you pick turned off (or neurons, or whole blocks), beside the "
+        "plain run: the answer's probability, how the top tokens moved, and KL between the two.",
+        "A head the answer needs makes its probability drop. Attribution only sees what a head writes "
+        "straight into the answer; the difference to the measured change is the indirect effect."),
     "tokens": Explanation(
         "Tokens",
         "The prompt as the model sees it: a sequence of tokens, each a word, a piece of a word or a "
@@ -200,6 +206,10 @@ TOUR: tuple[TourStep, ...] = (
              "Each head and MLP adds a vector to the stream, so the final score of **“{prediction}”** splits "
              "into their shares. The heatmap shows each one's direct push; the Attribution view also draws "
              "the routes the information took from the earlier tokens.", "attribution"),
+    TourStep("intervene", "12 · Which heads does this answer need?",
+             "Attribution is correlation: a head can write towards **“{prediction}”** and still not be needed. "
+             "Open the **Intervene** view: it starts with the heads ranked first here turned off. If the "
+             "probability of “{prediction}” falls, the answer needs them.", "attribution"),
 )
 
 

@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Mapping, Sequence
 
-VIEWS: tuple[str, ...] = ("attention", "residual", "embeddings", "lens", "attribution", "tour", "glossary")
+VIEWS: tuple[str, ...] = ("attention", "residual", "embeddings", "lens", "attribution", "intervene", "tour", "glossary")
 SOURCES: tuple[str, ...] = ("text", "chat", "raw")
 """How `prompt` becomes tokens: plain text (tokenizer adds its special tokens), wrapped in the chat
 template as one user message, or raw (already templated text, e.g. a captured conversation)."""

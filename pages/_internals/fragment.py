@@ -16,6 +16,7 @@ from pages._internals.attribution import attribution_view
 from pages._internals.current import Current, current
 from pages._internals.drawing import Shown, pick_token_from, explain, token_name
 from pages._internals.embeddings import embeddings_view
+from pages._internals.intervene import intervene_view
 from pages._internals.lens import lens_view
 from pages._internals.residual import residual_view
 from pages._internals.share import downloads, sync_url
@@ -23,7 +24,7 @@ from pages._internals.tour import glossary_view, tour_view
 from pages._state import HEAD, INTERNALS as K, LAYER, TOKEN, VIEW
 
 VIEW_NAMES = {"attention": "Attention", "residual": "Residual & norms", "embeddings": "Embeddings",
-              "lens": "Logit lens", "attribution": "Attribution", "tour": "Guided tour", "glossary": "Glossary"}
+              "lens": "Logit lens", "attribution": "Attribution", "intervene": "Intervene", "tour": "Guided tour", "glossary": "Glossary"}
 
 
 @st.fragment
@@ -51,7 +52,7 @@ def views_fragment() -> None:
     shown.table("tokens", r.tokens_table)
     explain(view)
     body = {"attention": attention_view, "residual": residual_view, "embeddings": embeddings_view,
-            "lens": lens_view, "attribution": attribution_view, "tour": tour_view, "glossary": glossary_view}[view]
+            "lens": lens_view, "attribution": attribution_view, "intervene": intervene_view, "tour": tour_view, "glossary": glossary_view}[view]
     body(r, layer, head, token, shown)
     downloads(cur, shown)
     sync_url(cur, layer, head, token, view)

@@ -1,0 +1,103 @@
+"""What an intervention changed: one forward with it against one without, at the last position.
+
+Why the last position only: it is the prediction a person reads (the answer token); the model
+projects only that position (`logits_to_keep=1`), so two forwards cost about one capture.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+
+from explorer.record.intervention_hooks import intervene, last_logits
+from explorer.record.interventions import HeadAblation, Intervention, to_short
+
+
+@dataclass
+class Effect:
+    """The answer token's logit and probability before and after, KL(plain ‖ intervened) in nats,
+    and both top-k lists as (token id, probability)."""
+    interventions: str            # short form, e.g. "h14.2,h20.5"
+    target: int
+    logit_before: float
+    logit_after: float
+    prob_before: float
+    prob_after: float
+    kl: float
+    top_before: list[tuple[int, float]] = field(default_factory=list)
+    top_after: list[tuple[int, float]] = field(default_factory=list)
+
+    @property
+    def logit_change(self) -> float:
+        return self.logit_after - self.logit_before
+
+    def to_dict(self) -> dict:
+        return {"interventions": self.interventions, "target": self.target, "logit_before": self.logit_before,
+                "logit_after": self.logit_after, "logit_change": self.logit_change, "prob_before": self.prob_before,
+                "prob_after": self.prob_after, "kl": self.kl, "top_before": self.top_before,
+                "top_after": self.top_after}
+
+
+def _top(probs: torch.Tensor, k: int) -> list[tuple[int, float]]:
+    values, ids = probs.topk(min(k, probs.numel()))
+    return [(int(i), float(v)) for i, v in zip(ids.tolist(), values.tolist())]
+
+
+def compare_logits(before: torch.Tensor, after: torch.Tensor, specs: Sequence[Intervention],
+                   target: int | None = None, k: int = 10) -> Effect:
+    """Effect from two (V,) logit vectors; target defaults to the plain run's top token."""
+    before, after = before.float().cpu(), after.float().cpu()
+    target = int(before.argmax()) if target is None else int(target)
+    logp, logq = before.log_softmax(-1), after.log_softmax(-1)
+    kl = float((logp.exp() * (logp - logq)).sum())
+    return Effect(to_short(specs), target, float(before[target]), float(after[target]), float(logp[target].exp()),
+                  float(logq[target].exp()), max(kl, 0.0), _top(logp.exp(), k), _top(logq.exp(), k))
+
+
+def forward_effect(model: torch.nn.Module, input_ids: torch.Tensor, specs: Sequence[Intervention],
+                   target: int | None = None, k: int = 10) -> Effect:
+    """The specs are checked (positions against the prompt) before either forward runs."""
+    ids = input_ids.reshape(1, -1)
+    with intervene(model, specs, length=ids.shape[1]):
+        after = last_logits(model, ids)[0]
+    before = last_logits(model, ids)[0]
+    return compare_logits(before, after, specs, target, k)
+
+
+@dataclass
+class DirectIndirect:
+    """Total effect of an ablation on the answer's logit, the part its direct attribution
+    predicts (the heads' own writes into the logit removed), and the rest: the indirect effect,
+    which goes through later layers (and the final norm's rescaling)."""
+    total: float
+    direct: float
+    indirect: float
+
+
+def direct_and_indirect(effect: Effect, heads_attribution: torch.Tensor,
+                        specs: Sequence[Intervention]) -> DirectIndirect | None:
+    """heads_attribution: (L, H) direct logit attribution of the same target on the plain run.
+    Only zero- and scale-ablations of heads have a direct share this simple; None otherwise."""
+    direct = 0.0
+    for spec in specs:
+        if not isinstance(spec, HeadAblation) or spec.mode == "mean":
+            return None
+        factor = 0.0 if spec.mode == "zero" else spec.factor
+        direct += (factor - 1.0) * float(heads_attribution[spec.layer, spec.head])
+    total = effect.logit_change
+    return DirectIndirect(total, direct, total - direct)
+
+
+def generate_with(loaded, messages, specs: Sequence[Intervention], options=None):
+    """Generation with interventions applied to every step (a mean ablation keeps the prompt's mean).
+
+    Run it as one model-worker request of its own, never batched with other sessions' prompts:
+    the hooks act on every row of every forward in the worker's thread while they are on."""
+    from explorer.model.generation import generate
+
+    with intervene(loaded.model, specs):
+        return generate(loaded, messages, options)
+
+
+__all__ = ["DirectIndirect", "Effect", "compare_logits", "direct_and_indirect", "forward_effect", "generate_with"]

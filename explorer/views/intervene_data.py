@@ -1,0 +1,48 @@
+"""What the Intervene view reads: the heads to offer first, and an Effect as rows and sentences.
+
+Why here and not in the page: the view's numbers (direct vs indirect, the ranking the heads come from) are testable without Streamlit.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+from explorer.analyse.attribution import Attribution
+from explorer.analyse.intervention_effects import DirectIndirect, Effect
+from explorer.record.interventions import HeadAblation
+
+
+def head_label(layer: int, head: int) -> str:
+    return f"{layer}.{head}"
+
+
+def ranked_heads(att: Attribution | None, top: int = 3) -> list[str]:
+    """The heads that push the answer up most, as "layer.head" labels (the attribution ranking)."""
+    if att is None:
+        return []
+    rows = [r for r in att.ranked(10 * top) if r["part"] == "head" and r["value"] > 0]
+    return [head_label(r["layer"], r["head"]) for r in rows[:top]]
+
+
+def heads_from_labels(labels: Sequence[str]) -> list[HeadAblation]:
+    return [HeadAblation(*map(int, label.split("."))) for label in labels]
+
+
+def effect_rows(effect: Effect, decode: Callable[[int], str]) -> list[dict]:
+    """Top tokens of both runs, one row per token: probability plain, with, and the change."""
+    before, after = dict(effect.top_before), dict(effect.top_after)
+    ids = list(dict.fromkeys([i for i, _ in effect.top_before] + [i for i, _ in effect.top_after]))
+    return [{"token": decode(i), "plain": before.get(i), "with interventions": after.get(i),
+             "change": (after[i] - before[i]) if i in after and i in before else None} for i in ids]
+
+
+def split_rows(split: DirectIndirect) -> list[dict]:
+    return [
+        {"effect on the answer's logit": "total (measured with the interventions)", "logit": split.total},
+        {"effect on the answer's logit": "direct (their attribution: what they wrote straight into it)",
+         "logit": split.direct},
+        {"effect on the answer's logit": "indirect = total − direct (through later layers and the final norm)",
+         "logit": split.indirect},
+    ]
+
+
+__all__ = ["effect_rows", "head_label", "heads_from_labels", "ranked_heads", "split_rows"]

@@ -1,0 +1,116 @@
+"""The Intervene view (AppTest) on a tiny resident model: heads pre-filled from the attribution,
+the answer's probability beside the plain run's, the direct/indirect split, the link's `iv=`,
+and a bad spec as a message with the model left as it was."""
+from __future__ import annotations
+
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+from explorer.record.capture import DEFAULT_PARTS, CaptureOptions, capture
+from explorer.record.intervention_hooks import last_logits
+from tests.pages.test_page_internals import PAGE, page_with  # noqa: F401
+from tests.tiny_models import tiny_model
+
+
+@pytest.fixture(scope="module")
+def model():
+    m = tiny_model("llama")
+    with torch.no_grad():                      # random init writes little through attention: make it matter
+        for layer in m.model.layers:
+            layer.self_attn.o_proj.weight.mul_(40)
+    return m
+
+
+@pytest.fixture
+def resident(model, monkeypatch):
+    from explorer.model.loading import LoadConfig, LoadedModel
+    from pages._common import registry
+
+    monkeypatch.setenv("EXPLORER_AUTOLOAD", "0")
+    from transformers import AutoTokenizer
+
+    from explorer.model.loading import embedded_model_dir
+    tok = AutoTokenizer.from_pretrained(str(embedded_model_dir()))     # the worker wants a tokenizer; unused here
+    loaded = LoadedModel(model=model, tokenizer=tok, config=LoadConfig(source="tiny", precision="fp32"),
+                         name="tiny-llama", source_kind="folder", precision="fp32", load_seconds=0.0,
+                         footprint_bytes=0, device_map={})
+    reg = registry()
+    before = reg._current
+    reg._current = loaded
+    yield loaded
+    reg._current = before
+
+
+@pytest.fixture(scope="module")
+def cap(model):
+    ids = torch.randint(5, 250, (12,), generator=torch.Generator().manual_seed(4)).tolist()
+    return capture(model, None, ids, CaptureOptions(parts=DEFAULT_PARTS | {"components"}))
+
+
+def _open(cap, model) -> AppTest:
+    at = page_with(cap, model=model)
+    at.segmented_control(key="internals_view").set_value("intervene").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_intervene_runs_the_top_heads_off_and_reports_the_change(resident, model, cap):
+    at = _open(cap, model)
+    heads = at.multiselect(key="internals_iv_heads").value
+    assert heads, "pre-filled from the attribution ranking"
+    from explorer.analyse.attribution import direct_logit_attribution
+    att = direct_logit_attribution(cap.components, cap.num_tokens - 1)
+    top = max(((l, h) for l in range(3) for h in range(4)), key=lambda lh: float(att.heads[lh]))
+    assert f"{top[0]}.{top[1]}" == heads[0]
+    at.button(key="internals_iv_run").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    labels = {m.label: m.value for m in at.metric}
+    plain = next(v for k, v in labels.items() if k.endswith("plain"))
+    after = next(v for k, v in labels.items() if k.endswith("with interventions"))
+    assert plain != after
+    assert any("indirect" in str(df.value) for df in at.dataframe)
+    assert at.query_params["iv"] == ",".join(f"h{x}" for x in heads)
+
+
+def test_a_bad_spec_is_a_message_and_the_model_is_untouched(resident, model, cap):
+    before = last_logits(model, cap.token_ids)
+    at = _open(cap, model)
+    at.text_input(key="internals_iv_more").set_value("h7.0").run()
+    assert not at.exception
+    assert any("layers 0 to 2" in e.value for e in at.error)
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+    torch.testing.assert_close(last_logits(model, cap.token_ids), before, rtol=0, atol=0)
+
+
+def test_a_link_with_interventions_fills_the_view(resident, model, cap):
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.query_params["iv"] = "h1.2,skip:mlp0"
+    from pages import _state
+    from pages._internals.current import Current
+    from explorer.views.readout import Readout
+    at.session_state[_state.CURRENT] = Current(Readout(cap, model), "x", "text", "test")
+    at.session_state[_state.TOKEN] = cap.num_tokens - 1
+    at.session_state[_state.LAYER] = 1
+    at.session_state[_state.HEAD] = 0
+    at.session_state[_state.LINK_READ] = True
+    at.session_state[_state.VIEW] = "intervene"
+    at.run()
+    assert not at.exception
+    assert at.multiselect(key="internals_iv_heads").value == ["1.2"]
+    assert at.text_input(key="internals_iv_more").value == "skip:mlp0"
+
+
+def test_a_capture_under_interventions_says_which_applied(resident, model, cap):
+    at = _open(cap, model)
+    at.multiselect(key="internals_iv_heads").set_value(["0.1"]).run()
+    at.button(key="internals_iv_capture").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    from pages import _state
+    taken = at.session_state[_state.CURRENT].readout.capture
+    assert "taken with interventions: h0.1" in taken.notes
+    from explorer.record.interventions import HeadAblation, interventions_of
+    assert interventions_of(taken.notes) == [HeadAblation(0, 1)]
+    assert not torch.equal(taken.residual[-1], cap.residual[-1])          # it ran with the head off
+    assert any("taken with interventions" in w.value for w in at.warning), [w.value for w in at.warning]
+    assert at.query_params["iv"] == "h0.1"
