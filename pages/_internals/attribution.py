@@ -64,7 +64,7 @@ def attribution_view(r: Readout, layer: int, head: int, token: int, shown: Shown
     explain("logit_attribution")
     target = lens_data.token_text(cap, r.source, att.target)
     shown.figure("attribution", lambda: attribution_heatmap(att, target, f"{token} {r.texts[token]}"),
-                 key=(token,), on_select=pick_head_from(K + "fig_attribution"))
+                 key=(token,), on_select=pick_head_from(K + "fig_attribution", "attention"))
     for note in att.notes:
         st.caption(escape_markdown(note))
     st.dataframe(ranked_table(att), hide_index=True, key=K + "attribution_table")

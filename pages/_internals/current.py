@@ -15,6 +15,8 @@ from explorer.views.url_state import ViewState
 from pages._common import run_on_model
 from pages._state import BUDGET, COMPONENTS, CURRENT, HEAD, LAYER, PENDING, TOKEN, TOUR_STEP, VIEW_WIDGET
 
+CHAT_TURN = "chat turn"   # Current.origin of a capture that follows the chat (cleared with it)
+
 
 @dataclass
 class Current:
