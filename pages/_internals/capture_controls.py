@@ -5,11 +5,16 @@ import hashlib
 
 import streamlit as st
 
+from explorer.model.errors import BadArgument
+from explorer.record.prompt_file import MAX_PROMPT_FILE_BYTES, read_prompt_file
 from explorer.views.url_state import PARAMS
 from pages._internals.current import CHAT_TURN, current, run_capture
 from pages._internals.link import capture_from_link
 from pages._state import CHAT_MESSAGES, CHAT_TEMPLATE, CURRENT, FOLLOW, INTERNALS as K, LAST_PROMPT_TOKENS, \
     LAST_SEQUENCE_GENERATION, PROMPT, SEEN_SEQ, last_sequence_ids
+
+
+PROMPT_FILE_SEEN = K + "prompt_file_seen"   # (file_id, error or None) of the text file read last
 
 
 def _sequence_key(ids) -> str:
@@ -67,5 +72,31 @@ def capture_controls(loaded) -> None:
         run_capture(loaded, prompt, text, "chat" if chat else "text", "typed prompt")
     elif submitted:
         st.warning("Type a prompt first.")
+    prompt_file(loaded)
     capture_from_link(loaded)
+
+
+def prompt_file(loaded) -> None:
+    """A long document as the prompt: an uploaded text file, captured once per upload."""
+    upload = st.file_uploader(f"Or capture a text file (UTF-8, up to {MAX_PROMPT_FILE_BYTES // 2**20} MiB)",
+                              key=K + "prompt_file", help="The file's text is the prompt, as it is (no chat template). "
+                              "Long documents are captured within the memory budget set in the sidebar.")
+    if upload is None:
+        return
+    seen = st.session_state.get(PROMPT_FILE_SEEN)
+    if seen is not None and seen[0] == upload.file_id:
+        if seen[1]:
+            st.error(seen[1])    # stays while the file that caused it is in the box
+        return
+    if loaded is None:
+        st.info("Load a model to capture this file.")
+        return
+    try:
+        text = read_prompt_file(upload.name, upload.getvalue())
+    except BadArgument as exc:
+        st.session_state[PROMPT_FILE_SEEN] = (upload.file_id, str(exc))
+        st.error(str(exc))
+        return
+    st.session_state[PROMPT_FILE_SEEN] = (upload.file_id, None)
+    run_capture(loaded, text, text, "text", f"text file {upload.name}")
 
