@@ -21,8 +21,12 @@ PAGE = STRIP_MAX_TOKENS          # tokens on one page of the strip
 SLIDER_MAX_TOKENS = 2048         # above this the focus is a number input, not a slider with a stop per token
 PAGE_KEY = VIEW_WIDGET + "strip_page"   # (page, focus when it was turned to); cleared with each new capture
 STICKY_KEY = K + "controls"
-STICKY_CSS = (f".st-key-{STICKY_KEY} {{ position: sticky; top: 3.75rem; z-index: 20; padding: 0.25rem 0 0.1rem;"
-              " background: var(--background-color, #ffffff); border-bottom: 1px solid rgba(49, 51, 63, 0.12); }"
+# Streamlit wraps a keyed container in a layout wrapper of the same height: the wrapper is what sticks
+# (a sticky element stays within its parent, and the wrapper's parent is the whole views column)
+STICKY_CSS = (f"div[data-testid='stLayoutWrapper']:has(> .st-key-{STICKY_KEY}) {{ position: sticky; top: 3.75rem;"
+              " z-index: 20; background: var(--st-background-color, #ffffff);"
+              " box-shadow: 0 6px 6px -6px rgba(49, 51, 63, 0.25); }"
+              f" .st-key-{STICKY_KEY} {{ background: var(--st-background-color, #ffffff); padding: 0.2rem 0 0.3rem; }}"
               f" .st-key-{K}controls_css {{ display: none; }}")
 
 
@@ -32,7 +36,7 @@ def controls(cur: Current) -> tuple[int, int, int]:
     cap = r.capture
     _keep_layer_shown(r)
     with st.container(key=STICKY_KEY):
-        c1, c2, c3 = st.columns([3, 2, 4])
+        c1, c2, c3 = st.columns([5, 4, 6])
         layer = c1.select_slider("Layer", options=r.view_layers, key=LAYER)
         head = c2.selectbox("Head", list(range(cap.num_heads)), key=HEAD,
                             format_func=lambda h: f"head {h} · KV {cap.kv_head_of[h]}")
