@@ -36,7 +36,7 @@ def controls(cur: Current) -> tuple[int, int, int]:
     cap = r.capture
     _keep_layer_shown(r)
     with st.container(key=STICKY_KEY):
-        c1, c2, c3 = st.columns([5, 4, 6])
+        c1, c2, c3 = st.columns([4, 4, 5])
         layer = c1.select_slider("Layer", options=r.view_layers, key=LAYER)
         head = c2.selectbox("Head", list(range(cap.num_heads)), key=HEAD,
                             format_func=lambda h: f"head {h} · KV {cap.kv_head_of[h]}")

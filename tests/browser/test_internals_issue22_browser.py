@@ -108,7 +108,7 @@ def test_a_click_on_the_attribution_chart_opens_that_heads_map(app_url, page):
     assert got.get("layer") == [str(layer)] and got.get("head") == [str(head)], got
     assert "view" not in got                             # the attention view (the default) is open
     page.locator(".st-key-internals_fig_attention_map").wait_for()
-    assert page.locator(".st-key-internals_fig_attention_map .gtitle").inner_text().startswith(
+    assert page.locator(".st-key-internals_fig_attention_map .gtitle").first.text_content().startswith(
         f"Layer {layer} · head {head}")
     shot(page, "attribution_click_opened_map")
 
@@ -140,9 +140,12 @@ def test_a_long_prompts_map_and_its_controls_fit_one_window_at_both_sizes(app_ur
             page.get_by_role("radio", name=view, exact=True).click()
             page.wait_for_timeout(300)
             wait_idle(page, 300_000)
-            page.evaluate("window.scrollTo(0, 0)")
             name = view.split()[0].lower()
-            shot(page, f"view_{name}_{width}x{height}", full=True)
+            for part in (0, 1):               # the views column, its first two windows' worth
+                page.evaluate("(y) => document.querySelector('[data-testid=stMain]').scrollTo(0, y)",
+                              part * (height - 120))
+                page.wait_for_timeout(200)
+                shot(page, f"view_{name}_{width}x{height}_{part}")
         page.get_by_role("radio", name="Attention", exact=True).click()
         wait_idle(page)
 
@@ -160,13 +163,13 @@ def test_a_text_file_is_captured_and_the_strip_pages_through_it(app_url, page, t
     upload.set_input_files(str(doc))
     page.get_by_text("from the text file document.txt").wait_for(timeout=300_000)
     wait_idle(page)
-    strip_title = page.locator(".st-key-internals_strip .gtitle")
-    first = strip_title.inner_text()
+    strip_title = page.locator(".st-key-internals_strip .gtitle").first
+    first = strip_title.text_content()
     assert first.startswith("Tokens ") and " of " in first
     page.get_by_text("Page ", exact=False).first.wait_for()
     page.get_by_role("button", name="◀ Previous").click()
     wait_idle(page)
     page.wait_for_function("(before) => { const t = document.querySelector('.st-key-internals_strip .gtitle');"
                            " return t && t.textContent !== before; }", arg=first)
-    assert strip_title.inner_text() != first
+    assert strip_title.text_content() != first
     shot(page, "text_file_paged")
