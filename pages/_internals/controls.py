@@ -94,10 +94,10 @@ def token_strip_pages(cur: Current, token: int) -> None:
         pages = (t + PAGE - 1) // PAGE
         window = (page * PAGE, min(t, (page + 1) * PAGE))
         c1, c2, c3 = st.columns([1, 1, 6], vertical_alignment="center")
-        c1.button("◀ Previous", key=K + "strip_prev", disabled=page == 0, on_click=_turn, args=(-1, t),
-                  width="stretch", help=f"Tokens {max(0, window[0] - PAGE)}–{window[0] - 1}")
-        c2.button("Next ▶", key=K + "strip_next", disabled=page >= pages - 1, on_click=_turn, args=(1, t),
-                  width="stretch")
+        c1.button("◀", key=K + "strip_prev", disabled=page == 0, on_click=_turn, args=(-1, t),
+                  width="stretch", help="The previous page of tokens (the focus stays where it is)")
+        c2.button("▶", key=K + "strip_next", disabled=page >= pages - 1, on_click=_turn, args=(1, t),
+                  width="stretch", help="The next page of tokens (the focus stays where it is)")
         where = "" if window[0] <= token < window[1] else f" · the focus ({token}) is on page {page_of(token) + 1}"
         how = "Type a position in" if t > SLIDER_MAX_TOKENS else "Move"
         c3.caption(f"Page {page + 1} of {pages}: tokens {window[0]}–{window[1] - 1} of {t}{where}. "

@@ -167,7 +167,9 @@ def test_a_text_file_is_captured_and_the_strip_pages_through_it(app_url, page, t
     first = strip_title.text_content()
     assert first.startswith("Tokens ") and " of " in first
     page.get_by_text("Page ", exact=False).first.wait_for()
-    page.get_by_role("button", name="◀ Previous").click()
+    prev = page.get_by_role("button", name="◀", exact=True)
+    assert prev.evaluate("b => b.scrollWidth <= b.clientWidth + 1")          # the label is not cut
+    prev.click()
     wait_idle(page)
     page.wait_for_function("(before) => { const t = document.querySelector('.st-key-internals_strip .gtitle');"
                            " return t && t.textContent !== before; }", arg=first)
