@@ -79,8 +79,9 @@ def capture_controls(loaded) -> None:
 def prompt_file(loaded) -> None:
     """A long document as the prompt: an uploaded text file, captured once per upload."""
     upload = st.file_uploader(f"Or capture a text file (UTF-8, up to {MAX_PROMPT_FILE_BYTES // 2**20} MiB)",
-                              key=K + "prompt_file", max_upload_size=MAX_PROMPT_FILE_BYTES // 2**20, help="The file's text is the prompt, as it is (no chat template). "
-                              "Long documents are captured within the memory budget set in the sidebar.")
+                              key=K + "prompt_file", max_upload_size=MAX_PROMPT_FILE_BYTES // 2**20,
+                              help="The file's text is the prompt, as it is (no chat template). Long documents "
+                              "are captured within the memory budget set in the sidebar.")
     if upload is None:
         return
     seen = st.session_state.get(PROMPT_FILE_SEEN)
