@@ -49,11 +49,11 @@ def map_height(n_rows: int) -> int:
 
 def tick_cells(n: int, room_px: int, keep: int | None = None) -> list[int]:
     """Evenly spaced cells to label so that labels ROW_PX apart never overlap; `keep` (the focus) is
-    always labelled, replacing the nearest regular tick."""
+    always labelled, replacing the regular ticks less than a step away (so it is ROW_PX clear too)."""
     step = max(1, -(-n * ROW_PX // max(room_px, ROW_PX)))
     cells = list(range(0, n, step))
     if keep is not None and 0 <= keep < n and keep not in cells:
-        cells = [c for c in cells if abs(c - keep) >= step / 2] + [keep]
+        cells = [c for c in cells if abs(c - keep) >= step] + [keep]
     return sorted(cells)
 
 
