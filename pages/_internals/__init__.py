@@ -3,7 +3,8 @@ Streamlit's legacy pages/ mode never lists it as a page).
 
   current           Current (the capture on screen) and run_capture, the one place the model's forward runs
   link              a shared link: read once, its prompt captured when the right model is loaded
-  capture_controls  follow the chat, or capture a typed prompt
+  capture_controls  follow the chat (forgotten when it is cleared), a typed prompt, or a text file
+  controls          layer, head and token pickers (sticky) and the token strip, paged for long prompts
   settings          sidebar: memory budget, open a capture file
   fragment          the views fragment: caption, controls, the chosen view, downloads, URL
   drawing           Shown (figures/tables drawn this run), explanations, click callbacks

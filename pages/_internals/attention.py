@@ -5,14 +5,16 @@ import contextlib
 
 import streamlit as st
 
-from explorer.views.figures.attention import EXACT_CELLS, attention_heatmap, focus_row, gqa_figure, \
+from explorer.views.figures.attention import EXACT_CELLS, MAP_MAX_PX, attention_heatmap, focus_row, gqa_figure, \
     head_outline, head_summary_figure, overview_figure, select_cell, tile_outline, token_attention_figure
 from explorer.views.figures.map_html import image_map_html, is_image_map
-from explorer.views.pooling import MAX_SIDE
+from explorer.views.pooling import Span
 from explorer.views.readout import Readout
 from pages._internals.drawing import Shown, explain, outline_over, pick_head_from
 from pages._state import INTERNALS as K
 
+LONG_MAP_PX = 600          # a long prompt's map: short enough to share a 1280×800 window with the controls
+WINDOW_SIZES = (32, 64, 128, EXACT_CELLS)   # a full-resolution window, at most EXACT_CELLS (hover reads cells)
 IMAGE_NOTE = ("A map this size is drawn as a picture, a cell to a pixel or two. Turn on “Full-resolution window” "
               "to zoom and read single cells, or download attention_map.html for an interactive copy.")
 WIDE_WINDOW_NOTE = (f"A window wider than {EXACT_CELLS} positions is drawn as a picture too: narrow it to zoom and "
@@ -23,23 +25,12 @@ def attention_view(r: Readout, layer: int, head: int, token: int, shown: Shown) 
     if not r.has_attention:
         st.info("This capture holds no attention (it was not recorded, or the file was saved without it).")
         return
-    q_window = k_window = None
-    if r.num_tokens > EXACT_CELLS:     # the whole map is a picture then: a window brings back hover and zoom
-        full = st.toggle("Full-resolution window", key=K + "w_fullres",
-                         help="Show a window of the map cell by cell, with zoom, and hover that reads each value.")
-        if full:
-            t = r.num_tokens
-            c1, c2 = st.columns(2)
-            default_q = (max(0, token - 127), min(t - 1, max(token, 127)))   # 128 positions ending at the focus
-            q_window = c1.slider("Query positions", 0, t - 1, default_q, key=K + "w_qwin")
-            k_window = c2.slider("Key positions", 0, t - 1, default_q, key=K + "w_kwin")
-            q_window, k_window = (q_window[0], q_window[1] + 1), (k_window[0], k_window[1] + 1)
-            if max(q_window[1] - q_window[0], k_window[1] - k_window[0]) > MAX_SIDE:
-                st.caption(f"Windows are cut to the last {MAX_SIDE} positions.")
+    q_window, k_window = window_controls(r, token)
     view = r.attention_view(layer, head, q_window, k_window)
     # cached per layer/head/window; a token switch only moves the focus box (no rebuild, same PNG)
     note = WIDE_WINDOW_NOTE if view.window else IMAGE_NOTE
-    fig = shown.figure("attention_map", lambda: attention_heatmap(view, r.texts, token),
+    max_px = LONG_MAP_PX if r.num_tokens > EXACT_CELLS else MAP_MAX_PX
+    fig = shown.figure("attention_map", lambda: attention_heatmap(view, r.texts, token, max_px),
                        key=(layer, head, q_window, k_window), mark=lambda fig: focus_row(fig, view.q_spans, token),
                        as_html=lambda fig: image_map_html(fig, note) if is_image_map(fig) else None)
     if is_image_map(fig):
@@ -67,6 +58,30 @@ def attention_view(r: Readout, layer: int, head: int, token: int, shown: Shown) 
         fig = shown.figure("overview", lambda: overview_figure(ov), key=(), on_select=pick_head_from(chart))
         outline_over(chart, tile_outline(fig, ov, (layer, head)))
         explain("attention_overview")
+
+
+def window_controls(r: Readout, token: int) -> tuple[Span | None, Span | None]:
+    """A long prompt's map is a pooled picture; a full-resolution window of it can be moved anywhere
+    by typing where it ends ("what does position 90,000 attend to?": type 90000). Returns the
+    (query, key) windows, or (None, None) for the whole map."""
+    if r.num_tokens <= EXACT_CELLS:     # the whole map is exact then: hover and zoom already work
+        return None, None
+    full = st.toggle("Full-resolution window", key=K + "w_fullres",
+                     help="Show a window of the map cell by cell, with zoom, and hover that reads each value.")
+    if not full:
+        return None, None
+    t = r.num_tokens
+    c1, c2, c3 = st.columns([2, 2, 1])
+    q_end = c1.number_input(f"Query position (0–{t - 1})", 0, t - 1, value=token, step=1, key=K + "w_q_end",
+                            help="The window's last row: what this position attends to, and the rows before it.")
+    k_end = c2.number_input("Last key position", 0, t - 1, value=None, step=1, key=K + "w_k_end",
+                            placeholder="same as the query",
+                            help="The window's last column; empty: the keys just before the query (the diagonal).")
+    size = c3.selectbox("Window", WINDOW_SIZES, index=WINDOW_SIZES.index(128), key=K + "w_size",
+                        format_func=lambda n: f"{n} × {n}")
+    q_end = int(q_end)
+    k_end = q_end if k_end is None else int(k_end)
+    return (max(0, q_end + 1 - size), q_end + 1), (max(0, k_end + 1 - size), k_end + 1)
 
 
 def head_summaries_panel(r: Readout, layer: int, head: int, token: int, shown: Shown) -> None:

@@ -60,7 +60,7 @@ def attribution_view(r: Readout, layer: int, head: int, token: int, shown: Shown
     explain("logit_attribution")
     target = r.token_text(att.target)
     shown.figure("attribution", lambda: attribution_heatmap(att, target, f"{token} {r.texts[token]}"),
-                 key=(token,), on_select=pick_head_from(K + "fig_attribution"))
+                 key=(token,), on_select=pick_head_from(K + "fig_attribution", "attention"))
     for note in att.notes:
         st.caption(escape_markdown(note))
     st.dataframe(ranked_table(att), hide_index=True, key=K + "attribution_table")
@@ -73,6 +73,10 @@ def _edge_details(r: Readout, graph, edge, token: int, shown) -> None:
     if edge.kind != "attention":
         return
     st.markdown("Heads that carry it: " + ", ".join(f"head {h} ({s:.2f})" for h, s in edge.heads[:8]))
+    if edge.layer not in r.attention_layers:
+        st.info(f"Layer {edge.layer}'s attention maps are not in this capture (left out to stay within the "
+                "memory budget), so its heads' maps cannot be drawn.")
+        return
     for h, share in edge.heads[:MAX_HEAD_MAPS]:
         shown.figure(f"edge_head_{h}", lambda h=h: attention_heatmap(r.attention_view(edge.layer, h), r.texts, dst.position),
                      key=(edge.layer, h, dst.position))

@@ -15,12 +15,14 @@ from explorer.views.url_state import ViewState
 from pages._common import run_on_model, worker_runner
 from pages._state import BUDGET, COMPONENTS, CURRENT, HEAD, LAYER, PENDING, TOKEN, TOUR_STEP, VIEW_WIDGET
 
+CHAT_TURN = "chat turn"   # Current.origin of a capture that follows the chat (cleared with it)
+
 
 @dataclass
 class Current:
     """The capture on screen and what produced it (for the shareable link)."""
     readout: Readout
-    prompt: str | None        # None: opened from a file, not reproducible from a link
+    display_text: str | None  # the prompt as the user wrote it (the link's text); None: opened from a file
     source: str               # "text" | "chat" | "raw" | "file"
     origin: str               # shown to the user, e.g. "typed prompt", "chat turn", "file x.safetensors"
     answer_start: int | None = None   # first generated token of a chat turn; None: all prompt

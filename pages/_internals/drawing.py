@@ -11,7 +11,7 @@ from explorer.views.readout import Readout
 from explorer.views.teaching import EXPLANATIONS
 from explorer.views.text import visible_whitespace
 from pages._internals.current import Current
-from pages._state import HEAD, INTERNALS as K, LAYER, TOKEN
+from pages._state import HEAD, INTERNALS as K, LAYER, TOKEN, VIEW
 
 PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
 
@@ -90,13 +90,17 @@ def point_values(value) -> list[int]:
     return [int(v) for v in value]
 
 
-def pick_head_from(chart_key: str) -> Callable[[], None]:
+def pick_head_from(chart_key: str, open_view: str | None = None) -> Callable[[], None]:
+    """A click on a [layer, head] cell picks that head; `open_view` also switches to that view
+    (the attribution chart's "click a head to open its attention map")."""
     def callback() -> None:
         point = selected(chart_key)
         if point and point.get("customdata") is not None:
             values = point_values(point["customdata"])
             if len(values) == 2:
                 st.session_state[LAYER], st.session_state[HEAD] = values
+                if open_view is not None:
+                    st.session_state[VIEW] = open_view
     return callback
 
 

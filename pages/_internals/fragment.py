@@ -7,21 +7,21 @@ from __future__ import annotations
 
 import streamlit as st
 
-from explorer.views.figures.internals import token_strip
 from explorer.views.pooling import MAX_SIDE
 from explorer.views.teaching import escape_markdown
 from explorer.views.url_state import VIEWS
 from pages._internals.attention import attention_view
 from pages._internals.attribution import attribution_view
-from pages._internals.current import Current, current
-from pages._internals.drawing import Shown, pick_token_from, explain, token_name
+from pages._internals.controls import controls
+from pages._internals.current import current
+from pages._internals.drawing import Shown, explain
 from pages._internals.embeddings import embeddings_view
 from pages._internals.intervene import intervene_view
 from pages._internals.lens import lens_view
 from pages._internals.residual import residual_view
 from pages._internals.share import downloads, sync_url
 from pages._internals.tour import glossary_view, tour_view
-from pages._state import HEAD, INTERNALS as K, LAYER, TOKEN, VIEW
+from pages._state import VIEW
 
 VIEW_NAMES = {"attention": "Attention", "residual": "Residual & norms", "embeddings": "Embeddings",
               "lens": "Logit lens", "attribution": "Attribution", "intervene": "Intervene", "tour": "Guided tour", "glossary": "Glossary"}
@@ -43,8 +43,8 @@ def views_fragment() -> None:
     for note in cap.notes:
         st.warning(f"Reduced capture: {escape_markdown(note)}")
     if r.is_pooled:
-        st.info(f"Long prompt ({r.num_tokens} tokens): heatmaps are block-pooled to at most {MAX_SIDE} cells a "
-                "side. Turn on “Full-resolution window” above the attention map to see a window cell by cell.")
+        st.caption(f"Long prompt ({r.num_tokens} tokens): heatmaps are block-pooled to at most {MAX_SIDE} cells a "
+                   "side. Turn on “Full-resolution window” above the attention map to see a window cell by cell.")
     layer, head, token = controls(cur)
     view = st.segmented_control("View", list(VIEWS), format_func=VIEW_NAMES.get, key=VIEW, required=True,
                                 label_visibility="collapsed") or "attention"
@@ -56,19 +56,3 @@ def views_fragment() -> None:
     body(r, layer, head, token, shown)
     downloads(cur, shown)
     sync_url(cur, layer, head, token, view)
-
-
-def controls(cur: Current) -> tuple[int, int, int]:
-    r = cur.readout
-    cap = r.capture
-    c1, c2, c3 = st.columns([3, 2, 4])
-    layer = c1.select_slider("Layer", options=r.view_layers, key=LAYER)
-    head = c2.selectbox("Head", list(range(cap.num_heads)), key=HEAD,
-                        format_func=lambda h: f"head {h} · KV {cap.kv_head_of[h]}")
-    token = c3.select_slider("Token in focus", options=list(range(r.num_tokens)), key=TOKEN,
-                             format_func=lambda i: token_name(r, i))
-    strip_key = K + "strip"
-    st.plotly_chart(cur.figure(("strip", token), lambda: token_strip(r.texts, token, cur.answer_start)), key=strip_key,
-                    config={"displayModeBar": False}, on_select=pick_token_from(strip_key), selection_mode="points")
-    return int(layer), int(head), int(token)
-

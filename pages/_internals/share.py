@@ -38,7 +38,7 @@ def downloads(cur: Current, shown: Shown) -> None:
 
 def sync_url(cur: Current, layer: int, head: int, token: int, view: str) -> None:
     cap = cur.readout.capture
-    state = ViewState(model=cap.model_name, precision=cap.precision, prompt=cur.prompt,
+    state = ViewState(model=cap.model_name, precision=cap.precision, prompt=cur.display_text,
                       source=cur.source if cur.source in ("text", "chat", "raw") else "text",
                       layer=layer, head=head, token=token, view=view)
     to_set, to_delete = changed_params(st.query_params.to_dict(), state.to_params())

@@ -29,7 +29,7 @@ def _move(delta: int) -> None:
 
 def tour_view(r: Readout, layer: int, head: int, token: int, shown: Shown) -> None:
     step_i = _step()
-    c1, c2, c3 = st.columns([1, 4, 1])
+    c1, c2, c3 = st.columns([2, 5, 2])   # wide enough for "← Previous" uncut at 1280 px
     c1.button("← Previous", key=K + "tour_prev", disabled=step_i == 0, on_click=_move, args=(-1,))
     c3.button("Next →", key=K + "tour_next", disabled=step_i == len(TOUR) - 1, on_click=_move, args=(1,))
     step = TOUR[step_i]

@@ -91,3 +91,65 @@ def test_a_chat_turn_capture_marks_where_the_answer_begins(no_model, tiny_captur
     titles = [json.loads(el.proto.spec)["layout"]["title"]["text"] for el in at.get("plotly_chart")]
     strip = next(t for t in titles if "answer 20–23" in t)
     assert "prompt 0–19" in strip
+
+
+def _chat_turn_page(cap: Capture, messages: list[dict]) -> AppTest:
+    """A page whose capture follows the chat, with the view in the URL, and the given conversation."""
+    from pages import _state
+    from pages._internals.current import CHAT_TURN, Current
+
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.session_state[_state.CURRENT] = Current(Readout(cap), "x", "raw", CHAT_TURN)
+    at.session_state[_state.CHAT_MESSAGES] = messages
+    at.session_state[_state.LAST_SEQUENCE_IDS] = list(range(5, 5 + T))
+    at.session_state[_state.LINK_READ] = True
+    at.query_params.update(model="tiny", prompt="x", src="raw", layer="1", head="0", token="3")
+    return at.run()
+
+
+def test_a_cleared_chat_takes_its_capture_and_the_url_along(no_model, tiny_capture):
+    from pages import _state
+
+    kept = _chat_turn_page(tiny_capture, [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}])
+    assert kept.session_state[_state.CURRENT] is not None and "chat turn" in kept.caption[0].value
+    cleared = _chat_turn_page(tiny_capture, [])
+    assert _state.CURRENT not in cleared.session_state
+    assert not any(k in cleared.query_params for k in ("model", "prompt", "src", "layer", "head", "token"))
+    assert any("Chat with the model on the left" in i.value for i in cleared.info)
+    assert not any("chat turn" in c.value for c in cleared.caption)
+
+
+def test_the_token_strip_pages_through_a_long_prompt_without_moving_the_focus(no_model):
+    model = tiny_model("llama")
+    model.config.max_position_embeddings = 2048
+    long = capture(model, None, [5 + i % 200 for i in range(700)])
+    at = page_with(long)
+
+    def strip_title() -> str:
+        strip = next(json.loads(el.proto.spec) for el in at.get("plotly_chart")
+                     if "click a token" in json.loads(el.proto.spec)["layout"]["title"]["text"])
+        return strip["layout"]["title"]["text"]
+
+    assert strip_title().startswith("Tokens 640–699 of 700")          # the focus's page, not 160 tokens around it
+    assert at.button(key="internals_strip_next").disabled
+    at.button(key="internals_strip_prev").click().run()
+    assert strip_title().startswith("Tokens 480–639 of 700")
+    assert at.session_state["internals_token"] == 699                  # turning a page keeps the focus
+    assert any("the focus (699) is on page 5" in c.value for c in at.caption)
+    at.select_slider(key="internals_token").set_value(10).run()        # a jump turns to the focus's page
+    assert strip_title().startswith("Tokens 0–159 of 700")
+    assert at.button(key="internals_strip_prev").disabled
+    assert not at.exception
+
+
+def test_a_layer_the_capture_dropped_is_a_sentence_not_a_key_error(no_model, tiny_capture):
+    from pages import _state
+    from pages._internals.current import Current
+
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.session_state[_state.CURRENT] = Current(Readout(tiny_capture), "x", "text", "test prompt")
+    at.session_state[_state.LAYER] = 99
+    at.session_state[_state.LINK_READ] = True
+    at.run()
+    assert not at.exception
+    assert any("Layer 99 is not in this capture" in i.value for i in at.info)

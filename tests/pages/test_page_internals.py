@@ -181,17 +181,20 @@ def test_a_long_prompt_is_pooled_with_a_notice_and_a_window_gives_full_resolutio
     model = AutoModelForCausalLM.from_config(config).eval()
     cap = capture(model, None, torch.randint(3, 250, (700,)).tolist())
     at = page_with(cap)
-    assert any("block-pooled" in i.value for i in at.info)
+    assert any("block-pooled" in c.value for c in at.caption)
     pooled = title_starting(at, "Layer 1 · head 0 (KV head 0) · pooled 2 tokens per cell")
     assert shape(specs(at)[pooled]) == (350, 350)
     at.toggle(key="internals_w_fullres").set_value(True).run()
     title = title_starting(at, "Layer 1 · head 0 (KV head 0) · full resolution")
     assert shape(specs(at)[title]) == (128, 128)
     assert "html" not in specs(at)[title]                          # a window this size keeps hover and zoom
-    at.slider(key="internals_w_qwin").set_value((100, 399)).run()
-    wide = title_starting(at, "Layer 1 · head 0 (KV head 0) · full resolution, queries 100–399")
-    assert shape(specs(at)[wide])[0] == 300 and "html" in specs(at)[wide]
-    assert any("narrow it" in c.value for c in at.caption)
+    # "what does position 600 attend to?": the window moves to any query (and key) position typed
+    at.number_input(key="internals_w_q_end").set_value(600).run()
+    moved = title_starting(at, "Layer 1 · head 0 (KV head 0) · full resolution, queries 473–600, keys 473–600")
+    assert shape(specs(at)[moved]) == (128, 128) and "html" not in specs(at)[moved]
+    at.number_input(key="internals_w_k_end").set_value(40).run()
+    at.selectbox(key="internals_w_size").set_value(32).run()
+    title_starting(at, "Layer 1 · head 0 (KV head 0) · full resolution, queries 569–600, keys 9–40")
 
 
 def test_a_saved_capture_opens_without_any_model(no_model, tiny_llama, tiny_capture, tmp_path):

@@ -46,11 +46,11 @@ def map_height(n_rows: int) -> int:
 
 def tick_cells(n: int, room_px: int, keep: int | None = None) -> list[int]:
     """Evenly spaced cells to label so that labels ROW_PX apart never overlap; `keep` (the focus) is
-    always labelled, replacing the nearest regular tick."""
+    always labelled, replacing the regular ticks less than a step away (so it is ROW_PX clear too)."""
     step = max(1, -(-n * ROW_PX // max(room_px, ROW_PX)))
     cells = list(range(0, n, step))
     if keep is not None and 0 <= keep < n and keep not in cells:
-        cells = [c for c in cells if abs(c - keep) >= step / 2] + [keep]
+        cells = [c for c in cells if abs(c - keep) >= step] + [keep]
     return sorted(cells)
 
 
@@ -65,20 +65,22 @@ def focus_row(fig: go.Figure, spans, focus: int | None) -> go.Figure:
     return fig
 
 
-def attention_heatmap(view: AttentionView, texts: Sequence[str], focus: int | None = None) -> go.Figure:
+def attention_heatmap(view: AttentionView, texts: Sequence[str], focus: int | None = None,
+                      max_px: int = MAP_MAX_PX) -> go.Figure:
     """One head: row = query, column = key, colour = attention probability.
 
     Numeric axes, labelled "12 ␣the" at evenly thinned cells (a token that occurs twice keeps two
     rows). Up to EXACT_CELLS a side the trace is a float32 heatmap whose hover reads the value; a
     larger map is a PNG image trace (see figures/image.py): ~90 kB instead of 1.4 MB at 512 tokens,
-    which the browser paints without colouring every cell.
+    which the browser paints without colouring every cell. `max_px` caps the height (a long prompt's
+    map is kept short enough to share the window with its controls).
     """
     n_q, n_k = view.z.shape
     how = "" if view.factor == 1 else f" · pooled {view.factor} tokens per cell"
     if view.window:
         how = f" · full resolution, queries {view.q_spans[0][0]}–{view.q_spans[-1][1] - 1}, " \
               f"keys {view.k_spans[0][0]}–{view.k_spans[-1][1] - 1}"
-    height = map_height(n_q)
+    height = min(map_height(n_q), max(MAP_MIN_PX, max_px))
     zmax = float(np.nanmax(view.z)) if view.z.size else 1.0
     colorbar = dict(title=dict(text="attention"), thickness=12)
     q_ticks = tick_cells(n_q, height - MAP_CHROME_PX, cell_of(view.q_spans, focus))

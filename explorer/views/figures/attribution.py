@@ -24,17 +24,21 @@ def attribution_heatmap(att: Attribution, target_text: str, position_text: str) 
     common = dict(colorscale="RdBu", reversescale=True, zmin=-bound, zmax=bound, zmid=0)
     fig.add_trace(go.Heatmap(z=f32(heads), x=f32(range(n_heads)), y=f32(range(n_layers)), **common,
                              colorbar=dict(title=dict(text="logit"), thickness=12),
-                             hovertemplate="layer %{y} head %{x}<br>%{z:+.3f}<extra></extra>"), 1, 1)
+                             hoverinfo="skip"), 1, 1)   # the click layer above reads out and is clicked
     fig.add_trace(go.Heatmap(z=f32(mlp), x=["MLP"], y=f32(range(n_layers)), **common, showscale=False,
                              hovertemplate="layer %{y} MLP<br>%{z:+.3f}<extra></extra>"), 1, 2)
     gy, gx = np.meshgrid(np.arange(n_layers), np.arange(n_heads), indexing="ij")
-    fig.add_trace(go.Scatter(x=f32(gx.ravel()), y=f32(gy.ravel()), mode="markers", hoverinfo="skip",
+    # heatmap cells cannot be selected, markers can: the invisible markers carry the hover and the click
+    fig.add_trace(go.Scatter(x=f32(gx.ravel()), y=f32(gy.ravel()), mode="markers", hoverinfo="text",
+                             hovertext=[f"layer {li} head {h}<br>{v:+.3f} · click to open its attention map"
+                                        for li, h, v in zip(gy.ravel(), gx.ravel(), heads.ravel())],
                              customdata=np.stack([gy.ravel(), gx.ravel()], 1).astype(np.int32),
-                             marker=dict(symbol="square", size=10, color=CLICK_MARKER), showlegend=False), 1, 1)
+                             marker=dict(symbol="square", size=16, color=CLICK_MARKER), showlegend=False), 1, 1)
     title = (f"Direct contribution to the logit of “{plotly_text(target_text, 20)}” at "
              f"{plotly_text(position_text, 24)} (logit {att.logit:.2f}; embedding {att.embedding:+.2f})")
     fig.update_layout(title=dict(text=title, font=dict(size=14)), height=int(min(900, max(320, 18 * n_layers + 120))),
-                      margin=dict(l=10, r=10, t=60, b=10), uirevision="keep", clickmode="event+select")
+                      margin=dict(l=10, r=10, t=60, b=10), uirevision="keep", clickmode="event+select",
+                      dragmode=False)
     fig.update_yaxes(title_text="layer", row=1, col=1)
     fig.update_xaxes(title_text="head", row=1, col=1)
     return fig

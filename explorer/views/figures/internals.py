@@ -118,16 +118,17 @@ def _strip_hover(p: int, text: str, answer_start: int | None) -> str:
 
 
 def token_strip(texts: Sequence[str], focus: int | None, answer_start: int | None = None,
-                max_tokens: int = STRIP_MAX_TOKENS, row_chars: int = STRIP_ROW_CHARS) -> go.Figure:
+                max_tokens: int = STRIP_MAX_TOKENS, row_chars: int = STRIP_ROW_CHARS,
+                window: Span | None = None) -> go.Figure:
     """The prompt written out token by token, one box per token, wrapped like text; clicking a box
     selects the token (its point's customdata is the position). Long prompts show a window around
-    the focused token. For a chat turn the answer's tokens are green and a bar marks where the
+    the focused token, or `window` (a page the reader turned to, which may not hold the focus). For a chat turn the answer's tokens are green and a bar marks where the
     prompt ends; a token holding part of a character shows its byte pieces (<0xD7>), explained on hover.
 
     Boxes are horizontal bars (bars can be selected, heatmap cells cannot), each as wide as its label.
     """
     t = len(texts)
-    start, stop = strip_window(t, focus or 0, max_tokens)
+    start, stop = window if window is not None else strip_window(t, focus or 0, max_tokens)
     positions = list(range(start, stop))
     shown = [visible_whitespace(texts[p]) for p in positions]
     shown = [s if len(s) <= 16 else s[:15] + "…" for s in shown]
