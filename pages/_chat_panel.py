@@ -17,7 +17,7 @@ from explorer.model.errors import user_message
 from explorer.model.generation import GenerateOptions, conversation
 from explorer.model.loading import LoadedModel
 from explorer.model.worker_stream import WorkerStream
-from explorer.views.text import reveal
+from explorer.views.text import show_hidden
 from pages._common import model_worker, queue_note, session_alive, session_id
 from pages._state import CHAT_MESSAGES, LAST_PROMPT_TOKENS, LAST_SEQUENCE_GENERATION, LAST_SEQUENCE_IDS, LAST_STATS, \
     PARTIAL_ANSWER, PARTIAL_STATS, STOP_EVENT
@@ -78,7 +78,7 @@ def _finish_interrupted_turn(loaded: LoadedModel | None) -> None:
 def _show(text: str) -> None:
     """A chat turn as text, not markdown (model output is never rendered as HTML), its hidden
     characters (bidi overrides, zero-width spaces) shown as ⟨U+XXXX⟩ instead of applied."""
-    st.text(reveal(text))
+    st.text(show_hidden(text))
 
 
 def chat_panel(loaded: LoadedModel | None, prefix: str = "chat") -> None:
@@ -146,7 +146,7 @@ def _answer(loaded: LoadedModel, prompt: str, system: str, options: GenerateOpti
                 progress["first"] = now
             progress["last"] = now
             st.session_state[PARTIAL_ANSWER] += chunk
-            yield reveal(chunk)
+            yield show_hidden(chunk)
 
     with st.chat_message("assistant"):
         try:

@@ -15,7 +15,8 @@ import numpy as np
 import plotly.graph_objects as go
 
 from explorer.views.figures.image import colour_table, heatmap_png, png_uri
-from explorer.views.figures.internals import CLICK_MARKER, FOCUS_COLOR, cell_of, f32, labels, layout, plotly_text, \
+from explorer.views.figures.axes import category_ticks, title_below_toolbar
+from explorer.views.figures.internals import CLICK_MARKER, FOCUS_COLOR, cell_of, f32, labels, layout, plotly_label, \
     span_label, span_labels
 from explorer.views.attention_data import AttentionView, Overview, TokenAttention
 
@@ -278,12 +279,14 @@ def head_summary_figure(values: np.ndarray, layers: Sequence[int], kv_head_of: S
                         hovertext=hover, hoverinfo="text", showlegend=False,
                         marker=dict(symbol="square", size=14, color=CLICK_MARKER))
     where = "mean over query tokens" if at_token is None else f"at token {at_token}"
-    lay = layout(f"{title}<br><sup>{where}</sup>", int(min(900, max(360, 16 * n_layers + 120))),
-                 yaxis=dict(autorange="reversed", type="category", fixedrange=True),
-                 xaxis=dict(type="category", tickangle=-60, fixedrange=True),
+    height = int(min(900, max(360, 16 * n_layers + 130)))
+    lay = layout(f"{title}<br><sup>{where}</sup>", height,
+                 yaxis=dict(autorange="reversed", type="category", fixedrange=True,
+                            **category_ticks(y, height - 150)),          # every layer while 13 px rows fit
+                 xaxis=dict(type="category", tickangle=-60, fixedrange=True, **category_ticks(x)),  # every head
                  clickmode="event+select", dragmode=False)
-    lay["margin"] = dict(l=10, r=10, t=60, b=10)
-    return select_cell(go.Figure(data=[heat, clicks], layout=lay), layers, selected)
+    lay["margin"] = dict(l=10, r=10, t=10, b=10)
+    return select_cell(go.Figure(data=[heat, clicks], layout=title_below_toolbar(lay)), layers, selected)
 
 
 def gqa_figure(kv_head_of: Sequence[int], selected_head: int | None = None) -> go.Figure:
@@ -345,7 +348,7 @@ def token_attention_figure(ta: TokenAttention, texts: Sequence[str]) -> go.Figur
                       zmin=0, colorbar=dict(title=dict(text="attention"), thickness=12),
                       hovertemplate="%{y}<br>key %{x}<br>attention %{z:.3f}<extra></extra>")
     who = "mean over heads" if ta.head is None else f"head {ta.head}"
-    lay = layout(f"Attention from token {ta.token} “{plotly_text(texts[ta.token], 16)}”<br>"
+    lay = layout(f"Attention from token {ta.token} “{plotly_label(texts[ta.token], 16)}”<br>"
                  f"<sup>in every layer · {who}</sup>", int(min(900, max(360, 14 * len(ta.layers) + 160))),
                  xaxis=dict(type="category", tickangle=-60, tickfont=dict(size=10), title=dict(text="key token"),
                             tickvals=ticks, ticktext=ticks),
