@@ -21,6 +21,7 @@ import torch
 
 from explorer.model import translate
 from explorer.model.embedded import embedded_model_dir  # noqa: F401 - re-exported for callers
+from explorer.model.footprint import resident_bytes
 from explorer.model.errors import LoadError, ModelReplaced, reveal  # noqa: F401 - LoadError re-exported
 from explorer.model.load_config import DTYPES, LoadConfig, Progress, bnb_config, plan_precision, say  # noqa: F401
 from explorer.model.precisions import QUANTIZED
@@ -63,6 +64,11 @@ class LoadedModel:
         Generation and capture entry points (and the model worker) call it before using the model."""
         if self.retired or self.model is None or self.tokenizer is None:
             raise ModelReplaced()
+
+    @property
+    def resident_bytes(self) -> int:
+        """The memory every page shows for this model (explorer/model/footprint.py says what it counts)."""
+        return resident_bytes(self.model)
 
     @property
     def context_length(self) -> int | None:
