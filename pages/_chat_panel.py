@@ -20,7 +20,7 @@ from explorer.model.worker_stream import WorkerStream
 from explorer.views.text import show_hidden
 from pages._common import model_worker, queue_note, session_alive, session_id
 from pages._state import CHAT_MESSAGES, LAST_PROMPT_TOKENS, LAST_SEQUENCE_GENERATION, LAST_SEQUENCE_IDS, LAST_STATS, \
-    PARTIAL_ANSWER, PARTIAL_STATS, STOP_EVENT
+    LAST_OPTIONS, PARTIAL_ANSWER, PARTIAL_STATS, STOP_EVENT
 
 
 def generation_options(prefix: str) -> GenerateOptions:
@@ -163,6 +163,7 @@ def _answer(loaded: LoadedModel, prompt: str, system: str, options: GenerateOpti
     st.session_state.pop(PARTIAL_STATS, None)
     result = stream.result
     st.session_state[CHAT_MESSAGES].append({"role": "assistant", "content": result.text})
+    st.session_state[LAST_OPTIONS] = options          # the lens says when these changed the chosen token
     st.session_state[LAST_SEQUENCE_IDS] = result.sequence_ids
     st.session_state[LAST_SEQUENCE_GENERATION] = loaded.generation  # which model these ids belong to
     st.session_state[LAST_PROMPT_TOKENS] = result.prompt_tokens

@@ -30,9 +30,9 @@ from explorer.compare.lock import COMPARE_LOCK, CompareBusy
 from explorer.model.switches import local_paths_allowed, operator_switches
 from pages import _compare_job as compare_job
 from pages._common import hf_token, model_worker, session_alive, session_id
-from pages._state import COMPARE_INPUTS, COMPARE_JOB, COMPARE_OWNER
+from pages._state import COMPARE_INPUTS, COMPARE_JOB, COMPARE_OWNER, COMPARE_RESULT
 
-RESULT = "compare_result"
+RESULT = COMPARE_RESULT
 MISSING = "—"                      # a value a run has no number for (the reference against itself, a failed run)
 ENDED = "compare_ended"            # (kind, message) of the comparison that just ended, shown once
 DEFAULT_PROMPTS = "What is the capital of France?\nExplain in one sentence why the sky is blue."
