@@ -24,6 +24,7 @@ from explorer.model.precisions import LOAD_PRECISIONS as PRECISIONS
 from explorer.presets import PRESETS
 from explorer.views.teaching import escape_markdown
 from explorer.views.text import markdown_text, show_hidden
+from explorer.views.units import table_cells
 from explorer.compare.report import drift_rows, html_report, markdown_report, results_from_json, results_to_json, \
     speed_rows
 from explorer.compare.lock import COMPARE_LOCK, CompareBusy
@@ -33,7 +34,6 @@ from pages._common import hf_token, model_worker, session_alive, session_id
 from pages._state import COMPARE_INPUTS, COMPARE_JOB, COMPARE_OWNER, COMPARE_RESULT
 
 RESULT = COMPARE_RESULT
-MISSING = "—"                      # a value a run has no number for (the reference against itself, a failed run)
 ENDED = "compare_ended"            # (kind, message) of the comparison that just ended, shown once
 DEFAULT_PROMPTS = "What is the capital of France?\nExplain in one sentence why the sky is blue."
 
@@ -166,15 +166,7 @@ def open_saved() -> None:
 
 
 def table(rows: list[dict]) -> pd.DataFrame:
-    """Rows for st.dataframe without a raw "None": a column with gaps shows them as "—" (its numbers
-    written short, 4 significant digits); a column without gaps stays numeric, sortable and formatted
-    by its column_config."""
-    df = pd.DataFrame(rows)
-    for col in df.columns:
-        if df[col].isna().any():
-            df[col] = [MISSING if v is None or (isinstance(v, float) and v != v) else
-                       f"{v:.4g}" if isinstance(v, float) else str(v) for v in df[col]]
-    return df
+    return pd.DataFrame(table_cells(rows))     # "—" where a run has no number, never a raw "None"
 
 
 def show_speed(result: ComparisonResult) -> None:

@@ -164,7 +164,7 @@ def memory_figure(estimates: list[MemoryEstimate], gpus: tuple[GPU, ...] = GPUS,
         fig.add_trace(go.Bar(x=labels, y=np.full(len(labels), extra_gib, dtype=np.float32),
                              name="KV cache + runtime", marker_color="#BAB0AC"))
     top = float(weights.max(initial=0)) + extra_gib
-    shown = [gpu for gpu in gpus if gpu.memory_gib <= top * 1.3]
+    shown = sorted((gpu for gpu in gpus if gpu.memory_gib <= top * 1.3), key=lambda g: g.memory_gib)
     lay = title_below_toolbar(dict(barmode="stack", height=height, margin=dict(l=4, r=4, t=4, b=4),
                                    title=dict(text="Memory per precision vs GPU sizes", x=0, font=dict(size=14)),
                                    legend=dict(orientation="h", y=-0.15)))
