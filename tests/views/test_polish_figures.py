@@ -62,7 +62,7 @@ def test_titles_and_legends_carry_no_visible_whitespace_marks(readout):
     att = Attribution(position=4, target=7, logit=2.0, heads=torch.randn(4, 3), mlp=torch.randn(4),
                       attn_bias=torch.zeros(4), remainder=torch.zeros(4), embedding=0.1, bias=0.0)
     fig = attribution_heatmap(att, " is", "4  is")
-    assert "␣" not in title_of(fig) and "“ is”" in title_of(fig)
+    assert "␣" not in title_of(fig) and "“ is” at 4 “ is”" in title_of(fig)
     assert list(fig.layout.xaxis.tickvals) == [0, 1, 2] and list(fig.layout.yaxis.tickvals) == [0, 1, 2, 3]
     fig = norm_stats_figure(readout.norm_rows(), 2, readout.capture.num_layers)
     names = {t.name for t in fig.data if t.showlegend is not False}

@@ -32,8 +32,10 @@ def attribution_heatmap(att: Attribution, target_text: str, position_text: str) 
     fig.add_trace(go.Scatter(x=f32(gx.ravel()), y=f32(gy.ravel()), mode="markers", hoverinfo="skip",
                              customdata=np.stack([gy.ravel(), gx.ravel()], 1).astype(np.int32),
                              marker=dict(symbol="square", size=10, color=CLICK_MARKER), showlegend=False), 1, 1)
+    pos, _, token = position_text.partition(" ")          # "4  is": position 4, token " is"
+    where = f"{pos} “{plotly_label(token, 24)}”" if pos.isdigit() else plotly_label(position_text, 24)
     title = (f"Direct contribution to the logit of “{plotly_label(target_text, 20)}” at "
-             f"{plotly_label(position_text, 24)} (logit {att.logit:.2f}; embedding {att.embedding:+.2f})")
+             f"{where} (logit {att.logit:.2f}; embedding {att.embedding:+.2f})")
     fig.update_layout(title_below_toolbar(dict(title=dict(text=title, font=dict(size=14)),
                                                margin=dict(l=10, r=10, t=10, b=10), uirevision="keep",
                                                height=int(min(900, max(320, 18 * n_layers + 120))),
