@@ -19,7 +19,7 @@ def answer_settings_note(origin: str) -> None:
         return
     note = answer_choice_note(st.session_state.get(LAST_OPTIONS))
     if note:
-        st.caption("ⓘ " + note)
+        st.caption(":material/info: " + note)
 
 
 def precision_drift_note(cur) -> None:
@@ -32,10 +32,10 @@ def precision_drift_note(cur) -> None:
         return
     text, measured = said
     if measured:
-        st.caption("ⓘ " + text)
+        st.caption(":material/info: " + text)
         return
     cols = st.columns([4, 1], vertical_alignment="center")
-    cols[0].caption("ⓘ " + text)
+    cols[0].caption(":material/info: " + text)
     if cols[1].button(f"Compare vs {REFERENCE}", key="internals_compare_precision",
                       help=f"Opens Compare with this model in {precision} and {REFERENCE} on this prompt; "
                            "you start it there (a comparison unloads the chat model while it runs)."):

@@ -19,18 +19,29 @@ SIZES = ((1600, 1000), (1280, 800))
 
 # Boxes of the SVG texts a reader reads (titles, axis and tick labels, legends, annotations) in each
 # chart; pairs that overlap by more than 2 px both ways (a cell's own text inside a heatmap is left out).
+# Two labels rotated alike (x ticks at -60°) are compared in their own frame: their upright boxes
+# always overlap, the glyphs only when the labels are closer than a line's height across.
 OVERLAPS = """() => {
   const sel = '.gtitle, .g-xtitle text, .g-ytitle text, .xtick text, .ytick text, .legendtext, .annotation-text';
+  const angle = t => { const m = /rotate\\((-?[\\d.]+)/.exec(t.getAttribute('transform') || ''); return m ? +m[1] : 0; };
   const out = [];
   for (const chart of document.querySelectorAll('.stPlotlyChart')) {
     const texts = Array.from(chart.querySelectorAll(sel)).filter(t => t.textContent.trim()
         && getComputedStyle(t).visibility !== 'hidden' && getComputedStyle(t).opacity !== '0');
-    const boxes = texts.map(t => [t.textContent, t.getBoundingClientRect()]).filter(([_, b]) => b.width > 0);
-    for (let i = 0; i < boxes.length; i++) for (let j = i + 1; j < boxes.length; j++) {
-      const [ta, a] = boxes[i], [tb, b] = boxes[j];
-      const w = Math.min(a.right, b.right) - Math.max(a.left, b.left);
-      const h = Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top);
-      if (w > 2 && h > 2) out.push(`${ta} / ${tb}`);
+    const items = texts.map(t => ({t: t.textContent, r: t.getBoundingClientRect(), a: angle(t), b: t.getBBox()}))
+                       .filter(x => x.r.width > 0);
+    for (let i = 0; i < items.length; i++) for (let j = i + 1; j < items.length; j++) {
+      const p = items[i], q = items[j];
+      if (p.a !== 0 && p.a === q.a) {
+        const th = p.a * Math.PI / 180, ux = Math.cos(th), uy = Math.sin(th);
+        const dx = (q.r.left + q.r.right - p.r.left - p.r.right) / 2, dy = (q.r.top + q.r.bottom - p.r.top - p.r.bottom) / 2;
+        const along = Math.abs(dx * ux + dy * uy), across = Math.abs(-dx * uy + dy * ux);
+        if (along < (p.b.width + q.b.width) / 2 - 2 && across < 0.75 * Math.min(p.b.height, q.b.height)) out.push(`${p.t} / ${q.t}`);
+        continue;
+      }
+      const w = Math.min(p.r.right, q.r.right) - Math.max(p.r.left, q.r.left);
+      const h = Math.min(p.r.bottom, q.r.bottom) - Math.max(p.r.top, q.r.top);
+      if (w > 2 && h > 2) out.push(`${p.t} / ${q.t}`);
     }
   }
   return out;
@@ -74,8 +85,16 @@ def measure(page, where: str) -> None:
 
 
 def shot(page, name: str, size) -> None:
+    """The window as a reader sees it, then each chart on its own (the page scrolls inside the app,
+    so a full-page shot stops at the window)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"polish_{name}_{size[0]}.png"), full_page=True)
+    page.screenshot(path=str(ARTIFACTS / f"polish_{name}_{size[0]}.png"))
+    for i, chart in enumerate(page.locator(".stPlotlyChart").all()[:6]):
+        try:
+            chart.scroll_into_view_if_needed(timeout=5_000)
+            chart.screenshot(path=str(ARTIFACTS / f"polish_{name}_{size[0]}_chart{i}.png"), timeout=10_000)
+        except Exception:  # noqa: BLE001 - a screenshot is for looking at, not part of the verdict
+            pass
 
 
 def saved_result(tmp_path) -> str:

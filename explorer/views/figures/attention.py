@@ -352,7 +352,9 @@ def token_attention_figure(ta: TokenAttention, texts: Sequence[str]) -> go.Figur
                  f"<sup>in every layer · {who}</sup>", int(min(900, max(360, 14 * len(ta.layers) + 160))),
                  xaxis=dict(type="category", tickangle=-60, tickfont=dict(size=10), title=dict(text="key token"),
                             tickvals=ticks, ticktext=ticks),
-                 yaxis=dict(type="category", title=dict(text="layer")), modebar=dict(orientation="v"))
+                 yaxis=dict(type="category", title=dict(text="layer"),     # every layer while 13 px rows fit
+                            **category_ticks(heat.y, int(min(900, max(360, 14 * len(ta.layers) + 160))) - 160)),
+                 modebar=dict(orientation="v"))
     lay["title"].update(x=0.01, xanchor="left")
     lay["margin"] = dict(l=10, r=40, t=64, b=10)
     return go.Figure(data=[heat], layout=lay)
