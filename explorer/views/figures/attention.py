@@ -352,7 +352,7 @@ def token_attention_figure(ta: TokenAttention, texts: Sequence[str]) -> go.Figur
                  f"<sup>in every layer · {who}</sup>", int(min(900, max(360, 14 * len(ta.layers) + 160))),
                  xaxis=dict(type="category", tickangle=-60, tickfont=dict(size=10), title=dict(text="key token"),
                             tickvals=ticks, ticktext=ticks),
-                 yaxis=dict(type="category", title=dict(text="layer"),     # every layer while 13 px rows fit
+                 yaxis=dict(type="category", title=dict(text="layer"), tickfont=dict(size=10),   # every layer while 13 px rows fit
                             **category_ticks(heat.y, int(min(900, max(360, 14 * len(ta.layers) + 160))) - 160)),
                  modebar=dict(orientation="v"))
     lay["title"].update(x=0.01, xanchor="left")
