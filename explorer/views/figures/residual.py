@@ -133,7 +133,7 @@ def gain_heatmap(rows: Sequence[NormRow]) -> go.Figure:
     for i, r in enumerate(ws):
         z[i, : len(r.weight)] = r.weight
     lo, hi = np.nanpercentile(z, 1), np.nanpercentile(z, 99)
-    y = labels([f"{'final' if r.role == 'final norm' else f'L{r.layer}'} {plotly_label(r.role, 28)}" for r in ws])
+    y = labels(["final norm" if r.role == "final norm" else f"L{r.layer} {plotly_label(r.role, 28)}" for r in ws])
     heat = go.Heatmap(z=z, y=y, colorscale="RdBu_r", zmin=float(lo), zmax=float(hi),
                       colorbar=dict(title=dict(text="gain"), thickness=12),
                       hovertemplate="%{y}<br>channel %{x}<br>gain %{z:.3f}<extra></extra>")
