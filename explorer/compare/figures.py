@@ -123,7 +123,7 @@ def attention_diff_figure(drift: DriftResult, label: str = "", height: int = 420
     title = f"Attention difference per head: {label} vs {drift.reference}" if label else "Attention difference per head"
     fig.update_layout(title_below_toolbar(dict(title=dict(text=title), height=height, margin=dict(t=10, b=10, l=10, r=10),
                                                xaxis=dict(title=dict(text="head"), dtick=1),
-                                               yaxis=dict(title=dict(text="layer")))))
+                                               yaxis=dict(title=dict(text="layer"), dtick=1))))   # whole layers
     return fig
 
 
