@@ -34,7 +34,7 @@ def precision_drift_note(cur) -> None:
     if measured:
         st.caption(":material/info: " + text)
         return
-    cols = st.columns([4, 1], vertical_alignment="center")
+    cols = st.columns([2, 1], vertical_alignment="center")   # the button reads in full at 1280 px
     cols[0].caption(":material/info: " + text)
     if cols[1].button(f"Compare vs {REFERENCE}", key="internals_compare_precision",
                       help=f"Opens Compare with this model in {precision} and {REFERENCE} on this prompt; "

@@ -283,7 +283,8 @@ def head_summary_figure(values: np.ndarray, layers: Sequence[int], kv_head_of: S
     lay = layout(f"{title}<br><sup>{where}</sup>", height,
                  yaxis=dict(autorange="reversed", type="category", fixedrange=True,
                             **category_ticks(y, height - 150)),          # every layer while 13 px rows fit
-                 xaxis=dict(type="category", tickangle=-60, fixedrange=True, **category_ticks(x)),  # every head
+                 # every head, upright labels: three of these stand side by side, 9 heads in ~150 px
+                 xaxis=dict(type="category", tickangle=-90, fixedrange=True, tickfont=dict(size=10), **category_ticks(x)),
                  clickmode="event+select", dragmode=False)
     lay["margin"] = dict(l=10, r=10, t=10, b=10)
     return select_cell(go.Figure(data=[heat, clicks], layout=title_below_toolbar(lay)), layers, selected)
