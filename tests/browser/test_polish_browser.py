@@ -70,7 +70,7 @@ CUT = """() => {
   for (const el of document.querySelectorAll('button, [data-baseweb="select"] [value], [data-baseweb="select"] div')) {
     if (!el.offsetParent || el.children.length > 2) continue;
     for (const t of [el, ...el.querySelectorAll('p, span, div')]) {
-      if (t.closest('[data-testid="stIconMaterial"]')) continue;      // an icon's ligature name, drawn as a glyph
+      if (t.closest('[data-testid="stIconMaterial"]') || /\\bicon$/.test(t.textContent.trim())) continue;  // an icon's name, drawn as a glyph
       if (t.clientWidth > 0 && t.scrollWidth > t.clientWidth + 1 && t.textContent.trim()) out.push(t.textContent.trim());
     }
   }

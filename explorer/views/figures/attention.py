@@ -31,6 +31,9 @@ EXACT_CELLS = 160        # up to this many cells a side the map carries its numb
 ROW_PX = 14              # screen pixels a labelled row needs (10 px font)
 MAP_MIN_PX, MAP_MAX_PX = 380, 900
 MAP_CHROME_PX = 170      # title, x labels, margins
+# Toolbar buttons that do nothing on a chart whose axes are fixed: without them the toolbar of a
+# narrow chart is one short row (with them it wrapped onto the title at 1280 px)
+FIXED_CHART_TOOLS = ["zoom", "pan", "select", "lasso", "zoomIn", "zoomOut", "autoScale", "resetScale"]
 MAP_WIDTH_PX = 440       # plot width of the map at 1600 px: what its (rotated) x labels must fit in
 
 
@@ -284,8 +287,8 @@ def head_summary_figure(values: np.ndarray, layers: Sequence[int], kv_head_of: S
                  yaxis=dict(autorange="reversed", type="category", fixedrange=True,
                             **category_ticks(y, height - 150)),          # every layer while 13 px rows fit
                  # every head, upright labels: three of these stand side by side, 9 heads in ~150 px
-                 xaxis=dict(type="category", tickangle=-90, fixedrange=True, tickfont=dict(size=10), **category_ticks(x)),
-                 clickmode="event+select", dragmode=False)
+                 xaxis=dict(type="category", tickangle=-90, fixedrange=True, tickfont=dict(size=9), **category_ticks(x)),
+                 clickmode="event+select", dragmode=False, modebar=dict(remove=FIXED_CHART_TOOLS))
     lay["margin"] = dict(l=10, r=10, t=10, b=10)
     return select_cell(go.Figure(data=[heat, clicks], layout=title_below_toolbar(lay)), layers, selected)
 
@@ -314,10 +317,11 @@ def gqa_figure(kv_head_of: Sequence[int], selected_head: int | None = None) -> g
                    hovertext=labels([f"KV head {g}: shared by {sum(1 for k in kv_head_of if k == g)} query heads"
                                      for g in range(n_kv)])),
     ]
-    lay = layout(f"GQA: {n_heads} query heads → {n_kv} KV heads", 220, showlegend=False, modebar=dict(orientation="v"),
+    lay = layout(f"GQA: {n_heads} query heads → {n_kv} KV heads", 220, showlegend=False,
+                 modebar=dict(orientation="v", remove=FIXED_CHART_TOOLS),
                  xaxis=dict(visible=False, range=[-0.8, n_heads - 0.2], fixedrange=True),
                  yaxis=dict(visible=False, range=[-0.6, 1.6], fixedrange=True))
-    return go.Figure(data=traces, layout=lay)
+    return go.Figure(data=traces, layout=title_below_toolbar(lay))
 
 
 def head_outline(fig: go.Figure, head: int | None) -> Outline | None:
