@@ -18,10 +18,10 @@ from explorer.model.errors import user_message
 from explorer.model.generation import GenerateOptions, conversation
 from explorer.model.loading import LoadedModel
 from explorer.model.worker_stream import WorkerStream
-from explorer.views.text import reveal
+from explorer.views.text import show_hidden
 from pages._common import model_worker, queue_note, session_alive, session_id
 from pages._state import CHAT_MESSAGES, LAST_PROMPT_TOKENS, LAST_SEQUENCE_GENERATION, LAST_SEQUENCE_IDS, LAST_STATS, \
-    PARTIAL_ANSWER, PARTIAL_STATS, STOP_EVENT
+    LAST_OPTIONS, PARTIAL_ANSWER, PARTIAL_STATS, STOP_EVENT
 
 
 def generation_options(prefix: str) -> GenerateOptions:
@@ -89,7 +89,7 @@ def _finish_interrupted_turn(loaded: LoadedModel | None) -> None:
 def _show(text: str) -> None:
     """A chat turn as text, not markdown (model output is never rendered as HTML), its hidden
     characters (bidi overrides, zero-width spaces) shown as ⟨U+XXXX⟩ instead of applied."""
-    st.text(reveal(text))
+    st.text(show_hidden(text))
 
 
 def chat_panel(loaded: LoadedModel | None, prefix: str = "chat") -> None:
@@ -157,7 +157,7 @@ def _answer(loaded: LoadedModel, prompt: str, system: str, options: GenerateOpti
                 progress["first"] = now
             progress["last"] = now
             st.session_state[PARTIAL_ANSWER] += chunk
-            yield reveal(chunk)
+            yield show_hidden(chunk)
 
     with st.chat_message("assistant"):
         try:
@@ -174,6 +174,7 @@ def _answer(loaded: LoadedModel, prompt: str, system: str, options: GenerateOpti
     st.session_state.pop(PARTIAL_STATS, None)
     result = stream.result
     st.session_state[CHAT_MESSAGES].append({"role": "assistant", "content": result.text})
+    st.session_state[LAST_OPTIONS] = options          # the lens says when these changed the chosen token
     st.session_state[LAST_SEQUENCE_IDS] = result.sequence_ids
     st.session_state[LAST_SEQUENCE_GENERATION] = loaded.generation  # which model these ids belong to
     st.session_state[LAST_PROMPT_TOKENS] = result.prompt_tokens

@@ -139,10 +139,11 @@ def load_error_banner() -> None:
     with st.container(border=True, key="load_error_box"):
         st.error(f"**The model did not load.** {message}", icon="⚠️")
         resident = current_model()
-        cols = st.columns([4, 1])
-        cols[0].caption(f"Still loaded: {resident.name} ({resident.precision})." if resident is not None
-                        else "No model is loaded now.")
-        cols[1].button("Dismiss", key="load_error_dismiss", on_click=st.session_state.pop, args=(LOAD_ERROR, None))
+        st.caption(f"Still loaded: {resident.name} ({resident.precision})." if resident is not None
+                   else "No model is loaded now.")
+        # on its own line, as wide as its word: in a fifth of a narrow column it was cut to "Dis…"
+        st.button("Dismiss", key="load_error_dismiss", on_click=st.session_state.pop, args=(LOAD_ERROR, None),
+                  width="content")
 
 
 class PageProgress:

@@ -16,6 +16,7 @@ AUTOLOAD_TRIED = "autoload_tried"      # bool: the embedded default was tried on
 COMPARE_INPUTS = "compare_inputs"      # dict: the form's last values, restored after leaving the page
 COMPARE_JOB = "compare_job"            # pages._compare_job.CompareJob: this session's running comparison
 COMPARE_OWNER = "compare_owner"        # str: this session's opaque id for the process-wide compare lock
+COMPARE_RESULT = "compare_result"      # explorer.compare.run.ComparisonResult: this session's last result (Internals reads its drift)
 
 # ---- the chat panel (pages/_chat_panel.py, read by the internals page) -------------------------
 CHAT_MESSAGES = "chat_messages"        # list[{"role", "content"}]: the conversation
@@ -26,6 +27,7 @@ STOP_EVENT = "stop_event"              # threading.Event that stops the running 
 PARTIAL_ANSWER = "partial_answer"      # str: what arrived before a rerun interrupted the stream
 PARTIAL_STATS = "partial_stats"        # dict: start/first/last chunk times of the running answer
 LAST_PROMPT_TOKENS = "last_prompt_tokens"  # int: how many of last_sequence_ids are the prompt
+LAST_OPTIONS = "last_generate_options"  # GenerateOptions that chose the latest answer (the lens says when they matter)
 
 # ---- the internals page (pages/_internals/*) ---------------------------------------------------
 INTERNALS = "internals_"               # prefix of every internals key

@@ -15,6 +15,7 @@ from explorer.analyse.architecture import ROLE_LABELS, ArchitectureError, Archit
     describe_config, describe_model, model_from_config, module_table
 from explorer.analyse.data_flow import data_flow
 from explorer.views.figures.architecture import breakdown_figure, dataflow_figure, hierarchy_figure, memory_figure
+from explorer.model.footprint import RESIDENT_HELP
 from explorer.views.units import fmt_bytes, fmt_count
 from explorer.analyse.memory_estimate import GIB, RUNTIME_RESERVE_GIB, estimate_all, gpu_fit, kv_cache_bytes, \
     precision_key
@@ -129,8 +130,7 @@ def header(view: ArchitectureView) -> None:
                    "unpacked, tied weights counted once")
     cols[1].metric("Decoder layers", a.num_layers)
     cols[2].metric("Modules", view.num_modules)
-    cols[3].metric(f"Memory ({view.precision})", fmt_bytes(view.total_bytes),
-                   help="Parameters, buffers and quantization state.")
+    cols[3].metric(f"Memory ({view.precision})", fmt_bytes(view.total_bytes), help=RESIDENT_HELP)
     if a.missing:
         st.warning("Could not find: " + "; ".join(a.missing))
 

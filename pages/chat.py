@@ -12,6 +12,7 @@ from explorer.model.worker_stream import WorkerStream, gather
 from explorer.model.precisions import LOAD_PRECISIONS as PRECISIONS
 from explorer.presets import PRESETS
 from pages._chat_panel import chat_panel, generation_options
+from explorer.model.footprint import RESIDENT_HELP
 from explorer.views.units import fmt_bytes
 from pages._common import ensure_model, load_error_banner, load_into_registry, memory_caption, model_worker, \
     session_alive, session_id, show_error
@@ -34,7 +35,8 @@ def loader_form() -> tuple[LoadConfig | None, object]:
         st.header("Model")
         kind = st.radio("Source", source_kinds(), key="load_kind", horizontal=False)
         if kind == "Preset":
-            key = st.selectbox("Preset", list(PRESETS), format_func=lambda k: PRESETS[k].label, key="load_preset")
+            key = st.selectbox("Preset", list(PRESETS), format_func=lambda k: PRESETS[k].label.split(" (")[0],
+                               key="load_preset")   # the name only: "(embedded, offline)" was cut; the note says it
             st.caption(PRESETS[key].note)
             source = key
         elif kind == "Hub id":
@@ -71,7 +73,7 @@ def model_card(loaded) -> None:
     c1.metric("Precision", loaded.precision, help=f"Weights in {loaded.precision}{compute}.")
     if loaded.compute_dtype:
         c1.caption(f"4-bit matmuls in {loaded.compute_dtype}")
-    c2.metric("Footprint", fmt_bytes(loaded.footprint_bytes), help="model.get_memory_footprint()")
+    c2.metric("Memory", fmt_bytes(loaded.resident_bytes), help=RESIDENT_HELP)   # the same number as Architecture
     c3.metric("Load time", f"{loaded.load_seconds:.1f} s")
     c4.metric("Context", f"{loaded.context_length or '?'} tokens")
     for notice in loaded.notices:

@@ -23,16 +23,17 @@ from explorer.compare.figures import attention_diff_figure, drift_summary_figure
 from explorer.model.precisions import LOAD_PRECISIONS as PRECISIONS
 from explorer.presets import PRESETS
 from explorer.views.teaching import escape_markdown
-from explorer.views.text import reveal
+from explorer.views.text import markdown_text, show_hidden
+from explorer.views.units import table_cells
 from explorer.compare.report import drift_rows, html_report, markdown_report, results_from_json, results_to_json, \
     speed_rows
 from explorer.compare.lock import COMPARE_LOCK, CompareBusy
 from explorer.model.switches import local_paths_allowed, operator_switches
 from pages import _compare_job as compare_job
 from pages._common import hf_token, model_worker, session_alive, session_id
-from pages._state import COMPARE_INPUTS, COMPARE_JOB, COMPARE_OWNER
+from pages._state import COMPARE_INPUTS, COMPARE_JOB, COMPARE_OWNER, COMPARE_RESULT
 
-RESULT = "compare_result"
+RESULT = COMPARE_RESULT
 ENDED = "compare_ended"            # (kind, message) of the comparison that just ended, shown once
 DEFAULT_PROMPTS = "What is the capital of France?\nExplain in one sentence why the sky is blue."
 
@@ -164,9 +165,13 @@ def open_saved() -> None:
 # --------------------------------------------------------------------------- results
 
 
+def table(rows: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame(table_cells(rows))     # "—" where a run has no number, never a raw "None"
+
+
 def show_speed(result: ComparisonResult) -> None:
     st.subheader("Speed and memory")
-    st.dataframe(pd.DataFrame(speed_rows(result)), hide_index=True, key="cmp_speed_table",
+    st.dataframe(table(speed_rows(result)), hide_index=True, key="cmp_speed_table",
                  column_config={"load s": st.column_config.NumberColumn(format="%.2f"),
                                 "footprint GiB": st.column_config.NumberColumn(format="%.3f"),
                                 "peak GiB": st.column_config.NumberColumn(format="%.3f"),
@@ -191,7 +196,7 @@ def show_outputs(result: ComparisonResult) -> None:
         return
     labels = run_labels(runs)
     for i, prompt in enumerate(dict.fromkeys(o.prompt for r in runs for o in r.outputs)):
-        st.markdown(f"**{i + 1}.** {escape_markdown(reveal(prompt))}")   # a prompt is shown, never rendered
+        st.markdown(f"**{i + 1}.** {markdown_text(prompt)}")   # a prompt is shown, never rendered
         per_row = min(len(runs), 3)
         for start in range(0, len(runs), per_row):
             cols = st.columns(per_row)
@@ -203,14 +208,14 @@ def show_outputs(result: ComparisonResult) -> None:
                 if out.error:
                     col.warning(out.error)
                 else:
-                    col.text(reveal(out.text.strip()) or "(empty)")
+                    col.text(show_hidden(out.text.strip()) or "(empty)")
 
 
 def show_drift(result: ComparisonResult) -> None:
     if not any(r.drift or r.is_reference for r in result.runs):
         return
     st.subheader("Quality drift: what quantization changes inside")
-    st.dataframe(pd.DataFrame(drift_rows(result)), hide_index=True, key="cmp_drift_table",
+    st.dataframe(table(drift_rows(result)), hide_index=True, key="cmp_drift_table",
                  column_config={"top-1 agreement": st.column_config.NumberColumn(format="percent")})
     drifted = [r for r in result.runs if r.drift is not None]
     if not drifted:

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from explorer.model.footprint import side_bytes, tensor_bytes
+
 
 @dataclass(frozen=True)
 class QuantInfo:
@@ -63,22 +65,6 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def _tensor_bytes(t: torch.Tensor | None) -> int:
-    return 0 if t is None else t.numel() * t.element_size()
-
-
-def _quant_state_bytes(state) -> int:
-    """Bytes of a bnb QuantState: absmax and codebook, plus the nested state under double quant."""
-    total = _tensor_bytes(getattr(state, "absmax", None)) + _tensor_bytes(getattr(state, "code", None))
-    offset = getattr(state, "offset", None)
-    if isinstance(offset, torch.Tensor):
-        total += _tensor_bytes(offset)
-    nested = getattr(state, "state2", None)
-    if nested is not None:
-        total += _quant_state_bytes(nested)
-    return total
-
-
 def logical_shape(param: torch.Tensor) -> tuple[int, ...]:
     """The shape the layer computes with: a Params4bit's packed (n/2, 1) storage unfolded."""
     state = getattr(param, "quant_state", None)
@@ -99,14 +85,10 @@ def quant_info(param: torch.Tensor) -> QuantInfo | None:
 
 def _record(name: str, kind: str, t: torch.Tensor, aliases: tuple[str, ...] = ()) -> TensorRecord:
     shape = logical_shape(t)
-    state = getattr(t, "quant_state", None)
-    state_bytes = _quant_state_bytes(state) if state is not None else 0
-    scb = getattr(t, "SCB", None)
-    if isinstance(scb, torch.Tensor):
-        state_bytes += _tensor_bytes(scb)
+    state_bytes = side_bytes(t)
     return TensorRecord(name=name, module=name.rpartition(".")[0], kind=kind, shape=shape,
                         numel=math.prod(shape), dtype=_dtype_name(t.dtype), device=str(t.device),
-                        bytes=_tensor_bytes(t), state_bytes=state_bytes, quant=quant_info(t), aliases=aliases)
+                        bytes=tensor_bytes(t), state_bytes=state_bytes, quant=quant_info(t), aliases=aliases)
 
 
 def inventory(model: nn.Module) -> list[TensorRecord]:

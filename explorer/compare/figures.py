@@ -11,9 +11,11 @@ from plotly.subplots import make_subplots
 
 from explorer.compare.run import ComparisonResult, RunRecord
 from explorer.analyse.drift import DriftResult
-from explorer.views.figures.axes import log_axis
+from explorer.views.figures.axes import TOOLBAR_PX, log_axis, title_below_toolbar
+from explorer.views.text import plotly_text
 from explorer.views.units import gib
 
+SUBPLOT_TOP_PX = TOOLBAR_PX + 22     # panel titles sit in the top margin, under the toolbar's strip
 PRECISION_COLORS = {"fp32": "#4C78A8", "bf16": "#54A24B", "fp16": "#88D27A", "int8": "#F58518",
                     "nf4": "#E45756", "fp4": "#B279A2"}
 
@@ -67,7 +69,7 @@ def speed_memory_figure(result: ComparisonResult, height: int = 380) -> go.Figur
     fig.add_trace(go.Bar(x=labels, y=_f32([r.tokens_per_second for r in runs]), marker_color=colors,
                          name="tokens/s", showlegend=False, hovertemplate="%{x}<br>%{y:.1f} tok/s<extra></extra>"),
                   row=1, col=3)
-    fig.update_layout(height=height, barmode="group", margin=dict(t=40, b=10, l=10, r=10),
+    fig.update_layout(height=height, barmode="group", margin=dict(t=SUBPLOT_TOP_PX, b=10, l=10, r=10),
                       legend=dict(orientation="h", y=-0.25))
     return fig
 
@@ -85,7 +87,7 @@ def drift_summary_figure(result: ComparisonResult, height: int = 340) -> go.Figu
                          hovertemplate="%{x}<br>%{y:.1%}<extra></extra>"), row=1, col=2)
     fig.update_yaxes(log_axis([max(r.drift.kl_mean, 1e-12) for r in runs]), row=1, col=1)
     fig.update_yaxes(range=[0, 1.02], tickformat=".0%", row=1, col=2)
-    fig.update_layout(height=height, showlegend=False, margin=dict(t=40, b=10, l=10, r=10))
+    fig.update_layout(height=height, showlegend=False, margin=dict(t=SUBPLOT_TOP_PX, b=10, l=10, r=10))
     return fig
 
 
@@ -108,7 +110,7 @@ def residual_drift_figure(result: ComparisonResult, height: int = 400) -> go.Fig
                       row=1, col=2)
     fig.update_xaxes(title_text="decoder layer")
     fig.update_yaxes(log_axis([max(v, 1e-12) for r in runs for v in r.drift.residual_rel_error]), row=1, col=2)
-    fig.update_layout(height=height, margin=dict(t=40, b=10, l=10, r=10), legend=dict(orientation="h", y=-0.2))
+    fig.update_layout(height=height, margin=dict(t=SUBPLOT_TOP_PX, b=10, l=10, r=10), legend=dict(orientation="h", y=-0.2))
     return fig
 
 
@@ -119,8 +121,9 @@ def attention_diff_figure(drift: DriftResult, label: str = "", height: int = 420
                                colorscale="Viridis", colorbar=dict(title="TV"),
                                hovertemplate="layer %{y}, head %{x}<br>%{z:.3e}<extra></extra>"))
     title = f"Attention difference per head: {label} vs {drift.reference}" if label else "Attention difference per head"
-    fig.update_layout(title=title, height=height, xaxis_title="head", yaxis_title="layer",
-                      margin=dict(t=50, b=10, l=10, r=10))
+    fig.update_layout(title_below_toolbar(dict(title=dict(text=title), height=height, margin=dict(t=10, b=10, l=10, r=10),
+                                               xaxis=dict(title=dict(text="head"), dtick=1),
+                                               yaxis=dict(title=dict(text="layer"), dtick=1))))   # whole layers
     return fig
 
 
@@ -135,12 +138,14 @@ def position_kl_figure(result: ComparisonResult, prompt_index: int = 0, height: 
         tokens = p.tokens
         fig.add_trace(go.Scatter(x=np.arange(len(p.kl)), y=_f32([max(v, 1e-12) for v in p.kl]), mode="lines",
                                  name=f"{label} vs {d.reference}", line=dict(color=_color(r.precision), dash=dash),
-                                 customdata=np.asarray(p.tokens, dtype=object),
+                                 customdata=np.asarray([plotly_text(t, 24) for t in p.tokens], dtype=object),
                                  hovertemplate="pos %{x} «%{customdata}»<br>KL %{y:.3e}<extra></extra>"))
-    fig.update_layout(height=height, yaxis_type="log", xaxis_title="position (next token predicted after it)",
-                      yaxis_title="KL (nats)", margin=dict(t=30, b=10, l=10, r=10), legend=dict(orientation="h", y=-0.3))
+    kl = [max(v, 1e-12) for r in runs for v in r.drift.prompts[prompt_index].kl]
+    fig.update_layout(height=height, xaxis_title="position (next token predicted after it)",
+                      yaxis=log_axis(kl, title=dict(text="KL (nats)")),     # 0.0001, not Plotly's "100µ"
+                      margin=dict(t=TOOLBAR_PX, b=10, l=10, r=10), legend=dict(orientation="h", y=-0.3))
     if tokens and len(tokens) <= 48:
-        fig.update_xaxes(tickmode="array", tickvals=list(range(len(tokens))), ticktext=[repr(t)[1:-1] for t in tokens])
+        fig.update_xaxes(tickmode="array", tickvals=list(range(len(tokens))), ticktext=[plotly_text(t) for t in tokens])
     return fig
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from explorer.model import read_limits
 from explorer.model.errors import BadSource, BadWeights, NotCausal, PickleRefused
+from explorer.model.visible_text import message_text
 
 HUB_ID_MAX = 96  # the hub's own limit for owner/name
 PATH_MAX = 4096
@@ -31,8 +32,7 @@ ENCODER_FAMILIES = frozenset({
 
 def shown(text: str, limit: int = 80) -> str:
     """A user's input, safe to put in a message: control characters visible, long text cut."""
-    text = text.encode("unicode_escape", "backslashreplace").decode("ascii") if not text.isprintable() else text
-    return text if len(text) <= limit else text[:limit] + f"… ({len(text)} characters)"
+    return message_text(text, limit)   # the one rule: explorer/model/visible_text.py
 
 
 def check_source_text(source: str) -> None:

@@ -12,6 +12,8 @@ import os
 import re
 import threading
 
+from explorer.model.visible_text import show_hidden
+
 
 class ExplorerError(RuntimeError):
     """A problem the user can act on; the message is meant to be shown as is."""
@@ -218,13 +220,13 @@ def env_token() -> Secret | None:
 # --------------------------------------------------------------------------- messages
 
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07]*(\x07|\x1b\\)|\x1b[@-Z\\-_]")
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 MAX_MESSAGE = 600
 
 
 def clean_text(text: str, extra_secrets: tuple[str, ...] = ()) -> str:
-    """Strip ANSI codes and control characters, and replace every known token with ***."""
-    text = _CONTROL.sub("", _ANSI.sub("", text))
+    """Strip terminal escape codes, show other hidden characters as ⟨U+XXXX⟩ (the rule in
+    visible_text), and replace every known token with ***."""
+    text = show_hidden(_ANSI.sub("", text))
     for token in sorted({*known_tokens(), *(s for s in extra_secrets if s)}, key=len, reverse=True):
         text = text.replace(token, "***")
     return text

@@ -24,6 +24,7 @@ from explorer.model import translate
 from explorer.model.embedded import embedded_model_dir
 from explorer.model.errors import LoadError, ModelReplaced, NoModelLoaded, reveal, user_message
 from explorer.model.load_config import DTYPES, LoadConfig, Progress, bnb_config, plan_precision, say
+from explorer.model.footprint import resident_bytes
 from explorer.model.precisions import QUANTIZED
 from explorer.model.preflight import Preflight, check_weights, load_tokenizer, preflight
 from explorer.model.progress import counting_steps
@@ -65,6 +66,11 @@ class LoadedModel:
         Generation and capture entry points (and the model worker) call it before using the model."""
         if self.retired or self.model is None or self.tokenizer is None:
             raise ModelReplaced()
+
+    @property
+    def resident_bytes(self) -> int:
+        """The memory every page shows for this model (explorer/model/footprint.py says what it counts)."""
+        return resident_bytes(self.model)
 
     @property
     def context_length(self) -> int | None:

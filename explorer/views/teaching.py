@@ -12,7 +12,7 @@ import string
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from explorer.views.text import visible_whitespace
+from explorer.views.text import escape_markdown, visible_whitespace
 
 
 @dataclass(frozen=True)
@@ -280,13 +280,6 @@ def render(template: str, facts: Mapping[str, Any]) -> str:
     """
     shown = {k: escape_markdown(visible_whitespace(v)) if isinstance(v, str) else v for k, v in facts.items()}
     return _FactFormatter().vformat(template, (), shown)
-
-
-_MD_SPECIAL = frozenset(string.punctuation)
-
-
-def escape_markdown(text: str) -> str:
-    return "".join("\\" + c if c in _MD_SPECIAL else c for c in text)
 
 
 __all__ = ["EXPLANATIONS", "Explanation", "GLOSSARY", "TOUR", "TourStep", "escape_markdown", "render",

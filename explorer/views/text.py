@@ -1,55 +1,59 @@
-"""Text from a prompt or a token, as an inspection tool must show it: what is really there.
+"""Text from a prompt or a token, as the views draw it: the one place where the views make text
+visible, built on the rule in explorer/model/visible_text.py (which error messages use too).
 
-Why: a right-to-left override (U+202E) makes "‮evil.exe‬" read "exe.live", a zero-width space
-splits a word without a trace, a tag character carries hidden text. A browser applies these; a
-tool that shows what a model reads must not. Every place that displays prompt or token text
-(chat turns, the token strip, axis labels, hover, tables, the tour) goes through this module:
+Every place that displays prompt or token text (chat turns, the token strip, axis labels, hover,
+titles, legends, tables, the tour) goes through this module:
 
-  reveal(text)             invisible and control characters as ⟨U+202E⟩; spaces, tabs and new
-                           lines kept (running text: chat turns, prompts)
-  visible_whitespace(text) the same, and spaces, new lines, tabs and carriage returns drawn as
-                           ␣ ↵ ⇥ ␍ (one token: a leading space is most of what sets tokens apart)
+  show_hidden(text)        running text (chat turns, prompts): hidden characters as ⟨U+202E⟩
+  visible_whitespace(text) one token: also ␣ ↵ ⇥ ␍ for whitespace, ∅ for nothing
+  plotly_text(text, n)     a token on a tick label or in hover, for Plotly: visible whitespace, cut,
+                           HTML-escaped (Plotly renders <b>, <a href> … in every text it draws)
+  plotly_label(text, n)    a token inside a title or legend: plain spaces (no ␣), cut, HTML-escaped
+  markdown_text(text)      text inside st.markdown: every ASCII punctuation mark backslash-escaped,
+                           so `**` or `[x](javascript:…)` shows as typed
 """
 from __future__ import annotations
 
+import html
 import re
-import unicodedata
+import string
 
-# Unicode categories that draw nothing or change how the text around them is drawn: controls (Cc),
-# format characters (Cf: bidi overrides and isolates, zero-width space/joiners, soft hyphen, word
-# joiner, BOM, tag characters), line/paragraph separators, private use, surrogates, unassigned.
-HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Co", "Cs", "Cn"})
-# Characters outside those categories that still draw as nothing (or as a plain space): fillers,
-# the combining grapheme joiner, variation selectors other than the emoji ones, odd spaces.
-HIDDEN_EXTRA = frozenset(
-    [0x00A0, 0x034F, 0x115F, 0x1160, 0x1680, 0x180E, 0x2800, 0x3164, 0xFFA0, 0x202F, 0x205F, 0x3000]
-    + list(range(0x2000, 0x200B)) + list(range(0xFE00, 0xFE0E)) + list(range(0xE0100, 0xE01F0)))
-KEPT = frozenset("\n\t ")          # running text keeps its layout
+from explorer.model.visible_text import (EMPTY, codepoint, is_hidden, message_text, plain_label, shorten,
+                                         show_hidden, visible_whitespace)
+
+LABEL_CHARS = 12
 
 
-def codepoint(ch: str) -> str:
-    """One character as ⟨U+202E⟩ (at least four hex digits)."""
-    return f"⟨U+{ord(ch):04X}⟩"
+def _for_plotly(shown: str, max_chars: int) -> str:
+    if len(shown) > max_chars:
+        shown = shown[: max_chars - 1] + "…"
+    shown = html.escape(shown, quote=False)
+    if shown.startswith("$") and shown.endswith("$"):   # Plotly would hand "$…$" to MathJax
+        shown = "\u200b" + shown
+    return shown
 
 
-def is_hidden(ch: str) -> bool:
-    return ord(ch) in HIDDEN_EXTRA or unicodedata.category(ch) in HIDDEN_CATEGORIES
+def plotly_text(text: str, max_chars: int = LABEL_CHARS) -> str:
+    """A token as a Plotly tick label or hover line: whitespace visible, cut to max_chars, HTML-escaped."""
+    return _for_plotly(visible_whitespace(text), max_chars)
 
 
-def reveal(text: str) -> str:
-    """Invisible and control characters written as ⟨U+XXXX⟩, never applied; layout kept."""
-    if text.isascii() and text.isprintable():
-        return text
-    return "".join(codepoint(c) if c not in KEPT and is_hidden(c) else c for c in text)
+def plotly_label(text: str, max_chars: int = LABEL_CHARS) -> str:
+    """A token or name inside a Plotly title or legend: spaces plain, cut to max_chars, HTML-escaped."""
+    return _for_plotly(plain_label(text), max_chars)
 
 
-_WHITESPACE = str.maketrans({" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍"})
+_MD_SPECIAL = frozenset(string.punctuation)
 
 
-def visible_whitespace(text: str) -> str:
-    """One token as shown on a label: whitespace drawn (␣ ↵ ⇥ ␍), hidden characters as ⟨U+XXXX⟩,
-    the empty string as ∅."""
-    return reveal(text.translate(_WHITESPACE)) or "∅"
+def escape_markdown(text: str) -> str:
+    """Every ASCII punctuation mark backslash-escaped: Markdown shows it as typed."""
+    return "".join("\\" + c if c in _MD_SPECIAL else c for c in text)
+
+
+def markdown_text(text: str) -> str:
+    """Running text (a prompt, a name) inside st.markdown: hidden characters shown, Markdown escaped."""
+    return escape_markdown(show_hidden(text))
 
 
 _BYTE_PIECE = re.compile(r"<0x[0-9A-F]{2}>")
@@ -64,4 +68,6 @@ BYTE_PIECE_NOTE = ("<0x..> is one byte of a character that the tokenizer split a
                    "2–4 bytes for a letter outside ASCII); the tokens together spell the character.")
 
 
-__all__ = ["BYTE_PIECE_NOTE", "codepoint", "has_byte_pieces", "is_hidden", "reveal", "visible_whitespace"]
+__all__ = ["BYTE_PIECE_NOTE", "EMPTY", "LABEL_CHARS", "codepoint", "escape_markdown", "has_byte_pieces", "is_hidden",
+           "markdown_text", "message_text", "plain_label", "plotly_label", "plotly_text", "shorten", "show_hidden",
+           "visible_whitespace"]

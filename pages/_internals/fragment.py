@@ -18,6 +18,7 @@ from pages._internals.drawing import Shown, explain
 from pages._internals.embeddings import embeddings_view
 from pages._internals.intervene import intervene_view
 from pages._internals.lens import lens_view
+from pages._internals.notes import precision_drift_note
 from pages._internals.residual import residual_view
 from pages._internals.share import downloads, sync_url
 from pages._internals.tour import glossary_view, tour_view
@@ -42,6 +43,7 @@ def views_fragment() -> None:
                f"{cap.num_heads} heads ({cap.num_kv_heads} KV heads) · from the {escape_markdown(cur.origin)}")
     for note in cap.notes:
         st.warning(f"Reduced capture: {escape_markdown(note)}")
+    precision_drift_note(cur)                      # NF4 moves the numbers: by how much (Compare), or how to see it
     if r.is_pooled:
         st.caption(f"Long prompt ({r.num_tokens} tokens): heatmaps are block-pooled to at most {MAX_SIDE} cells a "
                    "side. Turn on “Full-resolution window” above the attention map to see a window cell by cell.")

@@ -12,7 +12,7 @@ from pages._state import INTERNALS as K
 def downloads(cur: Current, shown: Shown) -> None:
     r = cur.readout
     with st.expander("Download and share"):
-        c1, c2 = st.columns([2, 3])
+        c1, c2 = st.columns(2)   # "Capture file (.safetensors)" was cut at 1280 px in two fifths
         with c1:
             can_lens = r.lens_from_model
             rows = r.num_tokens * len(r.residual_layers)

@@ -19,7 +19,7 @@ from explorer.views.figures.axes import log_ticks
 from explorer.views.figures.internals import plotly_text, token_strip
 from explorer.views.readout import Readout
 from explorer.views.teaching import render
-from explorer.views.text import reveal, visible_whitespace
+from explorer.views.text import show_hidden, visible_whitespace
 from tests.tiny_models import tiny_config, tiny_model
 from tests.views import random_attention_view
 
@@ -35,12 +35,12 @@ def payload(fig) -> str:
 # ---- hidden characters ---------------------------------------------------------------------------
 
 def test_bidi_overrides_and_zero_width_characters_are_shown_not_applied():
-    assert reveal(f"{RLO}evil.exe{PDF}") == "⟨U+202E⟩evil.exe⟨U+202C⟩"
-    assert reveal(f"pay{ZWSP}pal") == "pay⟨U+200B⟩pal"
-    assert reveal("tag\U000e0041") == "tag⟨U+E0041⟩"                 # tag characters hide text
-    assert reveal("a\u00a0b\ufeff") == "a⟨U+00A0⟩b⟨U+FEFF⟩"
-    assert reveal("two words\nand a tab\t") == "two words\nand a tab\t"   # running text keeps its layout
-    assert reveal("שלום, 日本語 ❤️") == "שלום, 日本語 ❤️"                  # visible scripts untouched
+    assert show_hidden(f"{RLO}evil.exe{PDF}") == "⟨U+202E⟩evil.exe⟨U+202C⟩"
+    assert show_hidden(f"pay{ZWSP}pal") == "pay⟨U+200B⟩pal"
+    assert show_hidden("tag\U000e0041") == "tag⟨U+E0041⟩"                 # tag characters hide text
+    assert show_hidden("a\u00a0b\ufeff") == "a⟨U+00A0⟩b⟨U+FEFF⟩"
+    assert show_hidden("two words\nand a tab\t") == "two words\nand a tab\t"   # running text keeps its layout
+    assert show_hidden("שלום, 日本語 ❤️") == "שלום, 日本語 ❤️"                  # visible scripts untouched
     assert visible_whitespace(f" {RLO}x\n") == "␣⟨U+202E⟩x↵"
     assert visible_whitespace("") == "∅"
 

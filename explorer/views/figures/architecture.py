@@ -14,6 +14,7 @@ import plotly.graph_objects as go
 from explorer.analyse.architecture import ROOT, BreakdownRow
 from explorer.analyse.data_flow import DataFlow
 from explorer.analyse.memory_estimate import GIB, GPU, GPUS, MemoryEstimate
+from explorer.views.figures.axes import TOOLBAR_PX, title_below_toolbar
 from explorer.views.units import fmt_bytes, fmt_count
 
 ROLE_COLORS = {
@@ -21,6 +22,7 @@ ROLE_COLORS = {
     "lm_head": "#E45756", "other": "#9D755D", None: "#BAB0AC",
 }
 ROOT_ID = "(model)"
+PATHBAR_PX = 26
 
 
 def _node_id(name: str) -> str:
@@ -58,13 +60,15 @@ def hierarchy_figure(g: nx.DiGraph, kind: str = "icicle", size_by: str = "params
         ids=ids, labels=[_label(n, d) for n, d in zip(names, nodes)], parents=parents, values=values,
         branchvalues="total",
         marker=dict(colors=colors), customdata=custom, maxdepth=maxdepth,
-        pathbar=dict(visible=True, side="top"),
+        # the bar that leads back up: thick enough to read and to click, even at the root
+        pathbar=dict(visible=True, side="top", thickness=PATHBAR_PX, textfont=dict(size=13),
+                     edgeshape=">"),
         hovertemplate="<b>%{id}</b> (%{customdata[0]})<br>%{customdata[1]} params · %{customdata[2]}"
                       "<br>%{customdata[4]}<br><i>%{customdata[3]}</i><extra></extra>",
         **({"tiling": dict(orientation="v")} if kind == "icicle" else {}),
     )
     fig = go.Figure(trace)
-    fig.update_layout(height=height, margin=dict(l=4, r=4, t=4, b=4))  # no title: it would sit on the path bar
+    fig.update_layout(height=height, margin=dict(l=4, r=4, t=TOOLBAR_PX, b=4))  # no title: it would sit on the path bar
     return fig
 
 
@@ -110,15 +114,15 @@ def dataflow_figure(flow: DataFlow, selected: str | None = None, height: int = 3
         showlegend=False, name="blocks",
     ))
     width = max((n.x for n in flow.nodes), default=0)
-    fig.update_layout(
-        height=height, margin=dict(l=10, r=10, t=30, b=10), clickmode="event+select", dragmode=False,
+    fig.update_layout(title_below_toolbar(dict(
+        height=height, margin=dict(l=10, r=10, t=10, b=10), clickmode="event+select", dragmode=False,
         title=dict(text=f"Data flow: {flow.num_layers} decoder layers"
                         + (f", layer {flow.expanded} unfolded" if flow.expanded is not None else ", folded"),
                    x=0, font=dict(size=14)),
         xaxis=dict(visible=False, range=[-0.7, width + 0.7]),
         yaxis=dict(visible=False, range=[-0.8, 1.8], fixedrange=True),
         plot_bgcolor="rgba(0,0,0,0)",
-    )
+    )))
     fig.add_annotation(x=-0.6, y=-0.65, text="── residual stream (y = 0); branches read from it and add back",
                        showarrow=False, xanchor="left",
                        font=dict(size=10, color="#6C7A89"))
@@ -137,8 +141,9 @@ def breakdown_figure(rows: list[BreakdownRow], height: int = 300) -> go.Figure:
         customdata=[[fmt_bytes(r.bytes), r.note or ""] for r in rows],
         hovertemplate="%{y}: %{text}<br>%{customdata[0]}<br>%{customdata[1]}<extra></extra>",
     ))
-    fig.update_layout(height=height, margin=dict(l=4, r=4, t=30, b=4), yaxis=dict(autorange="reversed"),
-                      xaxis_title="parameters", title=dict(text="Where the parameters are", x=0, font=dict(size=14)))
+    fig.update_layout(title_below_toolbar(dict(height=height, margin=dict(l=4, r=4, t=4, b=4),
+                                               yaxis=dict(autorange="reversed"), xaxis=dict(title=dict(text="parameters")),
+                                               title=dict(text="Where the parameters are", x=0, font=dict(size=14)))))
     return fig
 
 
@@ -159,12 +164,30 @@ def memory_figure(estimates: list[MemoryEstimate], gpus: tuple[GPU, ...] = GPUS,
         fig.add_trace(go.Bar(x=labels, y=np.full(len(labels), extra_gib, dtype=np.float32),
                              name="KV cache + runtime", marker_color="#BAB0AC"))
     top = float(weights.max(initial=0)) + extra_gib
-    for gpu in gpus:
-        if gpu.memory_gib <= top * 1.3:
-            fig.add_hline(y=gpu.memory_gib, line=dict(dash="dot", width=1, color="#E45756"),
-                          annotation_text=gpu.name, annotation_position="top left",
-                          annotation_font=dict(size=10))
-    fig.update_layout(barmode="stack", height=height, margin=dict(l=4, r=4, t=30, b=4), yaxis_title="GiB",
-                      title=dict(text="Memory per precision vs GPU sizes", x=0, font=dict(size=14)),
-                      legend=dict(orientation="h", y=-0.15))
+    shown = sorted((gpu for gpu in gpus if gpu.memory_gib <= top * 1.3), key=lambda g: g.memory_gib)
+    lay = title_below_toolbar(dict(barmode="stack", height=height, margin=dict(l=4, r=4, t=4, b=4),
+                                   title=dict(text="Memory per precision vs GPU sizes", x=0, font=dict(size=14)),
+                                   legend=dict(orientation="h", y=-0.15)))
+    ymax = max([top] + [g.memory_gib for g in shown]) * 1.08 or 1.0
+    names = [gpu.name.split(" (")[0] for gpu in shown]                    # "Laptop 6 GB": the full name in hover
+    lay["margin"]["r"] = 12 + int(6.2 * max((len(n) for n in names), default=0))
+    lay["yaxis"] = dict(title=dict(text="GiB"), range=[0, ymax])
+    plot_px = height - lay["margin"]["t"] - lay["margin"]["b"] - 60        # the legend below takes ~60 px
+    lay["shapes"], lay["annotations"] = [], []
+    for gpu, name, y_px in zip(shown, names, _spread([g.memory_gib / ymax * plot_px for g in shown], 14)):
+        lay["shapes"].append(dict(type="line", xref="paper", x0=0, x1=1, y0=gpu.memory_gib, y1=gpu.memory_gib,
+                                  line=dict(dash="dot", width=1, color="#E45756")))
+        # in the right margin, beside its line, moved apart from a neighbour closer than a label's height
+        lay["annotations"].append(dict(xref="paper", x=1, xanchor="left", xshift=4, y=gpu.memory_gib, yanchor="middle",
+                                       yshift=y_px - gpu.memory_gib / ymax * plot_px, text=name, showarrow=False,
+                                       font=dict(size=10, color="#C53030"), hovertext=gpu.name))
+    fig.update_layout(lay)
     return fig
+
+
+def _spread(ys: list[float], gap: float) -> list[float]:
+    """Positions (px, ascending input) moved up as little as needed so neighbours are `gap` apart."""
+    out: list[float] = []
+    for y in ys:
+        out.append(max(y, out[-1] + gap) if out else y)
+    return out

@@ -15,7 +15,8 @@ import numpy as np
 import plotly.graph_objects as go
 
 from explorer.views.figures.image import colour_table, heatmap_png, png_uri
-from explorer.views.figures.internals import CLICK_MARKER, FOCUS_COLOR, cell_of, f32, labels, layout, plotly_text, \
+from explorer.views.figures.axes import category_ticks, title_below_toolbar
+from explorer.views.figures.internals import CLICK_MARKER, FOCUS_COLOR, cell_of, f32, labels, layout, plotly_label, \
     span_label, span_labels
 from explorer.views.figures.map_spec import FIXED_AXIS, Axis, ColourKey, MapFigure, MapSpec, Margin, map_figure, \
     refocus
@@ -32,6 +33,9 @@ EXACT_CELLS = 160        # up to this many cells a side the map carries its numb
 ROW_PX = 14              # screen pixels a labelled row needs (10 px font)
 MAP_MIN_PX, MAP_MAX_PX = 380, 900
 MAP_CHROME_PX = 170      # title, x labels, margins
+# Toolbar buttons that do nothing on a chart whose axes are fixed: without them the toolbar of a
+# narrow chart is one short row (with them it wrapped onto the title at 1280 px)
+FIXED_CHART_TOOLS = ["zoom", "pan", "select", "lasso", "zoomIn", "zoomOut", "autoScale", "resetScale"]
 MAP_WIDTH_PX = 440       # plot width of the map at 1600 px: what its (rotated) x labels must fit in
 
 
@@ -270,12 +274,15 @@ def head_summary_figure(values: np.ndarray, layers: Sequence[int], kv_head_of: S
                         hovertext=hover, hoverinfo="text", showlegend=False,
                         marker=dict(symbol="square", size=14, color=CLICK_MARKER))
     where = "mean over query tokens" if at_token is None else f"at token {at_token}"
-    lay = layout(f"{title}<br><sup>{where}</sup>", int(min(900, max(360, 16 * n_layers + 120))),
-                 yaxis=dict(autorange="reversed", type="category", fixedrange=True),
-                 xaxis=dict(type="category", tickangle=-60, fixedrange=True),
-                 clickmode="event+select", dragmode=False)
-    lay["margin"] = dict(l=10, r=10, t=60, b=10)
-    return select_cell(go.Figure(data=[heat, clicks], layout=lay), layers, selected)
+    height = int(min(900, max(360, 16 * n_layers + 130)))
+    lay = layout(f"{title}<br><sup>{where}</sup>", height,
+                 yaxis=dict(autorange="reversed", type="category", fixedrange=True,
+                            **category_ticks(y, height - 150)),          # every layer while 13 px rows fit
+                 # every head, upright labels: three of these stand side by side, 9 heads in ~150 px
+                 xaxis=dict(type="category", tickangle=-90, fixedrange=True, tickfont=dict(size=9), **category_ticks(x)),
+                 clickmode="event+select", dragmode=False, modebar=dict(remove=FIXED_CHART_TOOLS))
+    lay["margin"] = dict(l=10, r=10, t=10, b=10)
+    return select_cell(go.Figure(data=[heat, clicks], layout=title_below_toolbar(lay)), layers, selected)
 
 
 def gqa_figure(kv_head_of: Sequence[int], selected_head: int | None = None) -> go.Figure:
@@ -302,10 +309,11 @@ def gqa_figure(kv_head_of: Sequence[int], selected_head: int | None = None) -> g
                    hovertext=labels([f"KV head {g}: shared by {sum(1 for k in kv_head_of if k == g)} query heads"
                                      for g in range(n_kv)])),
     ]
-    lay = layout(f"GQA: {n_heads} query heads → {n_kv} KV heads", 220, showlegend=False, modebar=dict(orientation="v"),
+    lay = layout(f"GQA: {n_heads} query heads → {n_kv} KV heads", 220, showlegend=False,
+                 modebar=dict(orientation="v", remove=FIXED_CHART_TOOLS),
                  xaxis=dict(visible=False, range=[-0.8, n_heads - 0.2], fixedrange=True),
                  yaxis=dict(visible=False, range=[-0.6, 1.6], fixedrange=True))
-    return go.Figure(data=traces, layout=lay)
+    return go.Figure(data=traces, layout=title_below_toolbar(lay))
 
 
 def head_outline(fig: go.Figure, head: int | None) -> Outline | None:
@@ -337,11 +345,13 @@ def token_attention_figure(ta: TokenAttention, texts: Sequence[str]) -> go.Figur
                       zmin=0, colorbar=dict(title=dict(text="attention"), thickness=12),
                       hovertemplate="%{y}<br>key %{x}<br>attention %{z:.3f}<extra></extra>")
     who = "mean over heads" if ta.head is None else f"head {ta.head}"
-    lay = layout(f"Attention from token {ta.token} “{plotly_text(texts[ta.token], 16)}”<br>"
+    lay = layout(f"Attention from token {ta.token} “{plotly_label(texts[ta.token], 16)}”<br>"
                  f"<sup>in every layer · {who}</sup>", int(min(900, max(360, 14 * len(ta.layers) + 160))),
                  xaxis=dict(type="category", tickangle=-60, tickfont=dict(size=10), title=dict(text="key token"),
                             tickvals=ticks, ticktext=ticks),
-                 yaxis=dict(type="category", title=dict(text="layer")), modebar=dict(orientation="v"))
+                 yaxis=dict(type="category", title=dict(text="layer"), tickfont=dict(size=10),   # every layer while 13 px rows fit
+                            **category_ticks(heat.y, int(min(900, max(360, 14 * len(ta.layers) + 160))) - 160)),
+                 modebar=dict(orientation="v"))
     lay["title"].update(x=0.01, xanchor="left")
     lay["margin"] = dict(l=10, r=40, t=64, b=10)
     return go.Figure(data=[heat], layout=lay)

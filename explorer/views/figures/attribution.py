@@ -10,7 +10,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from explorer.analyse.attribution import Attribution
-from explorer.views.figures.internals import CLICK_MARKER, f32, plotly_text
+from explorer.views.figures.axes import category_ticks, title_below_toolbar
+from explorer.views.figures.internals import CLICK_MARKER, f32, plotly_label
 
 
 def attribution_heatmap(att: Attribution, target_text: str, position_text: str) -> go.Figure:
@@ -34,11 +35,16 @@ def attribution_heatmap(att: Attribution, target_text: str, position_text: str) 
                                         for li, h, v in zip(gy.ravel(), gx.ravel(), heads.ravel())],
                              customdata=np.stack([gy.ravel(), gx.ravel()], 1).astype(np.int32),
                              marker=dict(symbol="square", size=16, color=CLICK_MARKER), showlegend=False), 1, 1)
-    title = (f"Direct contribution to the logit of “{plotly_text(target_text, 20)}” at "
-             f"{plotly_text(position_text, 24)} (logit {att.logit:.2f}; embedding {att.embedding:+.2f})")
-    fig.update_layout(title=dict(text=title, font=dict(size=14)), height=int(min(900, max(320, 18 * n_layers + 120))),
-                      margin=dict(l=10, r=10, t=60, b=10), uirevision="keep", clickmode="event+select",
-                      dragmode=False)
+    pos, _, token = position_text.partition(" ")          # "4  is": position 4, token " is"
+    where = f"{pos} “{plotly_label(token, 24)}”" if pos.isdigit() else plotly_label(position_text, 24)
+    title = (f"Direct contribution to the logit of “{plotly_label(target_text, 20)}” at "
+             f"{where} (logit {att.logit:.2f}; embedding {att.embedding:+.2f})")
+    fig.update_layout(title_below_toolbar(dict(title=dict(text=title, font=dict(size=14)),
+                                               margin=dict(l=10, r=10, t=10, b=10), uirevision="keep",
+                                               height=int(min(900, max(320, 18 * n_layers + 120))),
+                                               clickmode="event+select", dragmode=False), gap_px=28))   # subplot titles
+    fig.update_yaxes(row=1, col=1, **category_ticks(range(n_layers)))
+    fig.update_xaxes(row=1, col=1, **category_ticks(range(n_heads)))
     fig.update_yaxes(title_text="layer", row=1, col=1)
     fig.update_xaxes(title_text="head", row=1, col=1)
     return fig

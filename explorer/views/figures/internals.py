@@ -1,8 +1,8 @@
 """Shared pieces of the internals figures: safe token labels, the clickable token strip, layout.
 
-Why escaping lives here: Plotly renders a subset of HTML (<b>, <br>, <a href>, <span style>) in
-every text it draws, tick labels and hover text included. Token text comes from the prompt, so it
-is untrusted; every label goes through `plotly_text`, which writes <, > and & as entities.
+Token text comes from the prompt, so it is untrusted; every label goes through
+explorer.views.text.plotly_text (tick labels, hover) or plotly_label (titles, legends), which write
+<, > and & as entities (Plotly renders a subset of HTML in every text it draws).
 """
 from __future__ import annotations
 
@@ -13,26 +13,15 @@ from typing import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from explorer.views.text import BYTE_PIECE_NOTE, has_byte_pieces, visible_whitespace
+from explorer.views.text import BYTE_PIECE_NOTE, LABEL_CHARS, has_byte_pieces, plotly_label, plotly_text, \
+    visible_whitespace
 
 Span = tuple[int, int]
-LABEL_CHARS = 12
 FOCUS_COLOR = "#E45756"
 CLICK_MARKER = "rgba(0,0,0,0)"   # invisible, but still hoverable and clickable
 
 STRIP_ROW_CHARS = 64       # characters per line of the token strip
 STRIP_MAX_TOKENS = 160
-
-def plotly_text(text: str, max_chars: int = LABEL_CHARS) -> str:
-    """Token text as Plotly should draw it: whitespace visible, cut to max_chars, HTML-escaped."""
-    shown = visible_whitespace(text)
-    if len(shown) > max_chars:
-        shown = shown[: max_chars - 1] + "…"
-    shown = html.escape(shown, quote=False)
-    if shown.startswith("$") and shown.endswith("$"):   # Plotly would hand "$…$" to MathJax
-        shown = "\u200b" + shown
-    return shown
-
 
 def span_label(span: Span, texts: Sequence[str], max_chars: int = LABEL_CHARS) -> str:
     """Unique axis label of one heatmap cell: "12 ␣the" or, pooled, "8–15 ␣the…"."""
@@ -163,5 +152,5 @@ def token_strip(texts: Sequence[str], focus: int | None, answer_start: int | Non
     return go.Figure(data=[bar], layout=lay)
 
 
-__all__ = ["CLICK_MARKER", "FOCUS_COLOR", "cell_of", "f32", "labels", "layout", "plotly_text",
+__all__ = ["CLICK_MARKER", "FOCUS_COLOR", "cell_of", "f32", "labels", "layout", "plotly_label", "plotly_text",
            "span_label", "span_labels", "strip_window", "token_strip"]

@@ -12,8 +12,8 @@ from typing import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from explorer.views.figures.axes import log_axis
-from explorer.views.figures.internals import FOCUS_COLOR, cell_of, f32, labels, layout, plotly_text, span_labels
+from explorer.views.figures.axes import category_ticks, log_axis, title_below_toolbar
+from explorer.views.figures.internals import FOCUS_COLOR, cell_of, f32, labels, layout, plotly_label, span_labels
 from explorer.views.residual_data import NormRow, ResidualNorms
 
 ROLE_COLORS = ("#4C78A8", "#F58518", "#54A24B", "#B279A2", "#E45756", "#72B7B2", "#9D755D")
@@ -44,11 +44,12 @@ def residual_norm_heatmap(norms: ResidualNorms, texts: Sequence[str], focus: int
                                     ticktext=[f"{10 ** v:.3g}" for v in ticks]),
                       hovertemplate="%{y}<br>token %{x}<br>norm %{customdata:.2f}<extra></extra>")
     pooled = "" if norms.factor == 1 else f" · mean over {norms.factor} tokens per cell"
-    lay = layout(f"Residual norm after each layer (log colour){pooled}",
-                 int(min(900, max(380, 16 * len(norms.row_names) + 140))), shapes=shapes,
+    height = int(min(900, max(380, 16 * len(norms.row_names) + 140)))
+    lay = layout(f"Residual norm after each layer (log colour){pooled}", height, shapes=shapes,
                  xaxis=dict(type="category", tickangle=-60, tickfont=dict(size=10), title=dict(text="token")),
-                 yaxis=dict(type="category", title=dict(text="residual stream")))
-    return go.Figure(data=[heat], layout=lay)
+                 yaxis=dict(type="category", title=dict(text="residual stream"),
+                            **category_ticks(labels(norms.row_names), height - 140)))
+    return go.Figure(data=[heat], layout=title_below_toolbar(lay))
 
 
 def _roles(rows: Sequence[NormRow]) -> list[str]:
@@ -94,7 +95,7 @@ def norm_stats_figure(rows: Sequence[NormRow], focus: int | None = None, num_lay
         color = ROLE_COLORS[i % len(ROLE_COLORS)]
         rs = sorted((r for r in rows if r.role == role), key=lambda r: r.layer)
         xs = f32([r.layer for r in rs])
-        name = plotly_text(role, 40)
+        name = plotly_label(role, 40)
         for (xa, ya, *_), attr in zip(_PANELS[:3], ("input_rms", "output_std", "output_mean")):
             traces.append(go.Scatter(x=xs, y=f32([getattr(r, attr).mean() for r in rs]), xaxis=xa, yaxis=ya,
                                      mode="lines+markers", name=name, legendgroup=role, showlegend=xa == "x",
@@ -119,8 +120,7 @@ def norm_stats_figure(rows: Sequence[NormRow], focus: int | None = None, num_lay
                                      hovertemplate=f"{name}<br>layer %{{x}}<br>mean gain %{{y:.3f}}<extra></extra>"))
     lay = layout("Norm modules across layers" + ("" if focus is None else f" · dotted: token {focus}"), 580,
                  legend=dict(orientation="h", y=-0.15), **_grid_layout(num_layers))
-    lay["margin"] = dict(l=10, r=10, t=70, b=10)
-    return go.Figure(data=traces, layout=lay)
+    return go.Figure(data=traces, layout=title_below_toolbar(lay, gap_px=30))   # room for the panel titles
 
 
 def gain_heatmap(rows: Sequence[NormRow]) -> go.Figure:
@@ -133,15 +133,16 @@ def gain_heatmap(rows: Sequence[NormRow]) -> go.Figure:
     for i, r in enumerate(ws):
         z[i, : len(r.weight)] = r.weight
     lo, hi = np.nanpercentile(z, 1), np.nanpercentile(z, 99)
-    y = labels([f"{'final' if r.role == 'final norm' else f'L{r.layer}'} {plotly_text(r.role, 28)}" for r in ws])
+    y = labels(["final norm" if r.role == "final norm" else f"L{r.layer} {plotly_label(r.role, 28)}" for r in ws])
     heat = go.Heatmap(z=z, y=y, colorscale="RdBu_r", zmin=float(lo), zmax=float(hi),
                       colorbar=dict(title=dict(text="gain"), thickness=12),
                       hovertemplate="%{y}<br>channel %{x}<br>gain %{z:.3f}<extra></extra>")
-    lay = layout("Learned gain of every norm module (colour clipped to the 1st–99th percentile)",
-                 int(min(1100, max(360, 9 * len(ws) + 120))),
-                 yaxis=dict(type="category", autorange="reversed", tickfont=dict(size=9)),
+    height = int(min(1100, max(360, 11 * len(ws) + 130)))      # 11 px a row: every 9 px label fits
+    lay = layout("Learned gain of every norm module (colour clipped to the 1st–99th percentile)", height,
+                 yaxis=dict(type="category", autorange="reversed", tickfont=dict(size=9),
+                            **category_ticks(y, height - 130, label_px=11)),
                  xaxis=dict(title=dict(text="hidden channel")))
-    return go.Figure(data=[heat], layout=lay)
+    return go.Figure(data=[heat], layout=title_below_toolbar(lay))
 
 
 def contributions_figure(attn: np.ndarray, mlp: np.ndarray, focus: int | None = None,
@@ -165,7 +166,7 @@ def contributions_figure(attn: np.ndarray, mlp: np.ndarray, focus: int | None = 
                                                                                  if focus is not None else [])),
                                 title=dict(text="L2 norm")),
                  legend=dict(orientation="h", y=-0.25))
-    return go.Figure(data=traces, layout=lay)
+    return go.Figure(data=traces, layout=title_below_toolbar(lay))
 
 
 __all__ = ["contributions_figure", "gain_heatmap", "norm_stats_figure", "residual_norm_heatmap"]

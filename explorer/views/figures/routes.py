@@ -12,7 +12,8 @@ import numpy as np
 import plotly.graph_objects as go
 
 from explorer.analyse.routes import RouteGraph, RouteNode
-from explorer.views.figures.internals import CLICK_MARKER, f32, labels, plotly_text
+from explorer.views.figures.axes import title_below_toolbar
+from explorer.views.figures.internals import CLICK_MARKER, f32, labels, plotly_label, plotly_text
 
 EDGE_COLORS = {"attention": "#4C78A8", "residual": "#9AA5B1", "mlp": "#F58518"}
 NODE_COLORS = {"res": "#4C78A8", "mid": "#72B7B2", "mlp": "#F58518"}
@@ -73,7 +74,7 @@ def routes_figure(graph: RouteGraph, selected: tuple[int, int] | None = None) ->
     ticks = positions if len(positions) <= 40 else positions[:: int(np.ceil(len(positions) / 40))]
     lay = dict(
         title=dict(text=f"Information-flow routes into position {graph.position} "
-                        f"(“{plotly_text(graph.tokens[graph.position], 16)}”) · edges over {graph.threshold:.2f}",
+                        f"(“{plotly_label(graph.tokens[graph.position], 16)}”) · edges over {graph.threshold:.2f}",
                    font=dict(size=14)),
         height=int(min(1100, max(420, 26 * graph.num_layers + 160))), margin=dict(l=10, r=10, t=50, b=10),
         xaxis=dict(title=dict(text="token"), tickvals=f32(ticks), tickangle=-60, tickfont=dict(size=10),
@@ -84,7 +85,7 @@ def routes_figure(graph: RouteGraph, selected: tuple[int, int] | None = None) ->
         legend=dict(orientation="h", y=0.995, x=0.005, xanchor="left", yanchor="top",
                     bgcolor="rgba(255,255,255,0.85)"),
         clickmode="event+select", uirevision="keep", hovermode="closest")
-    return go.Figure(data=traces, layout=lay)
+    return go.Figure(data=traces, layout=title_below_toolbar(lay))
 
 
 def _middle(e, xy: dict) -> tuple[float, float]:
