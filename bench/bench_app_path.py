@@ -29,8 +29,9 @@ import statistics
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -47,7 +48,7 @@ from explorer.record.capture import CaptureOptions, capture  # noqa: E402
 PROMPT = "Write a long story about a lighthouse keeper and the sea."
 
 
-def FixedLength(max_new_tokens: int, **kwargs) -> GenerateOptions:  # noqa: N802 - reads as the type it makes
+def FixedLength(max_new_tokens: int, **kwargs) -> GenerateOptions:
     """Exactly max_new_tokens (EOS cannot end a run early): equal work in every path."""
     return GenerateOptions(max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens, **kwargs)
 

@@ -20,11 +20,15 @@ import torch  # noqa: E402
 
 from explorer.analyse.architecture import describe_config, model_from_config  # noqa: E402
 from explorer.analyse.data_flow import data_flow  # noqa: E402
-from explorer.views.figures.architecture import breakdown_figure, dataflow_figure, hierarchy_figure, \
-    memory_figure  # noqa: E402
 from explorer.analyse.memory_estimate import GIB, estimate_all  # noqa: E402
 from explorer.model.configs import preset_config  # noqa: E402
 from explorer.presets import PRESETS  # noqa: E402
+from explorer.views.figures.architecture import (
+    breakdown_figure,
+    dataflow_figure,
+    hierarchy_figure,
+    memory_figure,
+)
 
 RESULTS = ROOT / "bench" / "results"
 REPEATS = 5

@@ -23,11 +23,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.bench_loading import machine  # noqa: E402
-from explorer.model.generation import GenerateOptions, conversation  # noqa: E402
-from explorer.model.loading import LoadConfig, plan_precision  # noqa: E402
-from explorer.model.worker import ModelWorker  # noqa: E402
-from explorer.model.worker_stream import WorkerStream  # noqa: E402
+from bench.bench_loading import machine
+from explorer.model.generation import GenerateOptions, conversation
+from explorer.model.loading import LoadConfig, plan_precision
+from explorer.model.worker import ModelWorker
+from explorer.model.worker_stream import WorkerStream
 
 PROMPT = "Tell me about lighthouses."
 GOAL_FIRST_TOKEN_S = 1.5

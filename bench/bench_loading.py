@@ -23,8 +23,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from explorer.model.generation import GenerateOptions, conversation, generate, stream_generate  # noqa: E402
-from explorer.model.loading import LoadConfig, load_model, memory_snapshot, release_memory, unload  # noqa: E402
+from explorer.model.generation import GenerateOptions, conversation, generate, stream_generate
+from explorer.model.loading import LoadConfig, load_model, memory_snapshot, release_memory, unload
 
 PROMPT = "Write a long, detailed story about a lighthouse keeper who finds a message in a bottle."
 

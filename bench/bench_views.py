@@ -27,8 +27,8 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -37,15 +37,24 @@ import plotly.io as pio  # noqa: E402
 import psutil  # noqa: E402
 import torch  # noqa: E402
 
+from explorer.model.loading import LoadConfig, load_model  # noqa: E402
 from explorer.record.capture import capture  # noqa: E402
-from explorer.views.figures.attention import attention_heatmap, gqa_figure, overview_figure, select_tile, \
-    token_attention_figure  # noqa: E402
+from explorer.views.figures.attention import (
+    attention_heatmap,
+    gqa_figure,
+    overview_figure,
+    select_tile,
+    token_attention_figure,
+)
 from explorer.views.figures.embeddings import pca_figure  # noqa: E402
 from explorer.views.figures.internals import token_strip  # noqa: E402
 from explorer.views.figures.lens import lens_heatmap, trajectory_figure  # noqa: E402
-from explorer.views.figures.residual import contributions_figure, gain_heatmap, norm_stats_figure, \
-    residual_norm_heatmap  # noqa: E402
-from explorer.model.loading import LoadConfig, load_model  # noqa: E402
+from explorer.views.figures.residual import (
+    contributions_figure,
+    gain_heatmap,
+    norm_stats_figure,
+    residual_norm_heatmap,
+)
 from explorer.views.readout import Readout  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"

@@ -28,7 +28,6 @@ from explorer.record.capture_file import open_capture, save_capture  # noqa: E40
 from tests.record.test_all_architectures import CONFIGS, build  # noqa: E402
 from tests.tiny_models import tiny_model, with_random_biases  # noqa: E402
 
-
 THRESHOLD = 0.02
 
 

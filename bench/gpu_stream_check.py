@@ -4,11 +4,16 @@ Investigation script (not a test), run on the device machine: python bench/gpu_s
 Measured on an H100 (bf16, random Llama-3.1-8B architecture, 96 new tokens): raw 33-35 tok/s, the same call in a
 worker thread 13-15 tok/s, with the streamer 9-12 tok/s, whatever the GIL switch interval. Cause not found yet.
 """
-import sys, time, threading, torch
+import sys
+import threading
+import time
+
+import torch
+
 sys.path.insert(0, ".")
-from transformers import TextIteratorStreamer, StoppingCriteriaList
+from transformers import StoppingCriteriaList, TextIteratorStreamer
+
 from explorer.model.loading import LoadConfig, load_model
-from explorer.model.generation import GenerateOptions, conversation, stream_generate, generate
 
 
 class _StopOnEvent:  # the stopping criterion generate() used before the decode core (explorer/model/decode_batch.py)

@@ -20,8 +20,17 @@ from explorer.model.loading import LoadedModel
 from explorer.model.worker_stream import WorkerStream
 from explorer.views.text import show_hidden
 from pages._common import model_worker, queue_note, session_alive, session_id
-from pages._state import CHAT_MESSAGES, LAST_PROMPT_TOKENS, LAST_SEQUENCE_GENERATION, LAST_SEQUENCE_IDS, LAST_STATS, \
-    LAST_OPTIONS, PARTIAL_ANSWER, PARTIAL_STATS, STOP_EVENT
+from pages._state import (
+    CHAT_MESSAGES,
+    LAST_OPTIONS,
+    LAST_PROMPT_TOKENS,
+    LAST_SEQUENCE_GENERATION,
+    LAST_SEQUENCE_IDS,
+    LAST_STATS,
+    PARTIAL_ANSWER,
+    PARTIAL_STATS,
+    STOP_EVENT,
+)
 
 
 def generation_options(prefix: str) -> GenerateOptions:

@@ -11,15 +11,16 @@ request whose session closed is cancelled. Every failure is a typed error shown 
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import streamlit as st
 
 from explorer.model.errors import Secret, env_token, user_message
 from explorer.model.loading import LoadConfig, LoadedModel, ModelRegistry, memory_snapshot
 from explorer.model.switches import autoload_enabled, operator_switches, worker_status_file
-from explorer.views.units import fmt_bytes
 from explorer.model.worker import ModelWorker
+from explorer.views.units import fmt_bytes
 from pages._state import AUTOLOAD_TRIED, LOAD_ERROR
 
 

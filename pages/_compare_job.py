@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from explorer.compare.lock import COMPARE_LOCK
 from explorer.compare.run import CompareConfig, ComparisonResult, LoadAccess, run_comparison

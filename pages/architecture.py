@@ -11,20 +11,26 @@ import json
 import pandas as pd
 import streamlit as st
 
-from explorer.analyse.architecture import ROLE_LABELS, ArchitectureError, ArchitectureView, config_dict, \
-    describe_config, describe_model, model_from_config, module_table
+from explorer.analyse.architecture import (
+    ROLE_LABELS,
+    ArchitectureError,
+    ArchitectureView,
+    config_dict,
+    describe_config,
+    describe_model,
+    model_from_config,
+    module_table,
+)
 from explorer.analyse.data_flow import data_flow
-from explorer.views.figures.architecture import breakdown_figure, dataflow_figure, hierarchy_figure, memory_figure
-from explorer.model.footprint import RESIDENT_HELP
-from explorer.views.units import fmt_bytes, fmt_count
-from explorer.analyse.memory_estimate import GIB, RUNTIME_RESERVE_GIB, estimate_all, gpu_fit, kv_cache_bytes, \
-    precision_key
+from explorer.analyse.memory_estimate import GIB, RUNTIME_RESERVE_GIB, estimate_all, gpu_fit, kv_cache_bytes, precision_key
+from explorer.model.configs import config_from_dict, config_from_hub, config_from_json, config_from_path, embedded_config, preset_config
 from explorer.model.errors import clean_text, user_message
-from explorer.model.switches import local_paths_allowed
+from explorer.model.footprint import RESIDENT_HELP
 from explorer.model.precisions import PRECISIONS
-from explorer.model.configs import config_from_dict, config_from_hub, config_from_json, config_from_path, \
-    embedded_config, preset_config
+from explorer.model.switches import local_paths_allowed
 from explorer.presets import PRESETS
+from explorer.views.figures.architecture import breakdown_figure, dataflow_figure, hierarchy_figure, memory_figure
+from explorer.views.units import fmt_bytes, fmt_count
 from pages._common import current_model, hf_token
 
 LOADED, EMBEDDED, PATH, UPLOAD, HUB = "loaded", "embedded", "path", "upload", "hub"

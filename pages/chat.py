@@ -5,17 +5,16 @@ import pandas as pd
 import streamlit as st
 
 from explorer.model.errors import user_message
+from explorer.model.footprint import RESIDENT_HELP
 from explorer.model.generation import conversation
 from explorer.model.load_config import COMPUTE_DTYPES, LoadConfig, plan_precision
+from explorer.model.precisions import LOAD_PRECISIONS as PRECISIONS
 from explorer.model.switches import local_paths_allowed
 from explorer.model.worker_stream import WorkerStream, gather
-from explorer.model.precisions import LOAD_PRECISIONS as PRECISIONS
 from explorer.presets import PRESETS
-from pages._chat_panel import chat_panel, generation_options
-from explorer.model.footprint import RESIDENT_HELP
 from explorer.views.units import fmt_bytes
-from pages._common import ensure_model, load_error_banner, load_into_registry, memory_caption, model_worker, \
-    session_alive, session_id, show_error
+from pages._chat_panel import chat_panel, generation_options
+from pages._common import ensure_model, load_error_banner, load_into_registry, memory_caption, model_worker, session_alive, session_id, show_error
 from pages._state import AUTOLOAD_TRIED, LOAD_ERROR
 
 SOURCE_KINDS = ("Preset", "Hub id", "Local folder or .gguf file")

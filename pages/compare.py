@@ -17,18 +17,22 @@ import uuid
 import pandas as pd
 import streamlit as st
 
+from explorer.compare.figures import (
+    attention_diff_figure,
+    drift_summary_figure,
+    position_kl_figure,
+    residual_drift_figure,
+    run_labels,
+    speed_memory_figure,
+)
+from explorer.compare.lock import COMPARE_LOCK, CompareBusy
+from explorer.compare.report import drift_rows, html_report, markdown_report, results_from_json, results_to_json, speed_rows
 from explorer.compare.run import CANCELLED, CompareConfig, ComparisonResult, LoadAccess, RunRecord
-from explorer.compare.figures import attention_diff_figure, drift_summary_figure, position_kl_figure, \
-    residual_drift_figure, run_labels, speed_memory_figure
 from explorer.model.precisions import LOAD_PRECISIONS as PRECISIONS
+from explorer.model.switches import local_paths_allowed, operator_switches
 from explorer.presets import PRESETS
-from explorer.views.teaching import escape_markdown
 from explorer.views.text import markdown_text, show_hidden
 from explorer.views.units import table_cells
-from explorer.compare.report import drift_rows, html_report, markdown_report, results_from_json, results_to_json, \
-    speed_rows
-from explorer.compare.lock import COMPARE_LOCK, CompareBusy
-from explorer.model.switches import local_paths_allowed, operator_switches
 from pages import _compare_job as compare_job
 from pages._common import hf_token, model_worker, session_alive, session_id
 from pages._state import COMPARE_INPUTS, COMPARE_JOB, COMPARE_OWNER, COMPARE_RESULT

@@ -11,9 +11,9 @@ import shutil
 import struct
 from pathlib import Path
 
-from huggingface_hub.utils._http import httpx2 as httpx  # the HTTP client the hub raises with
 import torch
 from huggingface_hub import errors as hub_errors
+from huggingface_hub.utils._http import httpx2 as httpx  # the HTTP client the hub raises with
 from transformers import BertConfig, LlamaConfig
 
 from tests.tiny_models import save_tiny_folder

@@ -16,10 +16,10 @@ import torch
 
 from explorer.analyse.attention_maps import layer_probabilities, pooled, probabilities, window
 from explorer.analyse.attention_rows import PreparedLayer, RowSource, StoredRows, block_probs, prepare
+from explorer.analyse.derived import Derived, HeadSummaries
 from explorer.analyse.head_stats import blockwise_summaries, fused_summaries, online_summaries, summaries
 from explorer.record.attention_store import AttentionMissing, AttentionStore, LayerNotKept
 from explorer.record.capture_data import Capture
-from explorer.analyse.derived import Derived, HeadSummaries
 
 
 def _store(capture: Capture) -> AttentionStore:

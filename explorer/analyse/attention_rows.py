@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
-from explorer.record.attention_store import AttentionStore, LayerAttention
 from explorer.record import mask_rule
+from explorer.record.attention_store import AttentionStore, LayerAttention
 
 Device = str | torch.device | None
 MASKED = torch.finfo(torch.float32).min       # score of a masked key (as eager fills it)
@@ -166,7 +166,7 @@ def prepare(store: AttentionStore, layer: int, heads: list[int] | None = None, b
                          groups=store.num_heads // store.num_kv_heads if all_heads else 1)
 
 
-_COPY_STREAMS: dict[torch.device, "torch.cuda.Stream"] = {}
+_COPY_STREAMS: dict[torch.device, torch.cuda.Stream] = {}
 
 
 def fetch(store: AttentionStore, layer: int, batch: int = 0, device: Device = None) -> RowSource:

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 import networkx as nx
 
-from explorer.model.anatomy import Anatomy, LayerParts
 from explorer.analyse.module_roles import NORM_TEXT, ROLE_TEXT, norm_placements
+from explorer.model.anatomy import Anatomy, LayerParts
 
 
 @dataclass

@@ -9,8 +9,8 @@ saving a file is told which results to carry (explorer.analyse.capture_bundle).
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
 
 import torch
 
@@ -45,7 +45,7 @@ class LensResult:
     token_ids: torch.Tensor      # (len(layers), len(positions), k) int64
     probs: torch.Tensor          # (len(layers), len(positions), k) float32, softmax probabilities
 
-    def select(self, layers: Sequence[int] | None, positions: Sequence[int] | None) -> "LensResult":
+    def select(self, layers: Sequence[int] | None, positions: Sequence[int] | None) -> LensResult:
         li = [self.layers.index(l) for l in layers] if layers is not None else list(range(len(self.layers)))
         pi = [self.positions.index(p) for p in positions] if positions is not None else list(range(len(self.positions)))
         return LensResult([self.layers[i] for i in li], [self.positions[i] for i in pi],

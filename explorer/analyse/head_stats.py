@@ -14,9 +14,9 @@ from __future__ import annotations
 import torch
 
 from explorer.analyse.attention_rows import MASKED, PreparedLayer, RowSource, fetch
+from explorer.analyse.derived import HeadSummaries
 from explorer.model.limits import BLOCK_ELEMENTS
 from explorer.record.attention_store import AttentionStore
-from explorer.analyse.derived import HeadSummaries
 
 Device = str | torch.device | None
 KEY_TILE = 4096

@@ -5,8 +5,8 @@ projects only that position (`logits_to_keep=1`), so two forwards cost about one
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import torch
 

@@ -6,8 +6,8 @@ larger than the capture itself; only the top-k per (layer, position) is kept.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -32,7 +32,7 @@ class LensHead:
     final_softcap: float | None = None   # Gemma-2 style tanh capping of the final logits
 
     @classmethod
-    def from_model(cls, model: nn.Module, anatomy: Anatomy | None = None) -> "LensHead | None":
+    def from_model(cls, model: nn.Module, anatomy: Anatomy | None = None) -> LensHead | None:
         """The model's final norm and LM head; None when the model has no LM head to find."""
         anatomy = anatomy or anatomy_of(model)
         head = resolve(model, anatomy.lm_head)

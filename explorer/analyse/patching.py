@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 
 from explorer.model.worker import RequestCancelled
-from explorer.record.intervention_hooks import (Activations, intervene_rows, last_logits, model_device,
-                                                record_activations, sites_of)
+from explorer.record.intervention_hooks import Activations, intervene_rows, last_logits, model_device, record_activations, sites_of
 from explorer.record.interventions import BadIntervention, Patch
 
 Progress = Callable[[int, int], None]         # (done, total) patches

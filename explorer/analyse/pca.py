@@ -6,8 +6,8 @@ come out mirrored between two runs or two layers, which reads as a difference wh
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 

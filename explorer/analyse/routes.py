@@ -28,8 +28,8 @@ ever computed, so a sparse graph over a long prompt stays cheap.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 import torch
 

@@ -10,8 +10,7 @@ from explorer.analyse.attention import capture_head_summaries
 from explorer.analyse.capture_bundle import describe_capture, open_with_results, save_with_results
 from explorer.analyse.derived import Derived
 from explorer.analyse.lens import LensHead, logit_lens
-from explorer.cli.args import layer_list, load_config, non_negative_int, positive_float, positive_int, \
-    read_text_file, text_arg, writable_out
+from explorer.cli.args import layer_list, load_config, non_negative_int, positive_float, positive_int, read_text_file, text_arg, writable_out
 from explorer.model.errors import BadArgument, GenerationError
 from explorer.model.loading import load_model
 from explorer.model.precisions import LOAD_PRECISIONS

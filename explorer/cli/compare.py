@@ -8,13 +8,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from explorer.compare.report import html_report, markdown_report, save_results
-from explorer.views.units import fmt_bytes
-from explorer.compare.run import CompareConfig, LoadAccess, run_comparison
 from explorer.cli.args import positive_int, read_text_file, text_arg
+from explorer.compare.report import html_report, markdown_report, save_results
+from explorer.compare.run import CompareConfig, LoadAccess, run_comparison
 from explorer.model.errors import BadArgument, GenerationError, env_token
 from explorer.model.safe_write import check_target, write_text
 from explorer.model.switches import operator_switches
+from explorer.views.units import fmt_bytes
 
 HELP = "compare models and precisions on the same prompts: speed, memory, output and quality drift"
 

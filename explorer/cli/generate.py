@@ -4,14 +4,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pathlib import Path
-
 from explorer.cli.args import load_config, non_negative_int, positive_int, text_arg
 from explorer.model.errors import BadArgument
 from explorer.model.generation import GenerateOptions, conversation, generate_batch, stream_generate
 from explorer.model.loading import embedded_model_dir, load_model
-from explorer.model.safe_write import check_folder
 from explorer.model.precisions import LOAD_PRECISIONS
+from explorer.model.safe_write import check_folder
 from explorer.record.intervention_hooks import intervene
 from explorer.record.interventions import parse as parse_interventions
 

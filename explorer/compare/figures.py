@@ -9,8 +9,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from explorer.compare.run import ComparisonResult, RunRecord
 from explorer.analyse.drift import DriftResult
+from explorer.compare.run import ComparisonResult, RunRecord
 from explorer.views.figures.axes import TOOLBAR_PX, log_axis, title_below_toolbar
 from explorer.views.text import plotly_text
 from explorer.views.units import gib

@@ -31,7 +31,7 @@ class PeakMemory:
             self.peak_bytes = max(self.peak_bytes, proc.memory_info().rss - self._baseline)
             self._stop.wait(self.interval_s)
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         if self.cuda:
             for i in range(torch.cuda.device_count()):
                 torch.cuda.reset_peak_memory_stats(i)

@@ -13,9 +13,9 @@ import math
 from pathlib import Path
 from typing import Any
 
+from explorer.analyse.drift import DriftResult, PromptDrift
 from explorer.compare import figures as figs
 from explorer.compare.run import CompareConfig, ComparisonResult, PromptOutput, RunRecord
-from explorer.analyse.drift import DriftResult, PromptDrift
 from explorer.model.safe_write import write_text
 from explorer.views.units import gib
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import psutil
 import torch
@@ -28,8 +28,7 @@ from explorer.analyse.drift import DriftResult, Fingerprint, by_rank, compare_fi
 from explorer.analyse.memory_estimate import estimate_memory, precision_key
 from explorer.compare.measure import PeakMemory, TokenClock, machine_info
 from explorer.model.generation import GenerateOptions, GenerationError, conversation, generate, prepare
-from explorer.model.loading import LoadConfig, LoadedModel, LoadError, Preflight, check_weights, load_model, \
-    preflight, release_memory, unload
+from explorer.model.loading import LoadConfig, LoadedModel, LoadError, Preflight, check_weights, load_model, preflight, release_memory, unload
 from explorer.model.precisions import LOAD_PRECISIONS
 from explorer.views.units import fmt_bytes
 

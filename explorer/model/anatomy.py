@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-
 from torch import nn
 
 _ATTN_WORDS = ("attention", "attn")

@@ -8,16 +8,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import huggingface_hub
-from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, LocalEntryNotFoundError,
-                                    RepositoryNotFoundError)
+from huggingface_hub.errors import EntryNotFoundError, GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError
 from transformers import CONFIG_MAPPING, AutoConfig
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
+from explorer.model import (
+    preflight,  # called through the module: tests put the hub out of reach
+    read_limits,
+)
 from explorer.model.checks import check_hub_id, check_source_text, shown
-from explorer.model.errors import BadSource, clean_text
 from explorer.model.embedded import embedded_config as embedded_gguf_config
-from explorer.model import read_limits
-from explorer.model import preflight  # called through the module: tests put the hub out of reach
+from explorer.model.errors import BadSource, clean_text
 from explorer.model.translate import hub_error
 from explorer.presets import EMBEDDED, PRESETS, preset_dict
 

@@ -131,7 +131,7 @@ class Group:
     def length(self) -> int:
         return self.mask.shape[1]
 
-    def absorb(self, other: "Group") -> None:
+    def absorb(self, other: Group) -> None:
         width = max(self.length, other.length)
         for mine, theirs in zip(self.cache.layers, other.cache.layers, strict=True):
             mine.keys = torch.cat([_pad_left(mine.keys, width, 2), _pad_left(theirs.keys, width, 2)], dim=0)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import gc
 import hashlib
 import importlib.util
-import os
 import threading
 from pathlib import Path
 

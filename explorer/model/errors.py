@@ -168,23 +168,23 @@ class Secret:
     def __hash__(self) -> int:
         return hash(("Secret", self._value))
 
-    def __copy__(self) -> "Secret":
+    def __copy__(self) -> Secret:
         return self
 
-    def __deepcopy__(self, memo) -> "Secret":
+    def __deepcopy__(self, memo) -> Secret:
         return self
 
     def __reduce__(self):  # pickling would write the value out
         raise TypeError("a Secret cannot be pickled")
 
 
-def as_secret(value: "str | Secret | None") -> Secret | None:
+def as_secret(value: str | Secret | None) -> Secret | None:
     if value is None or isinstance(value, Secret):
         return value or None
     return Secret(value) if str(value) else None
 
 
-def reveal(value: "str | Secret | None") -> str | None:
+def reveal(value: str | Secret | None) -> str | None:
     if isinstance(value, Secret):
         return value.reveal() or None
     return value or None

@@ -23,8 +23,8 @@ import torch
 from explorer.model import translate
 from explorer.model.embedded import embedded_model_dir
 from explorer.model.errors import LoadError, ModelReplaced, NoModelLoaded, reveal, user_message
-from explorer.model.load_config import DTYPES, LoadConfig, Progress, bnb_config, plan_precision, say
 from explorer.model.footprint import resident_bytes
+from explorer.model.load_config import DTYPES, LoadConfig, Progress, bnb_config, plan_precision, say
 from explorer.model.precisions import QUANTIZED
 from explorer.model.preflight import Preflight, check_weights, load_tokenizer, preflight
 from explorer.model.progress import counting_steps

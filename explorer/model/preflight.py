@@ -13,9 +13,20 @@ from pathlib import Path
 from explorer.model import checks, read_limits, translate
 from explorer.model.embedded import embedded_model_dir, gguf_to_safetensors
 from explorer.model.errors import (
-    BadConfigFile, BadSource, BadWeights, FileTooLarge, GatedRepo, LoadError, NoNetwork, NotCausal, PickleRefused,
-    RemoteCodeRefused, Secret,
-    TokenizerError, env_token, reveal,
+    BadConfigFile,
+    BadSource,
+    BadWeights,
+    FileTooLarge,
+    GatedRepo,
+    LoadError,
+    NoNetwork,
+    NotCausal,
+    PickleRefused,
+    RemoteCodeRefused,
+    Secret,
+    TokenizerError,
+    env_token,
+    reveal,
 )
 from explorer.model.load_config import LoadConfig, Progress, plan_precision
 from explorer.model.switches import LOCAL_PATHS_OFF, hub_offline

@@ -15,7 +15,8 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from typing import Any, Callable, Iterator, Protocol, runtime_checkable
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol, runtime_checkable
 
 _local = threading.local()
 _install_lock = threading.Lock()
@@ -55,7 +56,7 @@ class _Reporting:
         self._report(self._done == self._total)
         return self._bar.update(n)
 
-    def __enter__(self) -> "_Reporting":
+    def __enter__(self) -> _Reporting:
         self._bar.__enter__()
         return self
 

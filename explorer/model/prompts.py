@@ -41,7 +41,7 @@ def render_prompt(tokenizer, messages: list[Message]) -> tuple[str, list[str]]:
     if getattr(tokenizer, "chat_template", None):
         try:
             return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True), notices
-        except Exception:  # noqa: BLE001 - jinja raises its own TemplateError for unsupported roles
+        except Exception:
             merged = _merge_system(messages)
             if merged is not messages:
                 notices.append("This model's chat template has no system role: the system prompt was "

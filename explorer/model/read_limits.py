@@ -8,8 +8,8 @@ memory or the interpreter's stack.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 MiB = 2**20
 CONFIG_MAX = 16 * MiB            # config.json, generation_config.json, index files: a few KB in practice

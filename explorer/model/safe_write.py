@@ -13,11 +13,12 @@ import os
 import shutil
 import stat
 import tempfile
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
 
 from explorer.model.errors import OutputError
+
 
 def _refuse(path: Path, why: str) -> OutputError:
     return OutputError(f"cannot write {path}: {why}.")

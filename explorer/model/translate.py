@@ -10,8 +10,19 @@ from __future__ import annotations
 import torch
 
 from explorer.model.errors import (
-    BadSource, BadToken, BadWeights, GatedRepo, HubError, LoadError, NoNetwork, NotCausal, OutOfMemory,
-    PickleRefused, RemoteCodeRefused, UnknownRepo, clean_text,
+    BadSource,
+    BadToken,
+    BadWeights,
+    GatedRepo,
+    HubError,
+    LoadError,
+    NoNetwork,
+    NotCausal,
+    OutOfMemory,
+    PickleRefused,
+    RemoteCodeRefused,
+    UnknownRepo,
+    clean_text,
 )
 
 OFFLINE_HINT = "Use the embedded model, a local folder or a .gguf file."

@@ -23,15 +23,25 @@ import os
 import threading
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from explorer.model.decode_batch import DecodeBatch, Row
 from explorer.model.errors import ModelReplaced
 from explorer.model.generation import new_batch, result_of
 from explorer.model.loading import LoadConfig, LoadedModel, ModelRegistry
-from explorer.model.worker_request import POLL_S, Alive, NoModelLoaded, OnWait, Request, RequestCancelled, \
-    cancellable_forward, generation_of, model_changed
+from explorer.model.worker_request import (
+    POLL_S,
+    Alive,
+    NoModelLoaded,
+    OnWait,
+    Request,
+    RequestCancelled,
+    cancellable_forward,
+    generation_of,
+    model_changed,
+)
 
 ALONE = ("load", "unload", "exclusive")   # kinds that wait for the decode batch to finish, then run alone
 _STEP = object()                          # _take's answer: run one decode step
@@ -49,7 +59,7 @@ class ModelWorker:
         self.registry = registry or ModelRegistry()
         self.status_file = Path(status_file) if status_file else None
         self._cond = threading.Condition()
-        self._queues: "OrderedDict[str, deque[Request]]" = OrderedDict()  # sessions in turn order
+        self._queues: OrderedDict[str, deque[Request]] = OrderedDict()  # sessions in turn order
         self._running: Request | None = None
         self._batch: DecodeBatch | None = None
         self._rows: dict[int, tuple[Row, Request]] = {}   # id(row) -> (row, its request), while decoding

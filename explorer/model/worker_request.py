@@ -10,9 +10,10 @@ import contextlib
 import queue
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -75,14 +76,14 @@ def model_changed(made_for: int | None, loaded: LoadedModel | None) -> bool:
 class Request:
     """One unit of work for the worker thread. `fn(loaded, request)` runs on that thread."""
 
-    fn: Callable[[LoadedModel | None, "Request"], Any]
+    fn: Callable[[LoadedModel | None, Request], Any]
     session: str
     kind: str = "call"                      # "call" | "stream" | "load" | "unload" | "exclusive"
     generation: int | None = None           # LoadedModel.generation it was made for (0: none); None = any
     needs_model: bool = True
     cancel_event: threading.Event = field(default_factory=threading.Event)
     future: Future = field(default_factory=Future)
-    inbox: "queue.SimpleQueue[tuple[str, Any]]" = field(default_factory=queue.SimpleQueue)
+    inbox: queue.SimpleQueue[tuple[str, Any]] = field(default_factory=queue.SimpleQueue)
     submitted: float = field(default_factory=time.perf_counter)
     started: float | None = None
     worker: Any = field(default=None, repr=False)   # the ModelWorker that queued it (position, drop)

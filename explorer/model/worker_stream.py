@@ -10,8 +10,9 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import CancelledError
-from typing import Any, Iterator
+from typing import Any
 
 from explorer.model.decode_batch import Row
 from explorer.model.errors import ExplorerError, clean_text

@@ -12,24 +12,24 @@ from __future__ import annotations
 import contextlib
 import inspect
 import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from explorer.model.anatomy import Anatomy, find_anatomy, resolve
 from explorer.model.loading import context_length
-from explorer.record.prompt_checks import check_ids, check_messages, check_text, vocab_size
 from explorer.record.attention_fn import Recorder, explorer_attention_enabled, recording
 from explorer.record.attention_store import AttentionStore, Placement
+from explorer.record.capture_data import DEFAULT_PARTS, PARTS, Capture, CaptureOptions, NormStats, PromptTooLongError
 from explorer.record.components_recorder import ComponentsRecorder, start_components
 from explorer.record.eager_fallback import FallbackPlan, plan_fallback, store_from_output
-from explorer.record.capture_data import DEFAULT_PARTS, PARTS, Capture, CaptureOptions, NormStats, PromptTooLongError
 from explorer.record.hooks import HookSession, forward_hooks, norm_stats_from_raw
 from explorer.record.offload import Offloader, gather_small
-from explorer.record.placement import Budgets, default_budget, forward_peak_bytes, gpu_budget, place_layers, \
-    plan_layers
+from explorer.record.placement import Budgets, default_budget, forward_peak_bytes, gpu_budget, place_layers, plan_layers
+from explorer.record.prompt_checks import check_ids, check_messages, check_text, vocab_size
 from explorer.record.token_text import token_text
 
 Prompt = str | Sequence[dict] | Sequence[int] | torch.Tensor
@@ -60,7 +60,7 @@ def tokenize(tokenizer, prompt: Prompt, options: CaptureOptions) -> torch.Tensor
     return torch.tensor([int(i) for i in items], dtype=torch.long)
 
 
-_ANATOMY_CACHE: "weakref.WeakKeyDictionary[nn.Module, Anatomy]" = weakref.WeakKeyDictionary()
+_ANATOMY_CACHE: weakref.WeakKeyDictionary[nn.Module, Anatomy] = weakref.WeakKeyDictionary()
 
 
 def anatomy_of(model: nn.Module) -> Anatomy:

@@ -7,8 +7,8 @@ receives it from the caller: see explorer.analyse.lens and explorer.analyse.atte
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
 
 import torch
 

@@ -14,16 +14,16 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from explorer.model.anatomy import Anatomy, LayerParts
 from explorer.model import read_limits
+from explorer.model.anatomy import Anatomy, LayerParts
 from explorer.model.checks import read_safetensors_header
-from explorer.model.safe_write import write_via_temp
 from explorer.model.errors import BadWeights, CaptureFileError
+from explorer.model.safe_write import write_via_temp
 from explorer.record.attention_store import AttentionStore, LayerAttention
-from explorer.record.components import components_from_file, components_to_file
-from explorer.record.eager_fallback import StoredAttention
 from explorer.record.capture_data import Capture, NormStats
 from explorer.record.capture_schema import FORMAT, VERSION, check_header, check_tensors
+from explorer.record.components import components_from_file, components_to_file
+from explorer.record.eager_fallback import StoredAttention
 
 META_KEY = "explorer_capture"
 EXTRA_META = ("vocab", "summary_layers", "lens")   # metadata keys the derived results may set

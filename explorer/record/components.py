@@ -15,8 +15,8 @@ attribution). Everything kept here is plain tensors: a `Components` never holds 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import Callable
 
 import torch
 
@@ -45,7 +45,7 @@ class NormLinear:
             y = y + self.bias
         return y
 
-    def cpu(self) -> "NormLinear":
+    def cpu(self) -> NormLinear:
         return NormLinear(self.scale.cpu(), self.gain.cpu(), self.bias.cpu() if self.bias is not None else None,
                           self.center)
 
@@ -88,7 +88,7 @@ class Components:
         """Whether some activations still live on an accelerator (see on_host)."""
         return self.z.device.type != "cpu" or self.resid.device.type != "cpu"
 
-    def on_host(self) -> "Components":
+    def on_host(self) -> Components:
         """Move every tensor to host memory, in place, once; returns self (saving a file does)."""
         if not self.on_device:
             return self

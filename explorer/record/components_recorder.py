@@ -14,7 +14,7 @@ analyses then run on the GPU too (explorer/analyse/attribution.py, routes.py).
 from __future__ import annotations
 
 import inspect
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -23,8 +23,7 @@ from explorer.model.anatomy import Anatomy, resolve
 from explorer.record.attention_fn import active_recorder
 from explorer.record.components import Components, NormLinear
 from explorer.record.offload import Offloader, gather_small
-from explorer.record.weights import dense_weight, find_output_projection, first_output, fit_scale, out_features, \
-    output_slices, probed_norm
+from explorer.record.weights import dense_weight, find_output_projection, first_output, fit_scale, out_features, output_slices, probed_norm
 
 _KINDS = ("resid", "z", "mlp", "values")
 

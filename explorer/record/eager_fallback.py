@@ -16,8 +16,9 @@ import contextlib
 import inspect
 import threading
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -62,7 +63,7 @@ class FallbackPlan:
 
 
 _SWITCH_LOCK = threading.Lock()
-_SWITCHED: "weakref.WeakKeyDictionary[nn.Module, tuple[int, list]]" = weakref.WeakKeyDictionary()  # model -> (users, saved)
+_SWITCHED: weakref.WeakKeyDictionary[nn.Module, tuple[int, list]] = weakref.WeakKeyDictionary()  # model -> (users, saved)
 
 
 def _enter_eager(model: nn.Module) -> None:

@@ -6,7 +6,8 @@ every forward, so each first asks whether the forward running it is its own capt
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import nn

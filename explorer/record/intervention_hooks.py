@@ -20,8 +20,8 @@ import inspect
 import math
 import threading
 import weakref
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -67,7 +67,7 @@ class Activations:
 def _in_features(module: nn.Module) -> int:
     if type(module).__name__ == "Conv1D":
         return int(module.weight.shape[0])
-    return int(getattr(module, "in_features"))
+    return int(module.in_features)
 
 
 def _adds_residual(module: nn.Module | None) -> bool:
@@ -77,7 +77,7 @@ def _adds_residual(module: nn.Module | None) -> bool:
         return False
 
 
-_SITES: "weakref.WeakKeyDictionary[nn.Module, Sites]" = weakref.WeakKeyDictionary()   # a replaced model frees its entry
+_SITES: weakref.WeakKeyDictionary[nn.Module, Sites] = weakref.WeakKeyDictionary()   # a replaced model frees its entry
 
 
 def sites_of(model: nn.Module) -> Sites:
@@ -85,8 +85,8 @@ def sites_of(model: nn.Module) -> Sites:
     if cached is not None:
         return cached
     config = model.config
-    hidden = int(getattr(config, "hidden_size", None) or getattr(config, "n_embd"))
-    n_heads = int(getattr(config, "num_attention_heads", None) or getattr(config, "n_head"))
+    hidden = int(getattr(config, "hidden_size", None) or config.n_embd)
+    n_heads = int(getattr(config, "num_attention_heads", None) or config.n_head)
     layers = []
     for lp in find_anatomy(model).layers:
         attn, mlp = resolve(model, lp.attention), resolve(model, lp.mlp)

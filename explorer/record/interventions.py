@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Sequence, Union
+from typing import Union
 
 from explorer.model.errors import ExplorerError
 

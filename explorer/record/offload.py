@@ -7,7 +7,8 @@ the buffers one capture takes go back to the pool when that capture is garbage-c
 """
 from __future__ import annotations
 
-from typing import Hashable, TypeVar
+from collections.abc import Hashable
+from typing import TypeVar
 
 import torch
 

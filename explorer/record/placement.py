@@ -8,8 +8,8 @@ Capture says which and why (AttentionStore.placement).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import psutil
 import torch

@@ -16,8 +16,8 @@ from torch import nn
 _OUT_NAMES = ("o_proj", "out_proj", "c_proj", "dense", "wo", "out")
 
 # model -> {key: (w_o, b_o)}; norm module -> {(device, d): (gain, bias, center)}
-_SLICES: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
-_PROBES: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+_SLICES: weakref.WeakKeyDictionary[nn.Module, tuple] = weakref.WeakKeyDictionary()
+_PROBES: weakref.WeakKeyDictionary[nn.Module, dict] = weakref.WeakKeyDictionary()
 
 
 def dense_weight(module: nn.Module) -> torch.Tensor:

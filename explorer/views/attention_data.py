@@ -9,8 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from explorer.analyse.attention import attention_map, attention_map_pooled, block_probs, capture_head_summaries, \
-    pooled
+from explorer.analyse.attention import attention_map, attention_map_pooled, block_probs, capture_head_summaries, pooled
 from explorer.analyse.derived import Derived
 from explorer.record.capture_data import Capture
 from explorer.views.pooling import MAX_SIDE, Span, block_spans, clip_window, pool_factor, pool_sum

@@ -4,7 +4,7 @@ Why here and not in the page: the view's numbers (direct vs indirect, the rankin
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from explorer.analyse.attribution import Attribution
 from explorer.analyse.intervention_effects import DirectIndirect, Effect

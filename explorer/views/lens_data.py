@@ -54,7 +54,7 @@ class Trajectory:
     k: int                   # top-k known per layer when not exact
 
 
-_FP32_HEADS: "weakref.WeakKeyDictionary[nn.Module, LensHead]" = weakref.WeakKeyDictionary()
+_FP32_HEADS: weakref.WeakKeyDictionary[nn.Module, LensHead] = weakref.WeakKeyDictionary()
 _FP32_LOCK = threading.Lock()
 
 

@@ -8,7 +8,7 @@ trusts the wrong one, so the view says so beside the figure.
 """
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from explorer.model.precisions import PRECISIONS
 

@@ -9,8 +9,9 @@ that a capture cannot give shows as "?" rather than breaking the page.
 from __future__ import annotations
 
 import string
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from explorer.views.text import escape_markdown, visible_whitespace
 
@@ -260,7 +261,7 @@ class _Missing:
 
 
 class _FactFormatter(string.Formatter):
-    def get_value(self, key, args, kwargs):   # noqa: ANN001 - string.Formatter's signature
+    def get_value(self, key, args, kwargs):
         value = kwargs.get(key) if isinstance(key, str) else None
         return _Missing() if value is None else value
 

@@ -18,8 +18,7 @@ import html
 import re
 import string
 
-from explorer.model.visible_text import (EMPTY, codepoint, is_hidden, message_text, plain_label, shorten,
-                                         show_hidden, visible_whitespace)
+from explorer.model.visible_text import EMPTY, codepoint, is_hidden, message_text, plain_label, shorten, show_hidden, visible_whitespace
 
 LABEL_CHARS = 12
 

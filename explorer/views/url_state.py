@@ -6,8 +6,8 @@ feed it garbage, and keeps the page to "read params, clamp to the capture, draw"
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Mapping, Sequence
 
 VIEWS: tuple[str, ...] = ("attention", "residual", "embeddings", "lens", "attribution", "intervene", "tour", "glossary")
 SOURCES: tuple[str, ...] = ("text", "chat", "raw")
@@ -52,7 +52,7 @@ class ViewState:
         return out
 
     @classmethod
-    def from_params(cls, params: Mapping[str, str | Sequence[str]]) -> "ViewState":
+    def from_params(cls, params: Mapping[str, str | Sequence[str]]) -> ViewState:
         """Parse whatever a URL holds; anything malformed is dropped and listed in `problems`."""
         problems: list[str] = []
 
@@ -98,7 +98,7 @@ class ViewState:
                    layer=integer("layer"), head=integer("head"), token=integer("token", allow_negative=True),
                    view=view, problems=problems)
 
-    def clamp(self, layers: Sequence[int], num_heads: int, num_tokens: int) -> "ViewState":
+    def clamp(self, layers: Sequence[int], num_heads: int, num_tokens: int) -> ViewState:
         """Fit layer/head/token to a capture: nearest captured layer, heads and tokens in range.
 
         Why nearest and not "drop": a link made on a full capture should still open near the same

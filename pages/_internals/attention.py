@@ -5,8 +5,19 @@ import contextlib
 
 import streamlit as st
 
-from explorer.views.figures.attention import EXACT_CELLS, MAP_MAX_PX, attention_heatmap, focus_row, gqa_figure, \
-    head_outline, head_summary_figure, overview_figure, select_cell, tile_outline, token_attention_figure
+from explorer.views.figures.attention import (
+    EXACT_CELLS,
+    MAP_MAX_PX,
+    attention_heatmap,
+    focus_row,
+    gqa_figure,
+    head_outline,
+    head_summary_figure,
+    overview_figure,
+    select_cell,
+    tile_outline,
+    token_attention_figure,
+)
 from explorer.views.figures.map_html import image_map_html, is_image_map
 from explorer.views.pooling import Span
 from explorer.views.readout import Readout

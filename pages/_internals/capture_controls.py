@@ -10,9 +10,18 @@ from explorer.record.prompt_file import MAX_PROMPT_FILE_BYTES, read_prompt_file
 from explorer.views.url_state import PARAMS
 from pages._internals.current import CHAT_TURN, current, run_capture
 from pages._internals.link import capture_from_link
-from pages._state import CHAT_MESSAGES, CHAT_TEMPLATE, CURRENT, FOLLOW, INTERNALS as K, LAST_PROMPT_TOKENS, \
-    LAST_SEQUENCE_GENERATION, PROMPT, SEEN_SEQ, last_sequence_ids
-
+from pages._state import (
+    CHAT_MESSAGES,
+    CHAT_TEMPLATE,
+    CURRENT,
+    FOLLOW,
+    LAST_PROMPT_TOKENS,
+    LAST_SEQUENCE_GENERATION,
+    PROMPT,
+    SEEN_SEQ,
+    last_sequence_ids,
+)
+from pages._state import INTERNALS as K
 
 PROMPT_FILE_SEEN = K + "prompt_file_seen"   # (file_id, error or None) of the text file read last
 

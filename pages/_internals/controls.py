@@ -15,7 +15,8 @@ from explorer.views.figures.internals import STRIP_MAX_TOKENS, token_strip
 from explorer.views.readout import Readout
 from pages._internals.current import Current
 from pages._internals.drawing import pick_token_from, token_name
-from pages._state import HEAD, INTERNALS as K, LAYER, TOKEN, VIEW_WIDGET
+from pages._state import HEAD, LAYER, TOKEN, VIEW_WIDGET
+from pages._state import INTERNALS as K
 
 PAGE = STRIP_MAX_TOKENS          # tokens on one page of the strip
 SLIDER_MAX_TOKENS = 2048         # above this the focus is a number input, not a slider with a stop per token

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import plotly.graph_objects as go
 import streamlit as st

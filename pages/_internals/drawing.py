@@ -1,7 +1,7 @@
 """Helpers every view uses: draw a cached figure, explain it, turn a click into a layer/head/token."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import plotly.graph_objects as go
 import streamlit as st
@@ -11,7 +11,8 @@ from explorer.views.readout import Readout
 from explorer.views.teaching import EXPLANATIONS
 from explorer.views.text import visible_whitespace
 from pages._internals.current import Current
-from pages._state import HEAD, INTERNALS as K, LAYER, TOKEN, VIEW
+from pages._state import HEAD, LAYER, TOKEN, VIEW
+from pages._state import INTERNALS as K
 
 PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
 

@@ -5,7 +5,7 @@ import streamlit as st
 
 from explorer.views.figures.embeddings import pca_figure
 from explorer.views.readout import Readout
-from pages._internals.drawing import Shown, pick_token_from, explain
+from pages._internals.drawing import Shown, explain, pick_token_from
 from pages._state import INTERNALS as K
 
 

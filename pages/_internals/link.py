@@ -10,7 +10,8 @@ from explorer.views.teaching import escape_markdown
 from explorer.views.url_state import ViewState, link_mismatch
 from pages._common import load_into_registry
 from pages._internals.current import current, run_capture
-from pages._state import CHAT_TEMPLATE, INTERNALS as K, LINK_READ, PENDING, PROMPT, VIEW
+from pages._state import CHAT_TEMPLATE, LINK_READ, PENDING, PROMPT, VIEW
+from pages._state import INTERNALS as K
 
 
 def restore_link() -> None:

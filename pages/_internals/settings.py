@@ -7,12 +7,13 @@ from pathlib import Path
 
 import streamlit as st
 
-from explorer.model.errors import user_message
 from explorer.analyse.capture_bundle import open_with_results
+from explorer.model.errors import user_message
 from explorer.views.readout import Readout
 from explorer.views.teaching import escape_markdown
 from pages._internals.current import Current, set_current
-from pages._state import BUDGET, COMPONENTS, INTERNALS as K, OPEN_ERROR, PENDING, UPLOAD_SEEN
+from pages._state import BUDGET, COMPONENTS, OPEN_ERROR, PENDING, UPLOAD_SEEN
+from pages._state import INTERNALS as K
 
 
 def settings_sidebar() -> None:

@@ -1,7 +1,7 @@
 """The guided tour (steps quoting this capture's numbers, each with its figure) and the glossary."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import plotly.graph_objects as go
 import streamlit as st
@@ -14,7 +14,8 @@ from explorer.views.readout import Readout
 from explorer.views.teaching import GLOSSARY, TOUR, render
 from pages._internals.attribution import attribution_tour_figure
 from pages._internals.drawing import Shown
-from pages._state import INTERNALS as K, TOUR_STEP
+from pages._state import INTERNALS as K
+from pages._state import TOUR_STEP
 
 
 def _step() -> int:

@@ -7,13 +7,21 @@ import networkx as nx
 import pytest
 import torch
 
-from explorer.analyse.architecture import ROOT, ArchitectureError, build_graph, describe_config, describe_model, \
-    model_from_config, module_table, parameter_breakdown
+from explorer.analyse.architecture import (
+    ROOT,
+    ArchitectureError,
+    build_graph,
+    describe_config,
+    describe_model,
+    model_from_config,
+    module_table,
+    parameter_breakdown,
+)
 from explorer.analyse.data_flow import data_flow
 from explorer.analyse.inventory import count_parameters, inventory
 from explorer.analyse.module_roles import norm_placements
-from explorer.model.load_config import bnb_config
 from explorer.model.configs import preset_config
+from explorer.model.load_config import bnb_config
 from tests.tiny_models import FAMILIES, tiny_config, tiny_model
 
 

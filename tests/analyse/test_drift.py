@@ -6,10 +6,18 @@ import copy
 import pytest
 import torch
 
-from explorer.compare.run import drift_ids, take_fingerprints
-from explorer.analyse.drift import _plain_fingerprint, attention_difference, by_rank, compare_fingerprints, fingerprint, next_token_kl, \
-    residual_drift, top1_agreement
 from explorer.analyse.attention import layer_probabilities
+from explorer.analyse.drift import (
+    _plain_fingerprint,
+    attention_difference,
+    by_rank,
+    compare_fingerprints,
+    fingerprint,
+    next_token_kl,
+    residual_drift,
+    top1_agreement,
+)
+from explorer.compare.run import drift_ids, take_fingerprints
 from explorer.model.loading import LoadConfig, load_model, unload
 from tests.tiny_models import tiny_model
 

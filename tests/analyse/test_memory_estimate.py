@@ -6,11 +6,20 @@ import torch
 
 from explorer.analyse.architecture import model_from_config
 from explorer.analyse.inventory import count_parameters, inventory
+from explorer.analyse.memory_estimate import (
+    GIB,
+    GPUS,
+    REPORTED,
+    estimate_all,
+    estimate_memory,
+    gpu_fit,
+    kv_cache_bytes,
+    precision_key,
+    quantized_modules,
+)
+from explorer.model.configs import embedded_config, preset_config
 from explorer.model.load_config import DTYPES, bnb_config
 from explorer.model.precisions import PRECISIONS
-from explorer.analyse.memory_estimate import GIB, GPUS, REPORTED, estimate_all, estimate_memory, gpu_fit, \
-    kv_cache_bytes, precision_key, quantized_modules
-from explorer.model.configs import embedded_config, preset_config
 from tests.tiny_models import FAMILIES, tiny_config, tiny_model
 
 TOLERANCE = 0.05  # the bar; the plan is exact on every family here

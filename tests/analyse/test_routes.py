@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from explorer.analyse.attribution import attention_bias, attention_total
-from explorer.analyse.routes import (attention_rows_from_store, build_routes, node_id, proximity, query_scale,
-                                     value_parts)
+from explorer.analyse.routes import attention_rows_from_store, build_routes, node_id, proximity, query_scale, value_parts
 from explorer.record.capture import PARTS, CaptureOptions, capture
 from tests.tiny_models import tiny_model, with_random_biases
 

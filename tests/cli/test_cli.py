@@ -11,10 +11,9 @@ import torch
 from explorer.analyse.attention import capture_head_summaries
 from explorer.analyse.capture_bundle import save_with_results
 from explorer.analyse.derived import Derived
-from explorer.record.capture import capture
-from explorer.record.capture_file import save_capture
 from explorer.cli.capture import _parse_layers
 from explorer.cli.main import build_parser, main
+from explorer.record.capture import capture
 from tests.tiny_models import tiny_model
 
 ROOT = Path(__file__).resolve().parents[2]

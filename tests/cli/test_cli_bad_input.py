@@ -8,14 +8,12 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 from transformers import AutoTokenizer
 
 from explorer.cli.main import main
 from explorer.model.loading import embedded_model_dir
-from explorer.record.capture import capture
 from tests import bad_inputs as B
-from tests.tiny_models import save_tiny_folder, tiny_model
+from tests.tiny_models import save_tiny_folder
 
 
 @pytest.fixture(scope="module")

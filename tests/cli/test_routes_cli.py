@@ -7,9 +7,8 @@ import pytest
 import torch
 
 from explorer.cli.main import main
-from explorer.analyse.capture_bundle import describe_capture
-from explorer.record.capture_file import open_capture, save_capture
 from explorer.record.capture import PARTS, CaptureOptions, capture
+from explorer.record.capture_file import save_capture
 from tests.tiny_models import tiny_model
 
 

@@ -6,10 +6,16 @@ import plotly.graph_objects as go
 import pytest
 import torch
 
-from explorer.compare.run import CompareConfig, ComparisonResult, RunRecord
 from explorer.analyse.drift import compare_fingerprints, fingerprint
-from explorer.compare.figures import attention_diff_figure, drift_summary_figure, position_kl_figure, \
-    residual_drift_figure, run_labels, speed_memory_figure
+from explorer.compare.figures import (
+    attention_diff_figure,
+    drift_summary_figure,
+    position_kl_figure,
+    residual_drift_figure,
+    run_labels,
+    speed_memory_figure,
+)
+from explorer.compare.run import CompareConfig, ComparisonResult, RunRecord
 from tests.tiny_models import tiny_model
 
 IDS = torch.tensor([1, 5, 9, 33, 70, 2])

@@ -8,10 +8,20 @@ import math
 import pytest
 import torch
 
-from explorer.compare.run import CompareConfig, ComparisonResult, PromptOutput, RunRecord
 from explorer.analyse.drift import compare_fingerprints, fingerprint
-from explorer.compare.report import drift_rows, html_report, markdown_report, open_results, output_rows, \
-    results_from_json, results_to_json, save_results, speed_rows, to_dict
+from explorer.compare.report import (
+    drift_rows,
+    html_report,
+    markdown_report,
+    open_results,
+    output_rows,
+    results_from_json,
+    results_to_json,
+    save_results,
+    speed_rows,
+    to_dict,
+)
+from explorer.compare.run import CompareConfig, ComparisonResult, PromptOutput, RunRecord
 from tests.tiny_models import tiny_model
 
 IDS = torch.tensor([1, 5, 9, 33, 70, 2, 18])

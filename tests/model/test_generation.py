@@ -8,7 +8,13 @@ import torch
 from transformers import AutoTokenizer
 
 from explorer.model.generation import (
-    GenerateOptions, GenerationError, conversation, generate, generate_batch, prepare, render_prompt,
+    GenerateOptions,
+    GenerationError,
+    conversation,
+    generate,
+    generate_batch,
+    prepare,
+    render_prompt,
     stream_generate,
 )
 from explorer.model.loading import LoadConfig, embedded_model_dir, load_model

@@ -6,8 +6,7 @@ import json
 import pytest
 
 from explorer.analyse.architecture import describe_config
-from explorer.model.configs import ConfigError, config_from_dict, config_from_hub, config_from_json, \
-    config_from_path, embedded_config, preset_config
+from explorer.model.configs import ConfigError, config_from_dict, config_from_hub, config_from_json, config_from_path, embedded_config, preset_config
 from explorer.presets import EMBEDDED, PRESETS, preset_dict
 
 

@@ -8,9 +8,9 @@ import time
 import pytest
 from transformers import AutoTokenizer
 
+from explorer.model.errors import ModelReplaced, user_message
 from explorer.model.generation import GenerateOptions, GenerationError, conversation, generate, generate_batch
 from explorer.model.loading import LoadConfig, LoadError, embedded_model_dir, load_model
-from explorer.model.errors import ModelReplaced, user_message
 from explorer.model.worker import ModelWorker, NoModelLoaded, RequestCancelled
 from explorer.model.worker_stream import WorkerStream
 from tests.tiny_models import save_tiny_folder

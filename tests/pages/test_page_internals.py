@@ -15,8 +15,8 @@ import torch
 from streamlit.testing.v1 import AppTest
 from transformers import AutoModelForCausalLM
 
-from explorer.record.capture import DEFAULT_PARTS, Capture, CaptureOptions, capture
 from explorer.analyse.capture_bundle import open_with_results
+from explorer.record.capture import DEFAULT_PARTS, Capture, CaptureOptions, capture
 from explorer.views.readout import Readout
 from tests.tiny_models import tiny_config, tiny_model
 

@@ -9,7 +9,7 @@ from streamlit.testing.v1 import AppTest
 
 from explorer.record.capture import DEFAULT_PARTS, CaptureOptions, capture
 from explorer.record.intervention_hooks import last_logits
-from tests.pages.test_page_internals import PAGE, page_with  # noqa: F401
+from tests.pages.test_page_internals import PAGE, page_with
 from tests.tiny_models import tiny_model
 
 
@@ -86,9 +86,9 @@ def test_a_bad_spec_is_a_message_and_the_model_is_untouched(resident, model, cap
 def test_a_link_with_interventions_fills_the_view(resident, model, cap):
     at = AppTest.from_file(PAGE, default_timeout=120)
     at.query_params["iv"] = "h1.2,skip:mlp0"
+    from explorer.views.readout import Readout
     from pages import _state
     from pages._internals.current import Current
-    from explorer.views.readout import Readout
     at.session_state[_state.CURRENT] = Current(Readout(cap, model), "x", "text", "test")
     at.session_state[_state.TOKEN] = cap.num_tokens - 1
     at.session_state[_state.LAYER] = 1

@@ -10,9 +10,8 @@ from transformers import AutoModelForCausalLM
 
 from explorer.analyse.attention import attention_map, attention_map_pooled, capture_head_summaries
 from explorer.model.anatomy import find_anatomy
-from explorer.analyse.capture_bundle import describe_capture
-from explorer.record.capture_file import open_capture, save_capture
 from explorer.record.capture import CaptureOptions, capture
+from explorer.record.capture_file import open_capture, save_capture
 
 CONFIGS = {
     "falcon": ("FalconConfig", dict(vocab_size=256, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,

@@ -7,8 +7,7 @@ import math
 import pytest
 import torch
 
-from explorer.analyse.attention import blockwise_summaries, fused_summaries, layer_probabilities, pooled, prepare, \
-    probabilities, summaries
+from explorer.analyse.attention import blockwise_summaries, fused_summaries, layer_probabilities, pooled, prepare, probabilities, summaries
 from explorer.model.anatomy import find_anatomy, resolve
 from explorer.record.attention_fn import Recorder, explorer_attention_enabled, recording
 from explorer.record.attention_store import AttentionStore

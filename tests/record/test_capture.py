@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from explorer.analyse.attention import attention_map
-from explorer.record.attention_store import LayerNotKept
 from explorer.model.anatomy import resolve
+from explorer.record.attention_store import LayerNotKept
 from explorer.record.capture import CaptureOptions, PromptTooLongError, capture
 from tests.model.test_anatomy import OddModel
 from tests.tiny_models import FAMILIES, tiny_model

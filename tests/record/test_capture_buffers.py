@@ -9,16 +9,27 @@ import math
 import pytest
 import torch
 
-from explorer.analyse.attention import (LayerNotKept, attention_map, attention_map_pooled, attention_window,
-                                        blockwise_summaries, capture_head_summaries, layer_probabilities, online_summaries,
-                                        pooled, prepare, probabilities, window)
+from explorer.analyse.attention import (
+    LayerNotKept,
+    attention_map,
+    attention_map_pooled,
+    attention_window,
+    blockwise_summaries,
+    capture_head_summaries,
+    layer_probabilities,
+    online_summaries,
+    pooled,
+    prepare,
+    probabilities,
+    window,
+)
+from explorer.analyse.capture_bundle import describe_capture
 from explorer.model.errors import ExplorerError
 from explorer.record import mask_rule
 from explorer.record.attention_fn import blockwise_eager_attention
 from explorer.record.attention_store import Placement, placement_summary
 from explorer.record.buffer_pool import BufferPool
 from explorer.record.capture import CaptureOptions, capture
-from explorer.analyse.capture_bundle import describe_capture
 from explorer.record.capture_file import open_capture, save_capture
 from explorer.record.offload import Offloader
 from explorer.record.placement import Budgets, place_layers

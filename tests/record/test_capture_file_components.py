@@ -4,10 +4,10 @@ from __future__ import annotations
 import torch
 
 from explorer.analyse.attribution import direct_logit_attribution
-from explorer.analyse.routes import attention_rows_from_store, build_routes
 from explorer.analyse.capture_bundle import describe_capture
-from explorer.record.capture_file import open_capture, save_capture
+from explorer.analyse.routes import attention_rows_from_store, build_routes
 from explorer.record.capture import PARTS, CaptureOptions, capture
+from explorer.record.capture_file import open_capture, save_capture
 from tests.tiny_models import tiny_model, with_random_biases
 
 

@@ -10,13 +10,13 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from explorer.cli.main import main
-from explorer.model.errors import CaptureFileError
 from explorer.analyse.attention import capture_head_summaries
 from explorer.analyse.capture_bundle import open_with_results, save_with_results
 from explorer.analyse.derived import Derived
+from explorer.cli.main import main
+from explorer.model.errors import CaptureFileError
 from explorer.record.capture import DEFAULT_PARTS, CaptureOptions, capture
-from explorer.record.capture_file import META_KEY, open_capture, save_capture
+from explorer.record.capture_file import META_KEY, open_capture
 from tests.tiny_models import tiny_model
 
 

@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from explorer.record.intervention_hooks import intervene, last_logits, record_activations, sites_of
-from explorer.record.interventions import (BadIntervention, HeadAblation, NeuronAblation, Patch, SkipBlock,
-                                           from_json, parse, to_json, to_short)
+from explorer.record.interventions import BadIntervention, HeadAblation, NeuronAblation, Patch, SkipBlock, from_json, parse, to_json, to_short
 from tests.tiny_models import tiny_model, with_random_biases
 
 FAMILIES5 = ("llama", "qwen2", "phi3", "gemma2", "gpt2")
@@ -134,9 +133,8 @@ def test_bad_specs_raise_before_any_hook_and_leave_the_model_untouched(text, mes
     ids = _ids(10)
     before = last_logits(model, ids)
     source = record_activations(model, _ids(11)) if text.startswith("patch:r") else None
-    with pytest.raises(BadIntervention) as err:
-        with intervene(model, [HeadAblation(0, 0)] + parse(text), source, len(ids)):
-            pytest.fail("the block must not run")
+    with pytest.raises(BadIntervention) as err, intervene(model, [HeadAblation(0, 0)] + parse(text), source, len(ids)):
+        pytest.fail("the block must not run")
     assert message in str(err.value)
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
     torch.testing.assert_close(last_logits(model, ids), before, rtol=0, atol=0)
@@ -145,16 +143,14 @@ def test_bad_specs_raise_before_any_hook_and_leave_the_model_untouched(text, mes
 def test_prompts_of_different_lengths_are_refused_in_words():
     model = tiny_model("llama")
     source = record_activations(model, _ids(1, 9))
-    with pytest.raises(BadIntervention, match="differ in length"):
-        with intervene(model, [Patch("resid", 0, 1)], source, 11):
-            pass
+    with pytest.raises(BadIntervention, match="differ in length"), intervene(model, [Patch("resid", 0, 1)], source, 11):
+        pass
 
 
 def test_hooks_are_removed_when_the_block_raises():
     model = tiny_model("gpt2")
-    with pytest.raises(RuntimeError):
-        with intervene(model, parse("h0.1,skip:mlp1,n2.3")):
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), intervene(model, parse("h0.1,skip:mlp1,n2.3")):
+        raise RuntimeError("boom")
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
 
 

@@ -9,9 +9,9 @@ import pytest
 
 from explorer.analyse.architecture import describe_config, describe_model, model_from_config
 from explorer.analyse.data_flow import data_flow
-from explorer.views.figures.architecture import ROOT_ID, breakdown_figure, dataflow_figure, hierarchy_figure, memory_figure
 from explorer.analyse.memory_estimate import estimate_all
 from explorer.model.configs import preset_config
+from explorer.views.figures.architecture import ROOT_ID, breakdown_figure, dataflow_figure, hierarchy_figure, memory_figure
 from tests.tiny_models import tiny_model
 
 MAX_PAYLOAD = 2 * 1024**2

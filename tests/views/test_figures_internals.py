@@ -13,16 +13,24 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from explorer.record.capture import capture
-from explorer.analyse.capture_bundle import open_with_results
 from explorer.analyse.attention import attention_map, attention_map_pooled, capture_head_summaries, layer_probabilities
-from explorer.views.figures.attention import attention_heatmap, gqa_figure, head_outline, head_summary_figure, \
-    overview_figure, select_tile, tile_outline, token_attention_figure
+from explorer.analyse.capture_bundle import open_with_results
+from explorer.analyse.lens import LensHead
+from explorer.record.capture import capture
+from explorer.views.figures.attention import (
+    attention_heatmap,
+    gqa_figure,
+    head_outline,
+    head_summary_figure,
+    overview_figure,
+    select_tile,
+    tile_outline,
+    token_attention_figure,
+)
 from explorer.views.figures.embeddings import pca_figure
 from explorer.views.figures.internals import plotly_text, span_labels, token_strip
 from explorer.views.figures.lens import lens_heatmap, trajectory_figure
 from explorer.views.figures.residual import contributions_figure, gain_heatmap, norm_stats_figure, residual_norm_heatmap
-from explorer.analyse.lens import LensHead
 from explorer.views.lens_data import LENS_MAX_POSITIONS, cpu_float_lens_head
 from explorer.views.pooling import MAX_SIDE, pool_sum
 from explorer.views.readout import Readout

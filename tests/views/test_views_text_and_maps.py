@@ -5,22 +5,27 @@ from __future__ import annotations
 import json
 
 import plotly.io as pio
-import pytest
-import torch
-from transformers import AutoModelForCausalLM
 
 from explorer.record.capture import capture
 from explorer.record.token_text import show_bytes, token_text
 from explorer.views.attention_data import AttentionView
 from explorer.views.exports import tokens_table
-from explorer.views.figures.attention import EXACT_CELLS, MAP_MAX_PX, ROW_PX, attention_heatmap, map_height, nice_ticks, \
-    tick_cells, token_attention_figure
+from explorer.views.figures.attention import (
+    EXACT_CELLS,
+    MAP_MAX_PX,
+    ROW_PX,
+    attention_heatmap,
+    map_height,
+    nice_ticks,
+    tick_cells,
+    token_attention_figure,
+)
 from explorer.views.figures.axes import log_ticks
 from explorer.views.figures.internals import plotly_text, token_strip
 from explorer.views.readout import Readout
 from explorer.views.teaching import render
 from explorer.views.text import show_hidden, visible_whitespace
-from tests.tiny_models import tiny_config, tiny_model
+from tests.tiny_models import tiny_model
 from tests.views import random_attention_view
 
 RLO = "\u202e"      # right-to-left override

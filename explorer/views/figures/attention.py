@@ -8,19 +8,17 @@ selection from it.
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
 
-from explorer.views.figures.image import colour_table, heatmap_png, png_uri
-from explorer.views.figures.axes import category_ticks, title_below_toolbar
-from explorer.views.figures.internals import CLICK_MARKER, FOCUS_COLOR, cell_of, f32, labels, layout, plotly_label, \
-    span_label, span_labels
-from explorer.views.figures.map_spec import FIXED_AXIS, Axis, ColourKey, MapFigure, MapSpec, Margin, map_figure, \
-    refocus
 from explorer.views.attention_data import AttentionView, Overview, TokenAttention
+from explorer.views.figures.axes import category_ticks, title_below_toolbar
+from explorer.views.figures.image import colour_table, heatmap_png, png_uri
+from explorer.views.figures.internals import CLICK_MARKER, FOCUS_COLOR, cell_of, f32, labels, layout, plotly_label, span_label, span_labels
+from explorer.views.figures.map_spec import FIXED_AXIS, Axis, ColourKey, MapFigure, MapSpec, Margin, map_figure, refocus
 
 SUMMARY_METRICS = {
     "entropy": ("Entropy (nats)", "Viridis"),

@@ -8,7 +8,7 @@ only, plus 2 and 5 when fewer than three decades are in range, and no minor grid
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 
 def log_ticks(values: Iterable[float]) -> list[float]:

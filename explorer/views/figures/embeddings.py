@@ -1,13 +1,13 @@
 """Token vectors in 2-D: a PCA scatter coloured by position, hover showing the token."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
 
-from explorer.views.figures.internals import FOCUS_COLOR, f32, labels, layout, plotly_text
 from explorer.analyse.pca import Projection
+from explorer.views.figures.internals import FOCUS_COLOR, f32, labels, layout, plotly_text
 
 
 def pca_figure(proj: Projection, texts: Sequence[str], title: str, focus: int | None = None) -> go.Figure:

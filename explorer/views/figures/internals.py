@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import html
 import textwrap
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
 
-from explorer.views.text import BYTE_PIECE_NOTE, LABEL_CHARS, has_byte_pieces, plotly_label, plotly_text, \
-    visible_whitespace
+from explorer.views.text import BYTE_PIECE_NOTE, LABEL_CHARS, has_byte_pieces, plotly_label, plotly_text, visible_whitespace
 
 Span = tuple[int, int]
 FOCUS_COLOR = "#E45756"

@@ -5,7 +5,7 @@ run), so two results read alike: red restores the clean answer, blue pushes furt
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
