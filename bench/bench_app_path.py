@@ -38,12 +38,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from explorer.compare.run import machine_info  # noqa: E402
-from explorer.model.generation import GenerateOptions, conversation, generate, stream_generate  # noqa: E402
-from explorer.model.loading import LoadConfig, load_model, release_memory  # noqa: E402
-from explorer.model.worker import ModelWorker  # noqa: E402
-from explorer.model.worker_stream import WorkerStream  # noqa: E402
-from explorer.record.capture import CaptureOptions, capture  # noqa: E402
+from explorer.compare.run import machine_info
+from explorer.model.generation import GenerateOptions, conversation, generate, stream_generate
+from explorer.model.loading import LoadConfig, load_model, release_memory
+from explorer.model.worker import ModelWorker
+from explorer.model.worker_stream import WorkerStream
+from explorer.record.capture import CaptureOptions, capture
 
 PROMPT = "Write a long story about a lighthouse keeper and the sea."
 

@@ -16,13 +16,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import torch  # noqa: E402
+import torch
 
-from explorer.analyse.architecture import describe_config, model_from_config  # noqa: E402
-from explorer.analyse.data_flow import data_flow  # noqa: E402
-from explorer.analyse.memory_estimate import GIB, estimate_all  # noqa: E402
-from explorer.model.configs import preset_config  # noqa: E402
-from explorer.presets import PRESETS  # noqa: E402
+from explorer.analyse.architecture import describe_config, model_from_config
+from explorer.analyse.data_flow import data_flow
+from explorer.analyse.memory_estimate import GIB, estimate_all
+from explorer.model.configs import preset_config
+from explorer.presets import PRESETS
 from explorer.views.figures.architecture import (
     breakdown_figure,
     dataflow_figure,

@@ -37,11 +37,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from explorer.analyse.attention import attention_map, attention_map_pooled, attention_window, capture_head_summaries  # noqa: E402
-from explorer.analyse.head_stats import summaries, summary_flops  # noqa: E402
-from explorer.model.loading import LoadConfig, load_model  # noqa: E402
-from explorer.record.buffer_pool import shared_pool  # noqa: E402
-from explorer.record.capture import Capture, CaptureOptions, capture  # noqa: E402
+from explorer.analyse.attention import attention_map, attention_map_pooled, attention_window, capture_head_summaries
+from explorer.analyse.head_stats import summaries, summary_flops
+from explorer.model.loading import LoadConfig, load_model
+from explorer.record.buffer_pool import shared_pool
+from explorer.record.capture import Capture, CaptureOptions, capture
 
 GIB = 2**30
 BF16_PEAK = 989.4e12   # H100/H200 SXM dense bf16 tensor-core peak (FLOP/s), the yardstick for summaries
@@ -297,15 +297,15 @@ def held_captures(model, label: str, t: int, n: int, device: str) -> dict:
     plains = [x[0] for x in (_tried(errors, "plain", lambda: measure(plain)) for _ in range(4)) if x][1:]
     pool = shared_pool()
     before = pool.stats.allocations
-    held, times, alloc_after, warmup = None, [], [], []
+    _held, times, alloc_after, warmup = None, [], [], []
     for i in range(n + 2):                       # the first two fill the pool (two captures alive at once)
         out = _tried(errors, f"capture {i}", lambda: measure(lambda: capture(model, None, ids, CaptureOptions())))
         if out is None:
             continue
         (warmup if i < 2 else times).append(out[0])
         alloc_after.append(pool.stats.allocations - before)
-        held = out[2]                            # the new one replaces the held one, as the page does
-    held = out = None
+        out[2]                            # the new one replaces the held one, as the page does
+    out = None
     gc.collect()
     p90 = sorted(times)[max(0, math.ceil(0.9 * len(times)) - 1)] if times else None
     plain_s = _median(plains)

@@ -30,12 +30,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from explorer.compare.measure import machine_info  # noqa: E402
-from explorer.model.generation import GenerateOptions, conversation  # noqa: E402
-from explorer.model.loading import LoadConfig, load_model, release_memory  # noqa: E402
-from explorer.model.worker import ModelWorker  # noqa: E402
-from explorer.model.worker_stream import WorkerStream  # noqa: E402
-from explorer.record.capture import CaptureOptions, capture  # noqa: E402
+from explorer.compare.measure import machine_info
+from explorer.model.generation import GenerateOptions, conversation
+from explorer.model.loading import LoadConfig, load_model, release_memory
+from explorer.model.worker import ModelWorker
+from explorer.model.worker_stream import WorkerStream
+from explorer.record.capture import CaptureOptions, capture
 
 TOPICS = ["the sea", "volcanoes", "bees", "the moon", "trains", "rain", "castles", "whales", "deserts", "clocks",
           "bridges", "owls", "glaciers", "rivers", "kites", "comets"]

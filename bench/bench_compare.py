@@ -24,9 +24,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from explorer.compare.report import markdown_report, save_results  # noqa: E402
-from explorer.compare.run import CompareConfig, ComparisonResult, RunRecord, run_comparison  # noqa: E402
-from explorer.views.units import fmt_bytes  # noqa: E402
+from explorer.compare.report import markdown_report, save_results
+from explorer.compare.run import CompareConfig, ComparisonResult, RunRecord, run_comparison
+from explorer.views.units import fmt_bytes
 
 CPU_PROMPTS = ["What is the capital of France?",
                "Explain in two sentences why the sky is blue.",

@@ -20,9 +20,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from explorer.analyse.attention import attention_map  # noqa: E402
-from explorer.model.loading import LoadConfig, load_model, unload  # noqa: E402
-from explorer.record.capture import capture  # noqa: E402
+from explorer.analyse.attention import attention_map
+from explorer.model.loading import LoadConfig, load_model, unload
+from explorer.record.capture import capture
 
 PROMPT = "Attention heads on two different GPUs still have to agree with one another. " * 8
 

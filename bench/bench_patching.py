@@ -24,8 +24,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_capture import machine_info  # noqa: E402
-from explorer.analyse.patching import batch_rows, patch_heads, patch_residual, prepare  # noqa: E402
+from bench.bench_capture import machine_info
+from explorer.analyse.patching import batch_rows, patch_heads, patch_residual, prepare
 
 CLEAN = "Late in the evening, when Mary and John went to the big store, John gave a drink to"
 CORRUPT = "Late in the evening, when Mary and John went to the big store, Mary gave a drink to"

@@ -26,8 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_views import TEXT  # noqa: E402  (the same prose as the server-side views bench)
-from tests.browser.conftest import CHROMIUM_ARGS, served_app  # noqa: E402
+from bench.bench_views import TEXT
+from tests.browser.conftest import CHROMIUM_ARGS, served_app
 
 RESULTS = ROOT / "bench" / "results"
 GOAL_MS = 300.0

@@ -34,10 +34,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_capture import machine_info  # noqa: E402
-from explorer.analyse.attribution import direct_logit_attribution  # noqa: E402
-from explorer.analyse.routes import DEFAULT_THRESHOLD, attention_rows_from_store, build_routes  # noqa: E402
-from explorer.record.capture import DEFAULT_PARTS, CaptureOptions, capture  # noqa: E402
+from bench.bench_capture import machine_info
+from explorer.analyse.attribution import direct_logit_attribution
+from explorer.analyse.routes import DEFAULT_THRESHOLD, attention_rows_from_store, build_routes
+from explorer.record.capture import DEFAULT_PARTS, CaptureOptions, capture
 
 GIB = 2**30
 TEXT = ("The old lighthouse keeper climbed the spiral stairs every evening to light the lamp. Ships "
@@ -209,8 +209,8 @@ def run_cuda(args) -> dict:
                 w_o_on = str(out.components.w_o.device)
                 on_gpu = out.components.on_device
                 rows = attention_rows_from_store(out.attention)
-                analysis_s["routes graph"].append(_timed(lambda: build_routes(out.components, rows, -1), 1, "cuda")[0])
-                analysis_s["attribution"].append(_timed(lambda: direct_logit_attribution(out.components, -1), 1,
+                analysis_s["routes graph"].append(_timed(lambda out=out, rows=rows: build_routes(out.components, rows, -1), 1, "cuda")[0])
+                analysis_s["attribution"].append(_timed(lambda out=out: direct_logit_attribution(out.components, -1), 1,
                                                         "cuda")[0])
                 analysis_s["move to host (file save)"].append(_timed(out.components.on_host, 1, "cuda")[0])
             del out

@@ -33,12 +33,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import plotly.io as pio  # noqa: E402
-import psutil  # noqa: E402
-import torch  # noqa: E402
+import plotly.io as pio
+import psutil
+import torch
 
-from explorer.model.loading import LoadConfig, load_model  # noqa: E402
-from explorer.record.capture import capture  # noqa: E402
+from explorer.model.loading import LoadConfig, load_model
+from explorer.record.capture import capture
 from explorer.views.figures.attention import (
     attention_heatmap,
     gqa_figure,
@@ -46,16 +46,16 @@ from explorer.views.figures.attention import (
     select_tile,
     token_attention_figure,
 )
-from explorer.views.figures.embeddings import pca_figure  # noqa: E402
-from explorer.views.figures.internals import token_strip  # noqa: E402
-from explorer.views.figures.lens import lens_heatmap, trajectory_figure  # noqa: E402
+from explorer.views.figures.embeddings import pca_figure
+from explorer.views.figures.internals import token_strip
+from explorer.views.figures.lens import lens_heatmap, trajectory_figure
 from explorer.views.figures.residual import (
     contributions_figure,
     gain_heatmap,
     norm_stats_figure,
     residual_norm_heatmap,
 )
-from explorer.views.readout import Readout  # noqa: E402
+from explorer.views.readout import Readout
 
 RESULTS = ROOT / "bench" / "results"
 GOAL_MS = 150.0

@@ -21,12 +21,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from explorer.analyse.attribution import attention_bias, direct_logit_attribution, head_outputs  # noqa: E402
-from explorer.analyse.routes import attention_rows_from_store, build_routes  # noqa: E402
-from explorer.record.capture import PARTS, CaptureOptions, capture  # noqa: E402
-from explorer.record.capture_file import open_capture, save_capture  # noqa: E402
-from tests.record.test_all_architectures import CONFIGS, build  # noqa: E402
-from tests.tiny_models import tiny_model, with_random_biases  # noqa: E402
+from explorer.analyse.attribution import attention_bias, direct_logit_attribution, head_outputs
+from explorer.analyse.routes import attention_rows_from_store, build_routes
+from explorer.record.capture import PARTS, CaptureOptions, capture
+from explorer.record.capture_file import open_capture, save_capture
+from tests.record.test_all_architectures import CONFIGS, build
+from tests.tiny_models import tiny_model, with_random_biases
 
 THRESHOLD = 0.02
 

@@ -18,11 +18,11 @@ from transformers import AutoTokenizer
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from explorer.analyse.attention import attention_map  # noqa: E402
-from explorer.model.generation import GenerateOptions, conversation, generate  # noqa: E402
-from explorer.model.loading import LoadConfig, load_model, unload  # noqa: E402
-from explorer.record.capture import capture  # noqa: E402
-from tests.tiny_models import save_tiny_folder  # noqa: E402
+from explorer.analyse.attention import attention_map
+from explorer.model.generation import GenerateOptions, conversation, generate
+from explorer.model.loading import LoadConfig, load_model, unload
+from explorer.record.capture import capture
+from tests.tiny_models import save_tiny_folder
 
 
 def main() -> None:

@@ -48,7 +48,7 @@ def build(folder: Path, config: LlamaConfig, device: str, seed: int = 0) -> floa
     model.to_empty(device=device)
     gen = torch.Generator(device=device).manual_seed(seed)
     with torch.no_grad():
-        for name, param in model.named_parameters():
+        for _name, param in model.named_parameters():
             if param.dim() == 1:          # RMSNorm scales
                 param.fill_(1.0)
             else:

@@ -210,7 +210,7 @@ def modules_tab(view: ArchitectureView) -> None:
     table = module_table(view.graph)
     cols = st.columns([2, 2, 1])
     text = cols[0].text_input("Filter by name or class", key="arch_filter")
-    roles = cols[1].multiselect("Roles", [v for v in ROLE_LABELS.values()], key="arch_roles")
+    roles = cols[1].multiselect("Roles", list(ROLE_LABELS.values()), key="arch_roles")
     leaves = cols[2].checkbox("Only modules with weights", key="arch_leaves")
     shown = table
     if text:

@@ -5,6 +5,7 @@ method, which each docstring states (see also the `peak_method` note in explorer
 """
 from __future__ import annotations
 
+import contextlib
 import platform
 import threading
 import time
@@ -107,10 +108,8 @@ def machine_info() -> dict:
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
         info["gpu_count"] = torch.cuda.device_count()
-    try:
+    with contextlib.suppress(OSError, AttributeError):
         info["load_average"] = [round(x, 2) for x in psutil.getloadavg()]
-    except (OSError, AttributeError):
-        pass
     return info
 
 

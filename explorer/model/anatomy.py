@@ -114,9 +114,8 @@ def _find_attention(layer: nn.Module) -> str | None:
     for name, module in layer.named_modules():
         if not name or is_norm_module(module):
             continue
-        if _word_match(name, module, _ATTN_WORDS) and not _word_match(name, module, _CROSS_WORDS):
-            if any(True for _ in module.parameters()):
-                candidates.append(name)
+        if _word_match(name, module, _ATTN_WORDS) and not _word_match(name, module, _CROSS_WORDS) and any(True for _ in module.parameters()):
+            candidates.append(name)
     if not candidates:
         return None
     return min(candidates, key=lambda n: (n.count("."), "self" not in n.lower(), n))

@@ -115,7 +115,7 @@ def stop_ids(loaded: LoadedModel) -> set[int]:
         eos = loaded.tokenizer.eos_token_id
     if eos is None:
         return set()
-    return set(int(e) for e in eos) if isinstance(eos, (list, tuple)) else {int(eos)}
+    return {int(e) for e in eos} if isinstance(eos, (list, tuple)) else {int(eos)}
 
 
 __all__ = ["Message", "PreparedPrompt", "conversation", "device_of", "pad_token_id", "prepare", "render_prompt",

@@ -242,7 +242,7 @@ class ComponentsRecorder:
                 project = lambda x: nn.functional.linear(x.float(), weight, bias)  # noqa: E731
             blocks = [project(self.final_out[r0: r0 + rows]).argmax(-1) for r0 in range(0, t, rows)]
             predicted = torch.cat(blocks).cpu()                   # one read back, after the forward
-        wanted = set(predicted.tolist()) | set(token_ids[1:].tolist()) | set(int(i) for i in extra)
+        wanted = set(predicted.tolist()) | set(token_ids[1:].tolist()) | {int(i) for i in extra}
         if last_logits is not None:
             wanted |= set(last_logits.topk(min(20, last_logits.numel())).indices.tolist())
         ids = torch.tensor(sorted(wanted), dtype=torch.long)

@@ -20,7 +20,6 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Union
 
 from explorer.model.errors import ExplorerError
 
@@ -84,7 +83,7 @@ class Patch:
         return f"patch:r{self.layer}{at}"
 
 
-Intervention = Union[HeadAblation, NeuronAblation, SkipBlock, Patch]
+Intervention = HeadAblation | NeuronAblation | SkipBlock | Patch
 KINDS = {"head": HeadAblation, "neuron": NeuronAblation, "skip": SkipBlock, "patch": Patch}
 _KIND_OF = {cls: name for name, cls in KINDS.items()}
 

@@ -14,6 +14,7 @@ the capture's tensors launches kernels, which a fresh page thread would pay cuDN
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -219,10 +220,8 @@ class Readout:
             norms = None
         final = None
         if self.lens_available and self.capture.residual is not None:
-            try:
+            with contextlib.suppress(LookupError):
                 final = self.trajectory(self.num_tokens - 1)
-            except LookupError:
-                pass
         summaries = self.summary_grids() if self.has_attention else None
         return tour_facts(self.capture, norms, summaries, self.contributions(), final)
 

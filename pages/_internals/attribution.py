@@ -77,7 +77,7 @@ def _edge_details(r: Readout, graph, edge, token: int, shown) -> None:
         st.info(f"Layer {edge.layer}'s attention maps are not in this capture (left out to stay within the "
                 "memory budget), so its heads' maps cannot be drawn.")
         return
-    for h, share in edge.heads[:MAX_HEAD_MAPS]:
+    for h, _share in edge.heads[:MAX_HEAD_MAPS]:
         shown.figure(f"edge_head_{h}", lambda h=h: attention_heatmap(r.attention_view(edge.layer, h), r.texts, dst.position),
                      key=(edge.layer, h, dst.position))
 

@@ -2,6 +2,7 @@
 neither autoloads over it nor undoes it. B chooses bf16 and clicks Load; while that load runs on the
 worker, A sends a chat. B's model must end resident, and A's chat waits for it and answers on it."""
 import re
+from pathlib import Path
 
 import pytest
 
@@ -66,11 +67,11 @@ def test_a_tampered_capture_upload_is_one_sentence_in_chromium(browser, tmp_path
         wait_idle(pg, 300_000)
         pg.goto(f"{server.url}/internals")
         wait_idle(pg, 300_000)
-        for i, (case, edit, phrase) in enumerate(TAMPERED_UPLOADS):
+        for i, (_case, edit, phrase) in enumerate(TAMPERED_UPLOADS):
             sub = folder / str(i)
             sub.mkdir()
             bad = sub / f"tampered{i}.safetensors"
-            bad.write_bytes(open(_tampered(sub, edit), "rb").read())
+            bad.write_bytes(Path(_tampered(sub, edit)).read_bytes())
             pg.locator(".st-key-internals_upload input[type='file']").set_input_files(str(bad))
             pg.get_by_text(f"Could not open tampered{i}", exact=False).first.wait_for(timeout=120_000)
             wait_idle(pg, 120_000)

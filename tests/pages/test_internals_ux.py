@@ -11,7 +11,6 @@ from streamlit.testing.v1 import AppTest
 from explorer.record.capture import Capture, capture
 from explorer.views.readout import Readout
 from explorer.views.teaching import TOUR
-from tests.pages.test_page_internals import no_model  # noqa: F401  (the shared fixture)
 from tests.tiny_models import tiny_model
 
 PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "internals.py")

@@ -145,7 +145,7 @@ def _tampered(tmp_path, edit) -> str:
     ids = torch.randint(3, 256, (6,), generator=torch.Generator().manual_seed(0))
     save_capture(capture(tiny_model("llama"), None, ids, CaptureOptions(parts=DEFAULT_PARTS | {"components"})), good)
     with safe_open(str(good), framework="pt") as f:
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        tensors = {k: f.get_tensor(k) for k in f}
         meta = _json.loads(f.metadata()[META_KEY])
     edit(tensors, meta)
     bad = tmp_path / "bad.capture"

@@ -224,7 +224,7 @@ def test_head_summaries_heatmap_is_layers_by_heads(short):
 
 def test_gqa_figure_joins_each_query_head_to_its_kv_head():
     fig = gqa_figure([0, 0, 1, 1], selected_head=2)
-    xs = [x for x in fig.data[0].x]
+    xs = list(fig.data[0].x)
     pairs = [(xs[i], xs[i + 1]) for i in range(0, len(xs), 3)]
     assert pairs == [(0, 0.5), (1, 0.5), (2, 2.5), (3, 2.5)]
     assert "4 query heads → 2 KV heads" in fig.layout.title.text
