@@ -22,7 +22,8 @@ from explorer.views.figures.patching import head_patching_heatmap, probability_b
 from explorer.views.intervene_data import effect_rows, head_label, heads_from_labels, ranked_heads, split_rows
 from explorer.views.readout import Readout
 from explorer.views.teaching import escape_markdown
-from pages._common import model_worker, queue_note, run_on_model, session_alive, session_id
+from explorer.views.units import table_cells
+from pages._common import model_worker, queue_note, run_on_model, session_alive, session_id, worker_runner
 from pages._internals.current import Current, capture_options, current, set_current
 from pages._internals.drawing import Shown
 from pages._state import INTERNALS as K
@@ -116,7 +117,7 @@ def _show_effect(r: Readout, effect, specs, token: int, shown: Shown) -> None:
     shown.figure("iv_bars", lambda: probability_bars([(decode(i), p) for i, p in effect.top_before[:8]],
                                                      [(decode(i), p) for i, p in effect.top_after[:8]]),
                  key=(effect.interventions, token))
-    st.dataframe(effect_rows(effect, decode), hide_index=True, key=K + "iv_rows")
+    st.dataframe(table_cells(effect_rows(effect, decode)), hide_index=True, key=K + "iv_rows")
     cap = r.capture
     if cap.components is not None and effect.target == int(cap.components.predicted[token]):
         att = r._cached(("attribution", token), lambda: direct_logit_attribution(cap.components, token))
@@ -130,10 +131,10 @@ def _show_effect(r: Readout, effect, specs, token: int, shown: Shown) -> None:
 
 def _generate(specs) -> None:
     cur = current()
-    if cur is None or not cur.prompt:
+    if cur is None or not cur.display_text:
         st.info("Generation needs the capture's prompt (a capture opened from a file has none).")
         return
-    messages = conversation(cur.prompt) if cur.source != "raw" else [{"role": "user", "content": cur.prompt}]
+    messages = conversation(cur.display_text) if cur.source != "raw" else [{"role": "user", "content": cur.display_text}]
     options = GenerateOptions(max_new_tokens=48)
 
     def both(m):
@@ -155,9 +156,11 @@ def _capture(specs) -> None:
     ids = cur.readout.capture.token_ids
     st.query_params[URL_PARAM] = to_short(specs)
 
+    runner = worker_runner()        # made on the page's thread: its session and heartbeat
+
     def run(m):
         cap = capture_under(m.model, m.tokenizer, ids, capture_options(m.name, m.precision), specs)
-        return Current(Readout(cap, m.model, m.tokenizer), cur.prompt, cur.source,
+        return Current(Readout(cap, m.model, m.tokenizer, run=runner), cur.display_text, cur.source,
                        f"{cur.origin} with {to_short(specs)}", cur.answer_start)
     try:
         set_current(run_on_model(lambda m: run(m)))
@@ -167,7 +170,7 @@ def _capture(specs) -> None:
 
 def _patching_panel(r: Readout, shown: Shown) -> None:
     cur = current()
-    clean = st.text_input("Clean prompt", value=(cur.prompt or "") if cur else "", key=K + "iv_clean")
+    clean = st.text_input("Clean prompt", value=(cur.display_text or "") if cur else "", key=K + "iv_clean")
     corrupt = st.text_input("Corrupted prompt (same number of tokens)", key=K + "iv_corrupt")
     c1, c2, c3 = st.columns(3)
     answer = c1.text_input("Answer token (empty: clean run's top)", key=K + "iv_answer")

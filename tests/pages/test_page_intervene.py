@@ -70,6 +70,7 @@ def test_intervene_runs_the_top_heads_off_and_reports_the_change(resident, model
     after = next(v for k, v in labels.items() if k.endswith("with interventions"))
     assert plain != after
     assert any("indirect" in str(df.value) for df in at.dataframe)
+    assert not any(v is None for df in at.dataframe for v in df.value.to_numpy().ravel())   # gaps show as "—"
     assert at.query_params["iv"] == ",".join(f"h{x}" for x in heads)
 
 
