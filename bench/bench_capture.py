@@ -297,15 +297,15 @@ def held_captures(model, label: str, t: int, n: int, device: str) -> dict:
     plains = [x[0] for x in (_tried(errors, "plain", lambda: measure(plain)) for _ in range(4)) if x][1:]
     pool = shared_pool()
     before = pool.stats.allocations
-    _held, times, alloc_after, warmup = None, [], [], []
+    held, times, alloc_after, warmup = None, [], [], []
     for i in range(n + 2):                       # the first two fill the pool (two captures alive at once)
         out = _tried(errors, f"capture {i}", lambda: measure(lambda: capture(model, None, ids, CaptureOptions())))
         if out is None:
             continue
         (warmup if i < 2 else times).append(out[0])
         alloc_after.append(pool.stats.allocations - before)
-        out[2]                            # the new one replaces the held one, as the page does
-    out = None
+        held = out[2]                 # the new one replaces the held one, as the page does
+    held = out = None  # noqa: F841 - drops the last held capture before the pool is read
     gc.collect()
     p90 = sorted(times)[max(0, math.ceil(0.9 * len(times)) - 1)] if times else None
     plain_s = _median(plains)

@@ -165,7 +165,7 @@ def open_capture_with_extras(path: str | Path) -> tuple[Capture, Extras]:
     meta, _ = _read_checked(path)
     try:
         with safe_open(str(path), framework="pt") as f:
-            tensors = {k: f.get_tensor(k) for k in f}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is not iterable
     except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types on damage
         raise CaptureFileError(f"{path.name} is not a valid capture file: its tensors cannot be read "
                                f"({type(exc).__name__}).") from None

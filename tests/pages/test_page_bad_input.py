@@ -109,6 +109,7 @@ def test_the_internals_page_says_why_a_turn_of_a_replaced_model_is_not_captured(
     at = AppTest.from_file(str(PAGES / "internals.py"), default_timeout=120)
     at.session_state["last_sequence_ids"] = [1, 2, 3, 4]
     at.session_state["last_sequence_generation"] = model.generation - 1  # made by an earlier model
+    at.session_state["chat_messages"] = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
     at.run()
     assert not at.exception
     assert any("since been replaced" in i.value for i in at.info)
@@ -145,7 +146,7 @@ def _tampered(tmp_path, edit) -> str:
     ids = torch.randint(3, 256, (6,), generator=torch.Generator().manual_seed(0))
     save_capture(capture(tiny_model("llama"), None, ids, CaptureOptions(parts=DEFAULT_PARTS | {"components"})), good)
     with safe_open(str(good), framework="pt") as f:
-        tensors = {k: f.get_tensor(k) for k in f}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is not iterable
         meta = _json.loads(f.metadata()[META_KEY])
     edit(tensors, meta)
     bad = tmp_path / "bad.capture"

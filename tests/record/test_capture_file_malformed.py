@@ -32,7 +32,7 @@ def good(tmp_path_factory):
 
 def _parts(path):
     with safe_open(str(path), framework="pt") as f:
-        tensors = {k: f.get_tensor(k) for k in f}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is not iterable
         meta = json.loads(f.metadata()[META_KEY])
     return tensors, meta
 
