@@ -139,7 +139,7 @@ def test_an_unexpected_exception_in_a_handler_is_still_one_line(monkeypatch, cap
     def boom(args):
         raise AttributeError("'NoneType' object has no attribute 'decode'")
 
-    monkeypatch.setattr(capture_cmd, "open_capture", lambda path: boom(None))
+    monkeypatch.setattr(capture_cmd, "open_with_results", lambda path: boom(None))
     status, err = run_cli(["show", "anything.capture"], capsys)
     assert status == 2 and err.startswith("error: Unexpected error (AttributeError)") and "Traceback" not in err
 

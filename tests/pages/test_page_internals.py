@@ -295,4 +295,4 @@ def test_a_capture_over_the_memory_budget_keeps_fewer_layers_and_says_so(residen
     layers = at.select_slider(key="internals_layer").options
     assert 1 < len(layers) < 30 and layers[-1] == "29"
     at.segmented_control(key="internals_view").set_value("residual").run()
-    assert shape(specs(at)[title_starting(at, "Residual norm")])[0] == len(layers) + 1
+    assert shape(specs(at)[title_starting(at, "Residual norm")])[0] >= len(layers) + 1   # the residual has first call on the host budget
