@@ -95,14 +95,16 @@ def _wait_healthy(proc: subprocess.Popen, url: str, log: Path) -> None:
     raise RuntimeError(f"streamlit did not become healthy:\n{log.read_text()[-3000:]}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def app_server(tmp_path_factory) -> Iterator[Server]:
-    """One server shared by the session's browser tests (the model loads once)."""
+    """A fresh server for each browser test module. Why not one for the whole session: the server
+    now autoloads only while no model was ever chosen on it, so a module that loads, compares or
+    unloads would leave the next module's first page without a model."""
     with served_process(tmp_path_factory.mktemp("streamlit") / "server.log") as server:
         yield server
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def app_url(app_server) -> str:
     return app_server.url
 
