@@ -11,6 +11,7 @@ from streamlit.testing.v1 import AppTest
 from explorer.record.capture import Capture, capture
 from explorer.views.readout import Readout
 from explorer.views.teaching import TOUR
+from tests.pages.internals_page import page_with
 from tests.tiny_models import tiny_model
 
 PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "internals.py")
@@ -20,20 +21,6 @@ T = 24
 @pytest.fixture(scope="module")
 def tiny_capture() -> Capture:
     return capture(tiny_model("llama"), None, list(range(5, 5 + T)))
-
-
-def page_with(cap: Capture, view: str = "attention", answer_start: int | None = None) -> AppTest:
-    from pages import _state
-    from pages._internals.current import Current
-
-    at = AppTest.from_file(PAGE, default_timeout=120)
-    at.session_state[_state.CURRENT] = Current(Readout(cap), "x", "text", "test prompt", answer_start=answer_start)
-    at.session_state[_state.LAYER] = 1
-    at.session_state[_state.HEAD] = 0
-    at.session_state[_state.TOKEN] = cap.num_tokens - 1
-    at.session_state[_state.LINK_READ] = True
-    at.session_state[_state.VIEW] = view
-    return at.run()
 
 
 def tour_buttons(at: AppTest) -> tuple[bool, bool, str]:
