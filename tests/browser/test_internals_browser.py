@@ -160,8 +160,10 @@ def test_internals_views_follow_prompts_chat_and_clicks(app_url, page, tmp_path)
         wait_idle(page)
         if view == "Guided tour":
             page.get_by_text("1 · Tokens").wait_for()
-            for _ in range(2):
+            for step in (2, 3):
+                # wait for each step to show: a second click during the first one's rerun can be lost
                 page.get_by_role("button", name="Next →").click()
+                page.get_by_text(f"Step {step} of ").wait_for()
                 wait_idle(page)
             page.get_by_text("3 · The residual stream").wait_for()
             heatmap_painted(page, "Residual norm after each layer")
