@@ -204,7 +204,7 @@ def bench_sessions(worker: ModelWorker, options, sessions: int, label: str) -> d
 
 def set_cudnn_sdp(worker: ModelWorker, enabled: bool) -> None:
     """The flag is process-wide; set it through the worker so the change is ordered with its calls."""
-    worker.submit(lambda _m, _r: torch.backends.cuda.enable_cudnn_sdp(enabled), "bench", generation=None,
+    worker.submit(lambda _m, _r: torch.backends.cuda.enable_cudnn_sdp(enabled), "bench", load_id=None,
                   needs_model=False).wait()
 
 

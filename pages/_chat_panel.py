@@ -24,8 +24,8 @@ from pages._state import (
     CHAT_MESSAGES,
     LAST_OPTIONS,
     LAST_PROMPT_TOKENS,
-    LAST_SEQUENCE_GENERATION,
     LAST_SEQUENCE_IDS,
+    LAST_SEQUENCE_LOAD_ID,
     LAST_STATS,
     PARTIAL_ANSWER,
     PARTIAL_STATS,
@@ -143,7 +143,7 @@ def _answer(loaded: LoadedModel, prompt: str, system: str, options: GenerateOpti
     st.session_state[STOP_EVENT] = event
     alive = session_alive()
     stream = WorkerStream(model_worker(), conversation(prompt, system, history), options, session_id(), event,
-                          generation=loaded.generation)   # the model this page shows, or ModelReplaced
+                          load_id=loaded.load_id)   # the model this page shows, or ModelReplaced
     waiting = st.empty()
     try:
         prepared = stream.wait_started(on_wait=lambda n: waiting.info(queue_note(n)) if n else None, alive=alive)
@@ -185,7 +185,7 @@ def _answer(loaded: LoadedModel, prompt: str, system: str, options: GenerateOpti
     st.session_state[CHAT_MESSAGES].append({"role": "assistant", "content": result.text})
     st.session_state[LAST_OPTIONS] = options          # the lens says when these changed the chosen token
     st.session_state[LAST_SEQUENCE_IDS] = result.sequence_ids
-    st.session_state[LAST_SEQUENCE_GENERATION] = loaded.generation  # which model these ids belong to
+    st.session_state[LAST_SEQUENCE_LOAD_ID] = loaded.load_id  # which model these ids belong to
     st.session_state[LAST_PROMPT_TOKENS] = result.prompt_tokens
     # the streamer flushes text at word boundaries: a script without spaces (Hebrew, Thai) arrives in one
     # chunk at the end, and the decode rate after the "first token" would divide by ~0 s

@@ -66,14 +66,14 @@ def queue_note(ahead: int) -> str:
 
 
 def run_on_model(fn: Callable[[LoadedModel], Any], progress: Callable[[str], None] | None = None,
-                 generation: int | None = -1) -> Any:
+                 load_id: int | None = -1) -> Any:
     """Run `fn(loaded)` on the model worker for this session and wait, showing the queue position.
-    `generation`: the LoadedModel.generation the page showed (-1: whatever is resident now).
+    `load_id`: the LoadedModel.load_id the page showed (-1: whatever is resident now).
     Raises what `fn` raised, or the worker's own typed errors (ModelReplaced, NoModelLoaded,
     RequestCancelled): the caller shows `user_message(exc)`."""
     note = st.empty()
     try:
-        return model_worker().call(fn, session_id(), generation=generation, progress=progress,
+        return model_worker().call(fn, session_id(), load_id=load_id, progress=progress,
                                    alive=session_alive(),
                                    on_wait=lambda n: note.caption(queue_note(n)) if n else None)
     finally:
@@ -94,7 +94,7 @@ def worker_runner() -> Callable[[Callable[[], Any]], Any]:
     def run(fn: Callable[[], Any]) -> Any:
         if threading.current_thread() is worker.thread:
             return fn()
-        request = worker.submit(lambda _loaded, _req: fn(), session, kind="call", generation=None,
+        request = worker.submit(lambda _loaded, _req: fn(), session, kind="call", load_id=None,
                                 needs_model=False)
         return request.wait(alive=alive)
 
@@ -250,7 +250,7 @@ def _load_on_worker(cfg: LoadConfig, autoload: bool, status) -> LoadedModel | No
             return None
         return worker.registry.load(cfg, progress=req)
 
-    request = worker.submit(run, session_id(), kind="load", generation=None, needs_model=False)
+    request = worker.submit(run, session_id(), kind="load", load_id=None, needs_model=False)
     return request.wait(progress=PageProgress(status), alive=session_alive(),
                         on_wait=lambda n: status.write(queue_note(n)) if n else None)
 

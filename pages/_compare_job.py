@@ -88,7 +88,7 @@ def _work(job: CompareJob, worker: ModelWorker, access: LoadAccess, session: str
     try:
         request = worker.submit(lambda _loaded, req: compare_on_worker(worker.registry, job.config, job.reload,
                                                                        access, req),
-                                session, kind="exclusive", generation=None, needs_model=False, cancel_event=job.cancel)
+                                session, kind="exclusive", load_id=None, needs_model=False, cancel_event=job.cancel)
         job.result = request.wait(progress=job.say, alive=alive,
                                   on_wait=lambda n: job.say(f"Queued: {n} ahead on the model worker…") if n else None)
     except RequestCancelled:

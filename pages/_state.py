@@ -21,7 +21,7 @@ COMPARE_RESULT = "compare_result"      # explorer.compare.run.ComparisonResult: 
 # ---- the chat panel (pages/_chat_panel.py, read by the internals page) -------------------------
 CHAT_MESSAGES = "chat_messages"        # list[{"role", "content"}]: the conversation
 LAST_SEQUENCE_IDS = "last_sequence_ids"  # list[int]: prompt + answer ids of the latest turn
-LAST_SEQUENCE_GENERATION = "last_sequence_generation"  # int: LoadedModel.generation that made those ids
+LAST_SEQUENCE_LOAD_ID = "last_sequence_load_id"  # int: LoadedModel.load_id that made those ids
 LAST_STATS = "last_stats"              # dict: speed of the latest turn
 STOP_EVENT = "stop_event"              # threading.Event that stops the running answer
 PARTIAL_ANSWER = "partial_answer"      # str: what arrived before a rerun interrupted the stream

@@ -92,7 +92,7 @@ def batch_section(loaded) -> None:
             try:
                 with st.spinner(f"Generating {len(prompts)} answers together…"):
                     # rows of the worker's one decode batch, next to other sessions' answers
-                    streams = [WorkerStream(model_worker(), c, options, session_id(), generation=loaded.generation,
+                    streams = [WorkerStream(model_worker(), c, options, session_id(), load_id=loaded.load_id,
                                             abandon_after_s=max(options.timeout_s, 10.0)) for c in convs]
                     results = gather(streams, session_alive())
             except Exception as exc:  # noqa: BLE001 - GenerationError, ModelReplaced, a worker error, or the unexpected

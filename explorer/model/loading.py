@@ -37,12 +37,12 @@ class MemorySnapshot:
     cuda_reserved: dict[str, int]
 
 
-_generations = itertools.count(1)
+_load_ids = itertools.count(1)
 
 
 @dataclass
 class LoadedModel:
-    """A resident model. `generation` grows with every load, so a request can tell which model it
+    """A resident model. `load_id` grows with every load, so a request can tell which model it
     was made for; `retired` is set when the model is unloaded or replaced."""
 
     model: torch.nn.Module
@@ -58,7 +58,7 @@ class LoadedModel:
     memory_before: MemorySnapshot | None = None
     memory_after: MemorySnapshot | None = None
     compute_dtype: str | None = None  # 4-bit only: the dtype its matmuls run in
-    generation: int = field(default_factory=lambda: next(_generations))
+    load_id: int = field(default_factory=lambda: next(_load_ids))
     retired: bool = False
 
     def ensure_current(self) -> None:

@@ -50,7 +50,7 @@ _STEP = object()                          # _take's answer: run one decode step
 class ModelWorker:
     """The thread that owns the resident model. One per process (the app keeps it in cache_resource).
 
-    `current` and `generation` may be read from any thread; everything that touches the model is a
+    `current` and `load_id` may be read from any thread; everything that touches the model is a
     request. `status()` (and `status_file`, when given) says whether it is busy, for tests and ops.
     """
 
@@ -76,8 +76,8 @@ class ModelWorker:
         return self.registry.current
 
     @property
-    def generation(self) -> int:
-        """The resident model's LoadedModel.generation (0: none): changes whenever it is replaced,
+    def load_id(self) -> int:
+        """The resident model's LoadedModel.load_id (0: none): changes whenever it is replaced,
         unloaded or adopted, and not when a load is refused in preflight."""
         return generation_of(self.registry.current)
 
@@ -105,7 +105,7 @@ class ModelWorker:
             return {"busy": running is not None or decoding > 0,
                     "running": running.kind if running else ("stream" if decoding else None),
                     "running_session": running.session if running else None, "decoding": decoding,
-                    "queued": sum(len(q) for q in self._queues.values()), "generation": self.generation,
+                    "queued": sum(len(q) for q in self._queues.values()), "load_id": self.load_id,
                     "model": getattr(self.registry.current, "name", None), "thread": self.thread.name,
                     "time": time.time()}
 
@@ -114,16 +114,16 @@ class ModelWorker:
 
     # ------------------------------------------------------------------ submitting
     def submit(self, fn: Callable[[LoadedModel | None, Request], Any], session: str = "default", *,
-               kind: str = "call", generation: int | None = -1, needs_model: bool = True,
+               kind: str = "call", load_id: int | None = -1, needs_model: bool = True,
                cancel_event: threading.Event | None = None) -> Request:
-        """Queue `fn(loaded, request)`. `generation=-1` means "the model resident now". For kind
+        """Queue `fn(loaded, request)`. `load_id=-1` means "the model resident now". For kind
         "stream", `fn` returns a decode Row, which joins the batch; the request's result is its
         GenerationResult."""
         with self._cond:
             if self._closed:
                 raise RuntimeError("The model worker has shut down.")
-            made_for = self.generation if generation == -1 else generation
-            request = Request(fn=fn, session=session, kind=kind, generation=made_for, needs_model=needs_model,
+            made_for = self.load_id if load_id == -1 else load_id
+            request = Request(fn=fn, session=session, kind=kind, load_id=made_for, needs_model=needs_model,
                               worker=self, cancel_event=cancel_event or threading.Event())
             self._queues.setdefault(session, deque()).append(request)
             self._cond.notify_all()
@@ -132,34 +132,34 @@ class ModelWorker:
 
     def call(self, fn: Callable[[LoadedModel], Any], session: str = "default", **wait_kwargs) -> Any:
         """Run `fn(loaded)` on the worker and wait for its result (errors re-raised here)."""
-        generation = wait_kwargs.pop("generation", -1)
-        return self.submit(lambda loaded, _req: fn(loaded), session, generation=generation).wait(**wait_kwargs)
+        load_id = wait_kwargs.pop("load_id", -1)
+        return self.submit(lambda loaded, _req: fn(loaded), session, load_id=load_id).wait(**wait_kwargs)
 
     def load(self, cfg: LoadConfig, session: str = "default", progress: Callable[[str], None] | None = None,
              **wait_kwargs) -> LoadedModel:
         """Replace the resident model (ModelRegistry.load semantics: bad input keeps the old one)."""
         def run(_loaded, req: Request) -> LoadedModel:
             return self.registry.load(cfg, progress=req)  # lines and step counts, queued for the caller
-        return self.submit(run, session, kind="load", generation=None, needs_model=False).wait(
+        return self.submit(run, session, kind="load", load_id=None, needs_model=False).wait(
             progress=progress, **wait_kwargs)
 
     def unload(self, session: str = "default", **wait_kwargs) -> None:
         def run(_loaded, _req) -> None:
             self.registry.unload()
-        self.submit(run, session, kind="unload", generation=None, needs_model=False).wait(**wait_kwargs)
+        self.submit(run, session, kind="unload", load_id=None, needs_model=False).wait(**wait_kwargs)
 
     def adopt(self, loaded: LoadedModel, session: str = "default") -> None:
         """Make an already loaded model resident (tests, the CLI)."""
         def run(_loaded, _req) -> None:
             self.registry.adopt(loaded)
-        self.submit(run, session, kind="load", generation=None, needs_model=False).wait()
+        self.submit(run, session, kind="load", load_id=None, needs_model=False).wait()
 
     def exclusive(self, fn: Callable[[Request], Any], session: str = "default", **wait_kwargs) -> Any:
         """Run `fn(request)` with the worker to itself and no model assumed (the comparison, which
         loads its own models). Every request made for the model resident before fails afterwards."""
         def run(_loaded, req: Request) -> Any:
             return fn(req)
-        return self.submit(run, session, kind="exclusive", generation=None, needs_model=False).wait(**wait_kwargs)
+        return self.submit(run, session, kind="exclusive", load_id=None, needs_model=False).wait(**wait_kwargs)
 
     def cancel_session(self, session: str) -> int:
         """Cancel every request of a session (queued, running, decoding); returns how many."""
@@ -268,7 +268,7 @@ class ModelWorker:
         loaded = self.registry.current
         try:
             if request.needs_model:
-                if model_changed(request.generation, loaded):
+                if model_changed(request.load_id, loaded):
                     raise ModelReplaced("The model changed while this waited; run it again.")
                 if loaded is None:
                     raise NoModelLoaded()

@@ -1,6 +1,6 @@
 """A request to the model worker, as its caller and the worker thread both see it.
 
-A request remembers the model it was made for (its `LoadedModel.generation`), can be cancelled
+A request remembers the model it was made for (its `LoadedModel.load_id`), can be cancelled
 queued or running, and carries an inbox of messages (progress lines, streamed text) that the
 caller drains while it polls: the worker never waits on a caller.
 """
@@ -62,13 +62,13 @@ def cancellable_forward(model, event: threading.Event):
 
 
 def generation_of(loaded: LoadedModel | None) -> int:
-    """The resident model's `LoadedModel.generation` (0: none resident)."""
-    return 0 if loaded is None else loaded.generation
+    """The resident model's `LoadedModel.load_id` (0: none resident)."""
+    return 0 if loaded is None else loaded.load_id
 
 
 def model_changed(made_for: int | None, loaded: LoadedModel | None) -> bool:
     """Is `loaded` another model than the one a request was made for (None: any model)? A thin
-    reading of LoadedModel.generation; the model's own `ensure_current()` catches a retired one."""
+    reading of LoadedModel.load_id; the model's own `ensure_current()` catches a retired one."""
     return made_for is not None and made_for != generation_of(loaded)
 
 
@@ -79,7 +79,7 @@ class Request:
     fn: Callable[[LoadedModel | None, Request], Any]
     session: str
     kind: str = "call"                      # "call" | "stream" | "load" | "unload" | "exclusive"
-    generation: int | None = None           # LoadedModel.generation it was made for (0: none); None = any
+    load_id: int | None = None           # LoadedModel.load_id it was made for (0: none); None = any
     needs_model: bool = True
     cancel_event: threading.Event = field(default_factory=threading.Event)
     future: Future = field(default_factory=Future)

@@ -30,7 +30,7 @@ class WorkerStream:
     """
 
     def __init__(self, worker: ModelWorker, messages, options, session: str = "default",
-                 stop_event: threading.Event | None = None, generation: int | None = -1,
+                 stop_event: threading.Event | None = None, load_id: int | None = -1,
                  abandon_after_s: float = 10.0) -> None:
         self.options = options or GenerateOptions()
         self.messages = messages
@@ -40,7 +40,7 @@ class WorkerStream:
         self._finished = False
         self._quiet_since = time.monotonic()
         # the page's stop button and our cancel are one event
-        self.request = worker.submit(self._row, session, kind="stream", generation=generation,
+        self.request = worker.submit(self._row, session, kind="stream", load_id=load_id,
                                      cancel_event=stop_event)
         self.request.abandon_after_s = abandon_after_s
         self.submitted = self.request.submitted
@@ -158,8 +158,8 @@ class WorkerStream:
 
 
 def stream_on_worker(worker: ModelWorker, messages, options=None, session: str = "default",
-                     stop_event: threading.Event | None = None, generation: int | None = -1) -> WorkerStream:
-    return WorkerStream(worker, messages, options, session, stop_event, generation)
+                     stop_event: threading.Event | None = None, load_id: int | None = -1) -> WorkerStream:
+    return WorkerStream(worker, messages, options, session, stop_event, load_id)
 
 
 

@@ -16,7 +16,7 @@ from pages._state import (
     CURRENT,
     FOLLOW,
     LAST_PROMPT_TOKENS,
-    LAST_SEQUENCE_GENERATION,
+    LAST_SEQUENCE_LOAD_ID,
     PROMPT,
     SEEN_SEQ,
     last_sequence_ids,
@@ -58,8 +58,8 @@ def capture_controls(loaded) -> None:
         key = _sequence_key(ids)
         if st.session_state.get(SEEN_SEQ) != key:
             st.session_state[SEEN_SEQ] = key
-            made_by = st.session_state.get(LAST_SEQUENCE_GENERATION)
-            if made_by is not None and made_by != loaded.generation:
+            made_by = st.session_state.get(LAST_SEQUENCE_LOAD_ID)
+            if made_by is not None and made_by != loaded.load_id:
                 st.info("The last answer came from a model that has since been replaced, so it is not "
                         "captured (its token ids belong to the other model). Send a new message to capture one.")
             else:

@@ -57,7 +57,7 @@ def run_capture(loaded, prompt, text: str, source: str, origin: str, answer_star
     try:
         loaded.ensure_current()
         with st.status(f"Capturing the {origin} with {loaded.name} ({loaded.precision})…", expanded=False) as status:
-            cap = run_on_model(lambda m: capture(m.model, m.tokenizer, prompt, options), generation=loaded.generation)
+            cap = run_on_model(lambda m: capture(m.model, m.tokenizer, prompt, options), load_id=loaded.load_id)
             loaded.ensure_current()  # replaced meanwhile: the capture belongs to a model that is gone
             status.update(label=f"Captured {cap.num_tokens} tokens × {cap.num_layers} layers", state="complete")
     except ModelReplaced:

@@ -207,7 +207,7 @@ def test_a_request_with_a_replaced_model_says_run_again(folders):
     reg = ModelRegistry()
     old = reg.load(LoadConfig(source=str(folders["good"]), precision="fp32"))
     new = reg.load(LoadConfig(source=str(folders["good"]), precision="bf16"))
-    assert new.generation > old.generation
+    assert new.load_id > old.load_id
     options = GenerateOptions(max_new_tokens=2)
     for call in (lambda: generate(old, conversation("hi"), options),
                  lambda: stream_generate(old, conversation("hi"), options),

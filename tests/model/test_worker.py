@@ -162,29 +162,29 @@ def test_a_load_while_requests_are_queued_runs_in_turn_and_fails_the_older_model
     import json
 
     release, _ = gate(worker)
-    before = worker.generation
+    before = worker.load_id
     first = worker.submit(lambda m, _r: m.name, "A")                                    # queued before the load
     cfg = LoadConfig(source=str(folders["qwen2"]), precision="fp32")
     load = worker.submit(lambda _m, req: worker.registry.load(cfg, progress=req), "B", kind="load",
-                         generation=None, needs_model=False)
-    stale = worker.submit(lambda m, _r: m.name, "C", generation=before)                # made for the old model
+                         load_id=None, needs_model=False)
+    stale = worker.submit(lambda m, _r: m.name, "C", load_id=before)                # made for the old model
     release.set()
     assert first.wait(timeout=30) == "llama"
     load.wait(timeout=60)
-    assert worker.current.name == "qwen2" and worker.generation > before
+    assert worker.current.name == "qwen2" and worker.load_id > before
     with pytest.raises(ModelReplaced, match="run it again"):
         stale.wait(timeout=30)
-    fresh_gen = worker.generation
-    assert worker.call(lambda m: m.name, generation=fresh_gen) == "qwen2"
-    assert json.loads(worker.status_file.read_text())["generation"] == fresh_gen != before
+    fresh_gen = worker.load_id
+    assert worker.call(lambda m: m.name, load_id=fresh_gen) == "qwen2"
+    assert json.loads(worker.status_file.read_text())["load_id"] == fresh_gen != before
 
 
 def test_a_failed_load_keeps_the_resident_model_and_its_requests_valid(worker, tmp_path):
-    made_for = worker.generation
+    made_for = worker.load_id
     with pytest.raises(LoadError, match="No such file"):
         worker.load(LoadConfig(source=str(tmp_path / "missing")))
-    assert worker.generation == made_for
-    assert worker.call(lambda m: m.name, generation=made_for) == "llama"
+    assert worker.load_id == made_for
+    assert worker.call(lambda m: m.name, load_id=made_for) == "llama"
 
 
 def test_no_model_is_a_clear_error(tiny):
@@ -254,22 +254,22 @@ def test_a_cancel_stops_a_long_forward_between_two_layers(worker):
 
 def test_the_model_changed_check_is_the_loaded_model_s_own_generation(worker, folders):
     """One mechanism: a request made for a LoadedModel fails with ModelReplaced once that model is
-    retired, and the worker's generation is the resident model's `LoadedModel.generation`."""
+    retired, and the worker's generation is the resident model's `LoadedModel.load_id`."""
     old = worker.current
-    assert worker.generation == old.generation
+    assert worker.load_id == old.load_id
     adopted = load_model(LoadConfig(source=str(folders["qwen2"]), precision="fp32"))
     worker.adopt(adopted)                                  # through ModelRegistry.adopt: the old one retires
-    assert old.retired and worker.current is adopted and worker.generation == adopted.generation
+    assert old.retired and worker.current is adopted and worker.load_id == adopted.load_id
     with pytest.raises(ModelReplaced):
         old.ensure_current()
     with pytest.raises(ModelReplaced):                     # made for the model the page showed, now gone
-        worker.call(lambda m: m.name, "A", generation=old.generation, timeout=30)
-    assert worker.call(lambda m: m.name, "A", generation=adopted.generation, timeout=30) == "qwen2"
+        worker.call(lambda m: m.name, "A", load_id=old.load_id, timeout=30)
+    assert worker.call(lambda m: m.name, "A", load_id=adopted.load_id, timeout=30) == "qwen2"
 
 
 def test_worker_errors_read_as_plain_sentences(worker):
     """The pages show `user_message(exc)`: the worker's own errors are typed, so they read as written."""
-    request = worker.submit(lambda m, _r: m.name, "A", generation=worker.generation + 1000)
+    request = worker.submit(lambda m, _r: m.name, "A", load_id=worker.load_id + 1000)
     with pytest.raises(ModelReplaced) as replaced:
         request.wait(timeout=30)
     assert user_message(replaced.value).endswith("run it again.")
@@ -354,14 +354,14 @@ def test_a_capture_runs_between_two_decode_steps(worker):
 
 
 def test_a_load_waits_for_the_batch_and_answers_made_for_the_old_model_end_with_model_replaced(worker, folders, tiny):
-    before = worker.generation
+    before = worker.load_id
     running = WorkerStream(worker, conversation(PROMPTS[0]), GenerateOptions(max_new_tokens=20, min_new_tokens=20), "A")
     chunks = iter(running)
     next(chunks)
     cfg = LoadConfig(source=str(folders["qwen2"]), precision="fp32")
     load = worker.submit(lambda _m, req: worker.registry.load(cfg, progress=req), "B", kind="load",
-                         generation=None, needs_model=False)
-    stale = WorkerStream(worker, conversation(PROMPTS[1]), GenerateOptions(max_new_tokens=4), "C", generation=before)
+                         load_id=None, needs_model=False)
+    stale = WorkerStream(worker, conversation(PROMPTS[1]), GenerateOptions(max_new_tokens=4), "C", load_id=before)
     rest = "".join(chunks)
     assert running.result.new_tokens == 20 and rest      # the running answer finished on its own model
     load.wait(timeout=60)
@@ -375,7 +375,7 @@ def test_the_queue_position_counts_down_behind_what_runs_alone(worker):
     release, _ = gate(worker)
     holds = [threading.Event(), threading.Event()]
     for i, hold in enumerate(holds):
-        worker.submit(lambda _m, _r, h=hold: h.wait(10), f"X{i}", kind="exclusive", generation=None,
+        worker.submit(lambda _m, _r, h=hold: h.wait(10), f"X{i}", kind="exclusive", load_id=None,
                       needs_model=False)
     stream = WorkerStream(worker, conversation("Hi"), GenerateOptions(max_new_tokens=2), "D")
     seen: list[int] = []

@@ -108,7 +108,7 @@ def test_the_internals_page_says_why_a_turn_of_a_replaced_model_is_not_captured(
     reg, model, _ = resident
     at = AppTest.from_file(str(PAGES / "internals.py"), default_timeout=120)
     at.session_state["last_sequence_ids"] = [1, 2, 3, 4]
-    at.session_state["last_sequence_generation"] = model.generation - 1  # made by an earlier model
+    at.session_state["last_sequence_load_id"] = model.load_id - 1  # made by an earlier model
     at.session_state["chat_messages"] = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
     at.run()
     assert not at.exception
@@ -213,7 +213,7 @@ def test_an_autoload_queued_behind_a_chosen_load_does_nothing_on_the_worker(empt
 
     worker = _common.model_worker()
     gate, started = threading.Event(), threading.Event()
-    worker.submit(lambda loaded, req: (started.set(), gate.wait(30)), "other", kind="exclusive", generation=None,
+    worker.submit(lambda loaded, req: (started.set(), gate.wait(30)), "other", kind="exclusive", load_id=None,
                   needs_model=False)
     assert started.wait(30)
     results = []
