@@ -8,23 +8,16 @@ from __future__ import annotations
 import json
 
 import pytest
-from transformers import AutoTokenizer
 
 from explorer.cli.main import main
-from explorer.model.loading import embedded_model_dir
 from tests import bad_inputs as B
 from tests.tiny_models import save_tiny_folder
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
-    return AutoTokenizer.from_pretrained(str(embedded_model_dir()))
-
-
-@pytest.fixture(scope="module")
-def folders(tmp_path_factory, tokenizer):
+def folders(tmp_path_factory, embedded_tokenizer):
     root = tmp_path_factory.mktemp("cli_bad")
-    good = B.make_good(root, tokenizer)
+    good = B.make_good(root, embedded_tokenizer)
     made = {name: make(good, root / name) for name, make in B.FOLDER_MAKERS.items()}
     made["good"] = good
     corrupt = root / "corrupt.capture"
@@ -144,8 +137,8 @@ def test_an_unexpected_exception_in_a_handler_is_still_one_line(monkeypatch, cap
     assert status == 2 and err.startswith("error: Unexpected error (AttributeError)") and "Traceback" not in err
 
 
-def test_the_pickle_switch_is_honoured_by_capture_and_generate(tokenizer, tmp_path, monkeypatch, capsys):
-    folder = save_tiny_folder("llama", tmp_path / "pickled", tokenizer, safe_serialization=False)
+def test_the_pickle_switch_is_honoured_by_capture_and_generate(embedded_tokenizer, tmp_path, monkeypatch, capsys):
+    folder = save_tiny_folder("llama", tmp_path / "pickled", embedded_tokenizer, safe_serialization=False)
     args = ["generate", "--model", str(folder), "--precision", "fp32", "--prompt", "hi", "--max-new-tokens", "2"]
     assert run_cli(args, capsys)[0] == 2
     monkeypatch.setenv("EXPLORER_ALLOW_PICKLE", "1")
@@ -155,8 +148,8 @@ def test_the_pickle_switch_is_honoured_by_capture_and_generate(tokenizer, tmp_pa
     assert out.exists()
 
 
-def test_routes_honours_the_pickle_switch_like_generate(tokenizer, tmp_path, monkeypatch, capsys):
-    folder = save_tiny_folder("llama", tmp_path / "pickled", tokenizer, safe_serialization=False)
+def test_routes_honours_the_pickle_switch_like_generate(embedded_tokenizer, tmp_path, monkeypatch, capsys):
+    folder = save_tiny_folder("llama", tmp_path / "pickled", embedded_tokenizer, safe_serialization=False)
     out = tmp_path / "r.json"
     args = ["routes", "--model", str(folder), "--precision", "fp32", "--prompt", "one two", "--out", str(out)]
     monkeypatch.delenv("EXPLORER_ALLOW_PICKLE", raising=False)

@@ -12,26 +12,21 @@ import threading
 
 import pytest
 import torch
-from transformers import AutoTokenizer, PreTrainedModel
+from transformers import PreTrainedModel
 
 from explorer.model import errors as E
 from explorer.model import load_config, loading, preflight
 from explorer.model.errors import Secret, user_message
 from explorer.model.generation import GenerateOptions, conversation, generate, generate_batch, stream_generate
-from explorer.model.loading import LoadConfig, ModelRegistry, embedded_model_dir, load_model
+from explorer.model.loading import LoadConfig, ModelRegistry, load_model
 from explorer.model.switches import operator_switches
 from tests import bad_inputs as B
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
-    return AutoTokenizer.from_pretrained(str(embedded_model_dir()))
-
-
-@pytest.fixture(scope="module")
-def folders(tmp_path_factory, tokenizer):
+def folders(tmp_path_factory, embedded_tokenizer):
     root = tmp_path_factory.mktemp("bad")
-    good = B.make_good(root, tokenizer)
+    good = B.make_good(root, embedded_tokenizer)
     made = {name: make(good, root / name) for name, make in B.FOLDER_MAKERS.items()}
     made["good"] = good
     return made
@@ -266,10 +261,10 @@ def test_operator_switches_are_read_in_one_place(monkeypatch):
     assert switches.allow_pickle and not switches.trust_remote_code
 
 
-def test_pickle_is_loaded_only_when_the_operator_allows_it(folders, tokenizer, tmp_path):
+def test_pickle_is_loaded_only_when_the_operator_allows_it(folders, embedded_tokenizer, tmp_path):
     from tests.tiny_models import save_tiny_folder
 
-    folder = save_tiny_folder("llama", tmp_path / "pickled", tokenizer, safe_serialization=False)
+    folder = save_tiny_folder("llama", tmp_path / "pickled", embedded_tokenizer, safe_serialization=False)
     with pytest.raises(E.PickleRefused, match="pytorch_model.bin"):
         load_model(LoadConfig(source=str(folder), precision="fp32"))
     loaded = load_model(LoadConfig(source=str(folder), precision="fp32", allow_pickle=True))

@@ -7,19 +7,17 @@ from pathlib import Path
 import pytest
 import torch
 from streamlit.testing.v1 import AppTest
-from transformers import AutoTokenizer
 
-from explorer.model.loading import LoadConfig, embedded_model_dir
+from explorer.model.loading import LoadConfig
 from tests import bad_inputs as B
 
 PAGES = Path(__file__).resolve().parents[2] / "pages"
 
 
 @pytest.fixture(scope="module")
-def folders(tmp_path_factory):
-    tokenizer = AutoTokenizer.from_pretrained(str(embedded_model_dir()))
+def folders(tmp_path_factory, embedded_tokenizer):
     root = tmp_path_factory.mktemp("app_bad")
-    good = B.make_good(root, tokenizer)
+    good = B.make_good(root, embedded_tokenizer)
     made = {name: make(good, root / name) for name, make in B.FOLDER_MAKERS.items()}
     made["good"] = good
     return made

@@ -8,7 +8,6 @@ import html
 import json
 import re
 import struct
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,9 +17,9 @@ from transformers import AutoModelForCausalLM
 from explorer.analyse.capture_bundle import open_with_results
 from explorer.record.capture import DEFAULT_PARTS, Capture, CaptureOptions, capture
 from explorer.views.readout import Readout
+from tests.pages.internals_page import PAGE, page_with
 from tests.tiny_models import tiny_config, tiny_model
 
-PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "internals.py")
 T = 24
 
 
@@ -64,19 +63,6 @@ def title_starting(at: AppTest, prefix: str) -> str:
     return found[0]
 
 
-@pytest.fixture
-def no_model(monkeypatch):
-    """No resident model, and none autoloaded: these tests run on a capture alone."""
-    from pages._common import registry
-
-    monkeypatch.setenv("EXPLORER_AUTOLOAD", "0")
-    reg = registry()
-    before = reg._current
-    reg._current = None
-    yield
-    reg._current = before
-
-
 @pytest.fixture(scope="module")
 def tiny_llama():
     """Kept alive for the module: a Readout holds its model only by weak reference."""
@@ -88,21 +74,6 @@ def tiny_capture(tiny_llama) -> Capture:
     cap = capture(tiny_llama, None, list(range(5, 5 + T)), CaptureOptions(parts=DEFAULT_PARTS | {"components"}))
     cap.token_texts[2] = "<script>alert(1)</script>"
     return cap
-
-
-def page_with(cap: Capture, origin: str = "test prompt", prompt: str | None = "x", model=None,
-              results=None) -> AppTest:
-    from pages import _state
-    from pages._internals.current import Current
-
-    at = AppTest.from_file(PAGE, default_timeout=120)
-    at.session_state[_state.CURRENT] = Current(Readout(cap, model, results=results), prompt, "text", origin)
-    at.session_state[_state.LAYER] = 1
-    at.session_state[_state.HEAD] = 0
-    at.session_state[_state.TOKEN] = cap.num_tokens - 1
-    at.session_state[_state.LINK_READ] = True
-    at.session_state[_state.VIEW] = "attention"
-    return at.run()
 
 
 def test_every_view_draws_its_figures_at_the_captures_dimensions(no_model, tiny_llama, tiny_capture):
@@ -222,20 +193,17 @@ def test_the_caption_and_the_link_name_the_model_and_its_precision(no_model):
 
 
 @pytest.fixture
-def tiny_resident(monkeypatch):
-    """A tiny model resident as if loaded in nf4 (no tokenizer: only for paths that do not capture)."""
+def tiny_resident(registry_with, embedded_tokenizer, monkeypatch):
+    """A tiny model resident as if loaded in nf4 (for paths that do not capture), lent to the app's
+    registry through its public methods and taken back after."""
     from explorer.model.loading import LoadConfig, LoadedModel
-    from pages._common import registry
 
     monkeypatch.setenv("EXPLORER_AUTOLOAD", "0")
-    loaded = LoadedModel(model=tiny_model("llama"), tokenizer=None, config=LoadConfig(source="tiny", precision="nf4"),
-                         name="tiny-llama", source_kind="folder", precision="nf4", load_seconds=0.0,
-                         footprint_bytes=0, device_map={})
-    reg = registry()
-    before = reg._current
-    reg._current = loaded
-    yield loaded
-    reg._current = before
+    loaded = LoadedModel(model=tiny_model("llama"), tokenizer=embedded_tokenizer,
+                         config=LoadConfig(source="tiny", precision="nf4"), name="tiny-llama", source_kind="folder",
+                         precision="nf4", load_seconds=0.0, footprint_bytes=0, device_map={})
+    registry_with(loaded)
+    return loaded
 
 
 def test_a_link_made_in_another_precision_says_so_and_offers_to_load_that_one(tiny_resident, monkeypatch):
@@ -256,15 +224,11 @@ def test_a_link_made_in_another_precision_says_so_and_offers_to_load_that_one(ti
 # ---- with the embedded model ---------------------------------------------------------------------
 
 @pytest.fixture
-def resident(embedded_nf4, monkeypatch):
-    from pages._common import registry
-
+def resident(embedded_nf4, registry_with, monkeypatch):
+    """The embedded model (the session's) resident in the app's registry for one test."""
     monkeypatch.setenv("EXPLORER_AUTOLOAD", "0")
-    reg = registry()
-    before = reg._current
-    reg._current = embedded_nf4
-    yield embedded_nf4
-    reg._current = before
+    registry_with(embedded_nf4)
+    return embedded_nf4
 
 
 @pytest.mark.slow
