@@ -70,12 +70,10 @@ class PreparedLayer(RowSource):
     def key_span(self, row0: int, row1: int) -> tuple[int, int]:
         """[lo, hi): the keys any row of [row0, row1) may see under the causal/window rule (all
         keys where a mask tensor decides)."""
-        rec, offset = self.rec, self.t_k - self.t_q
         if self.mask is not None:
             return 0, self.t_k
-        hi = min(self.t_k, row1 + offset) if rec.causal else self.t_k
-        lo = max(0, row0 + offset - rec.sliding_window + 1) if rec.sliding_window else 0
-        return lo, max(hi, lo + 1)
+        return mask_rule.visible_span(row0, row1, self.t_k, self.t_k - self.t_q, self.rec.causal,
+                                      self.rec.sliding_window)
 
     def scores(self, row0: int, row1: int, key0: int, key1: int) -> torch.Tensor:
         """(h, rows, key1 − key0) float32 scores as eager computes them (scaled, softcapped),

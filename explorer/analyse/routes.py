@@ -35,6 +35,7 @@ import torch
 
 from explorer.analyse import attention as attention_maths
 from explorer.analyse.attribution import attention_bias, attention_total
+from explorer.record import mask_rule
 from explorer.record.components import Components
 
 DEFAULT_THRESHOLD = 0.04
@@ -102,8 +103,9 @@ def attention_rows_from_store(store) -> AttentionRows:
             k = prep.k.repeat_interleave(prep.groups, 0) if prep.groups > 1 else prep.k
             scores = torch.matmul(q, k.transpose(1, 2)) * rec.scaling               # (H, P, T)
             offset = k.shape[1] - prep.q.shape[1]
-            future = torch.arange(k.shape[1], device=k.device)[None, :] > (positions.to(k.device)[:, None] + offset)
-            return torch.softmax(scores.masked_fill(future, float("-inf")), -1)              # on prep's device
+            allowed = mask_rule.allowed_keys(positions.to(k.device) + offset,
+                                             torch.arange(k.shape[1], device=k.device), True, None)   # (P, T)
+            return torch.softmax(scores.masked_fill(~allowed, float("-inf")), -1)             # on prep's device
         pos = positions.tolist()
         out = torch.empty(store.num_heads, len(pos), prep.t_k)
         start = 0

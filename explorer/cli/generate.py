@@ -9,7 +9,7 @@ from explorer.model.errors import BadArgument
 from explorer.model.generation import GenerateOptions, conversation, generate_batch, stream_generate
 from explorer.model.loading import embedded_model_dir, load_model
 from explorer.model.precisions import LOAD_PRECISIONS
-from explorer.model.safe_write import check_folder
+from explorer.model.safe_write import check_output_folder
 from explorer.record.intervention_hooks import intervene
 from explorer.record.interventions import parse as parse_interventions
 
@@ -22,7 +22,7 @@ def configure_prepare(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    cache_dir = check_folder(text_arg(args.cache_dir, "--cache-dir")) if args.cache_dir else None  # before the 30 s
+    cache_dir = check_output_folder(text_arg(args.cache_dir, "--cache-dir")) if args.cache_dir else None  # before the 30 s
     folder = embedded_model_dir(cache_dir, progress=print)
     print(f"embedded model ready: {folder}")
     return 0

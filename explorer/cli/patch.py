@@ -14,6 +14,7 @@ from pathlib import Path
 from explorer.cli.args import load_config, positive_int, text_arg, writable_out
 from explorer.model.errors import BadArgument
 from explorer.model.precisions import LOAD_PRECISIONS
+from explorer.model.safe_write import write_text
 
 HELP = "activation patching (causal tracing) between a clean and a corrupted prompt, as JSON"
 SITES = ("resid", "head")
@@ -80,7 +81,7 @@ def cmd_patch(args: argparse.Namespace) -> int:
         report[site] = run(loaded.model, setup, args.batch_rows, progress).to_dict()
         print(file=sys.stderr)
     report["seconds"] = time.perf_counter() - start
-    out.write_text(json.dumps(report, indent=1), encoding="utf-8")
+    write_text(out, json.dumps(report, indent=1))   # through a temporary file beside it, like every output
     print(f"wrote {out} ({', '.join(sites)} patching, {report['seconds']:.1f} s); answer "
           f"{report['answer_text']!r} over {report['foil_text']!r}")
     return 0

@@ -30,17 +30,12 @@ ENCODER_FAMILIES = frozenset({
 })
 
 
-def shown(text: str, limit: int = 80) -> str:
-    """A user's input, safe to put in a message: control characters visible, long text cut."""
-    return message_text(text, limit)   # the one rule: explorer/model/visible_text.py
-
-
 def check_source_text(source: str) -> None:
     """Refuse what no filesystem or hub could accept, before either is asked."""
     if any(ord(c) < 32 or ord(c) == 127 for c in source):
-        raise BadSource(f"{shown(source)} contains control characters: it is neither a hub id nor a path.")
+        raise BadSource(f"{message_text(source)} contains control characters: it is neither a hub id nor a path.")
     if len(source) > PATH_MAX or any(len(part) > NAME_MAX for part in source.split("/")):
-        raise BadSource(f"{shown(source)} is too long to be a hub id or a path.")
+        raise BadSource(f"{message_text(source)} is too long to be a hub id or a path.")
 
 
 def check_hub_id(repo_id: str) -> None:
@@ -54,7 +49,7 @@ def check_hub_id(repo_id: str) -> None:
     elif "--" in repo_id or ".." in repo_id or repo_id.endswith(".git"):
         problem = "a hub id cannot contain '--' or '..' or end in .git"
     if problem:
-        raise BadSource(f"{shown(repo_id)} is not a valid hub id ({problem}), and no such file or folder exists.")
+        raise BadSource(f"{message_text(repo_id)} is not a valid hub id ({problem}), and no such file or folder exists.")
 
 
 def refuse_encoder(config, name: str) -> None:
@@ -92,9 +87,9 @@ def read_safetensors_header(path: Path) -> dict:
         except (KeyError, TypeError, ValueError):
             ok = False
         if not ok:
-            raise BadWeights(f"{name} is corrupt: the entry for {shown(key, 60)} is malformed.")
+            raise BadWeights(f"{name} is corrupt: the entry for {message_text(key, 60)} is malformed.")
         if end > data:
-            raise BadWeights(f"{name} is truncated: {shown(key, 60)} ends at byte {end}, the data holds {data}.")
+            raise BadWeights(f"{name} is truncated: {message_text(key, 60)} ends at byte {end}, the data holds {data}.")
     return header
 
 

@@ -16,10 +16,11 @@ from explorer.model import (
     preflight,  # called through the module: tests put the hub out of reach
     read_limits,
 )
-from explorer.model.checks import check_hub_id, check_source_text, shown
-from explorer.model.embedded import embedded_config as embedded_gguf_config
+from explorer.model.checks import check_hub_id, check_source_text
+from explorer.model.embedded import gguf_config
 from explorer.model.errors import BadSource, clean_text
 from explorer.model.translate import hub_error
+from explorer.model.visible_text import message_text
 from explorer.presets import EMBEDDED, PRESETS, preset_dict
 
 
@@ -77,12 +78,12 @@ def config_from_path(path: str | Path):
         if p.is_dir():
             p = p / "config.json"
         if not p.is_file():
-            raise ConfigError(f"No config.json at {shown(str(path))}.")
+            raise ConfigError(f"No config.json at {message_text(str(path))}.")
         data = read_limits.read_bytes(p, read_limits.CONFIG_MAX, ConfigError, p.name)
     except BadSource as exc:
         raise ConfigError(str(exc)) from None
     except OSError as exc:
-        raise ConfigError(f"Cannot read {shown(str(path))}: {exc.strerror or type(exc).__name__}.") from None
+        raise ConfigError(f"Cannot read {message_text(str(path))}: {exc.strerror or type(exc).__name__}.") from None
     return config_from_json(data, source=str(p))
 
 
@@ -135,7 +136,7 @@ def embedded_config():
     """The embedded SmolLM2's config: read from its GGUF when the package is there, else the
     shipped copy of the same facts."""
     try:
-        return embedded_gguf_config()
+        return gguf_config()
     except Exception:  # noqa: BLE001 - package missing or GGUF unreadable: the copy is the same facts
         return preset_config(EMBEDDED)
 

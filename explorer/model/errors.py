@@ -8,10 +8,10 @@ model asks to run again; a refused pickle names the operator switch).
 """
 from __future__ import annotations
 
-import os
 import re
 import threading
 
+from explorer.model.switches import env_tokens
 from explorer.model.visible_text import show_hidden
 
 
@@ -90,7 +90,16 @@ class OutOfMemory(LoadError):
     """Not enough memory to hold the model."""
 
 
-class NoModelLoaded(LoadError):
+class NoModelLoaded(ExplorerError):
+    """No model is resident now, so nothing can run on one: a model call found none, or a failed load
+    could not bring the previous model back (RestoreFailed). One class for the one meaning, so a
+    caller catches it once whichever way it came about."""
+
+    def __init__(self, message: str = "No model is loaded.") -> None:
+        super().__init__(message)
+
+
+class RestoreFailed(NoModelLoaded, LoadError):
     """A load failed after the resident model was given up, and bringing that model back failed too:
     unlike every other LoadError, nothing is resident now."""
 
@@ -192,7 +201,6 @@ def reveal(value: str | Secret | None) -> str | None:
 
 _known_lock = threading.Lock()
 _known: set[str] = set()
-TOKEN_ENV_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 
 
 def _remember(value: str) -> None:
@@ -205,16 +213,14 @@ def known_tokens() -> list[str]:
     """Every token this process knows: Secrets made so far and the environment's, longest first."""
     with _known_lock:
         tokens = set(_known)
-    tokens.update(v for v in (os.environ.get(n) for n in TOKEN_ENV_VARS) if v and len(v) >= 4)
+    tokens.update(v for v in env_tokens() if len(v) >= 4)
     return sorted(tokens, key=len, reverse=True)
 
 
 def env_token() -> Secret | None:
-    for name in TOKEN_ENV_VARS:
-        value = os.environ.get(name)
-        if value:
-            return Secret(value)
-    return None
+    """The environment's hub token (explorer/model/switches.py reads it), as a Secret."""
+    tokens = env_tokens()
+    return Secret(tokens[0]) if tokens else None
 
 
 # --------------------------------------------------------------------------- messages

@@ -22,7 +22,7 @@ import torch
 
 from explorer.model import translate
 from explorer.model.embedded import embedded_model_dir
-from explorer.model.errors import LoadError, ModelReplaced, NoModelLoaded, reveal, user_message
+from explorer.model.errors import LoadError, ModelReplaced, NoModelLoaded, RestoreFailed, reveal, user_message
 from explorer.model.footprint import resident_bytes
 from explorer.model.load_config import DTYPES, LoadConfig, Progress, bnb_config, plan_precision, say
 from explorer.model.precisions import QUANTIZED
@@ -213,7 +213,7 @@ class ModelRegistry:
     def load(self, cfg: LoadConfig, progress: Progress | None = None) -> LoadedModel:
         """Replace the resident model. Bad input fails in preflight and leaves the old model in place;
         a failure after the swap, of any kind, reloads the previous model before the error is raised.
-        If that reload fails too, NoModelLoaded says so: the caller must not assume a model is there."""
+        If that reload fails too, RestoreFailed (a NoModelLoaded) says so: the caller must not assume a model is there."""
         with self._lock:
             checked = preflight(cfg, progress)
             previous = self._current
@@ -229,7 +229,7 @@ class ModelRegistry:
                     raise
                 error = translate.friendly(exc, checked.resolved.name)
                 if restore_error is not None:
-                    raise NoModelLoaded(
+                    raise RestoreFailed(
                         f"{str(error).rstrip('.')}. The model loaded before could not be restored either "
                         f"({user_message(restore_error)}): no model is loaded now; load one to go on.") from None
                 raise error from None
@@ -242,7 +242,7 @@ class ModelRegistry:
         say(progress, "Restoring the previous model…")
         try:
             self._current = load_model(previous_cfg, progress)
-        except Exception as exc:  # noqa: BLE001 - reported inside NoModelLoaded, beside the original error
+        except Exception as exc:  # noqa: BLE001 - reported inside RestoreFailed, beside the original error
             self._current = None
             return exc
         return None
@@ -273,6 +273,6 @@ class ModelRegistry:
             release_memory()
 
 
-__all__ = ["LoadConfig", "LoadError", "LoadedModel", "MemorySnapshot", "ModelRegistry", "NoModelLoaded", "Preflight", "check_weights",
+__all__ = ["LoadConfig", "LoadError", "LoadedModel", "MemorySnapshot", "ModelRegistry", "NoModelLoaded", "Preflight", "RestoreFailed", "check_weights",
            "context_length", "embedded_model_dir", "load_model", "memory_snapshot", "plan_precision", "preflight",
            "release_memory", "unload"]

@@ -29,7 +29,8 @@ from explorer.model.errors import (
     reveal,
 )
 from explorer.model.load_config import LoadConfig, Progress, plan_precision
-from explorer.model.switches import LOCAL_PATHS_OFF, hub_offline
+from explorer.model.switches import LOCAL_PATHS_OFF, hub_endpoint, hub_offline
+from explorer.model.visible_text import message_text
 from explorer.presets import EMBEDDED, PRESETS
 
 # The budget of every header check made here (local folders, cached and remote hub weights): they
@@ -63,19 +64,19 @@ def resolve_source(cfg: LoadConfig) -> ResolvedSource:
         exists = path.exists()
         looks_local = source.startswith((".", "/", "~")) or source.endswith(".gguf") or exists
         if looks_local:
-            shown = checks.shown(source)
+            shown = message_text(source)
             if not exists:
                 raise BadSource(f"No such file or folder: {shown}")
             if path.is_file():
                 if path.suffix != ".gguf":
-                    raise BadSource(f"{checks.shown(path.name)} is a file but not a .gguf; give a model folder "
+                    raise BadSource(f"{message_text(path.name)} is a file but not a .gguf; give a model folder "
                                     "or a .gguf file.")
                 return ResolvedSource("gguf", str(path), path.name)
             if not (path / "config.json").is_file():
                 raise BadSource(f"The folder {shown} has no config.json, so it is not a Hugging Face model folder.")
             return ResolvedSource("folder", str(path), path.name)
     except OSError as exc:  # permission denied, a name the filesystem refuses …
-        raise BadSource(f"Cannot read {checks.shown(source)}: {exc.strerror or type(exc).__name__}.") from None
+        raise BadSource(f"Cannot read {message_text(source)}: {exc.strerror or type(exc).__name__}.") from None
     checks.check_hub_id(source)
     return ResolvedSource("hub", source, source)
 
@@ -125,7 +126,7 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 
     if hub_offline():
         return False
-    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    url = urlparse(hub_endpoint())
     try:
         with socket.create_connection((url.hostname or "huggingface.co", url.port or 443), timeout=timeout):
             return True
@@ -276,7 +277,7 @@ def preflight(cfg: LoadConfig, progress: Progress | None = None, weights: bool =
     except LoadError:
         raise
     except Exception as exc:  # noqa: BLE001 - e.g. a GGUF conversion that fails half way
-        name = checks.shown(cfg.source) if isinstance(cfg.source, str) else repr(cfg.source)
+        name = message_text(cfg.source) if isinstance(cfg.source, str) else repr(cfg.source)
         raise translate.friendly(exc, name) from None
 
 
@@ -285,7 +286,7 @@ def _check_sizes(location: str, resolved: ResolvedSource, cfg: LoadConfig) -> No
     are checked in the cache (config.json is always there by now, the rest once fetched)."""
     folder = Path(location)
     if folder.is_dir():
-        read_limits.check_folder(folder, _too_large(resolved.name))
+        read_limits.check_file_sizes(folder, _too_large(resolved.name))
         config = folder / "config.json"
         if config.is_file():
             read_limits.loads(config.read_bytes(), f"{resolved.name}: config.json",

@@ -38,7 +38,7 @@ def check_size(path: Path, limit: int, error: ErrorType, what: str | None = None
     return size
 
 
-def check_folder(folder: Path, error: ErrorType) -> None:
+def check_file_sizes(folder: Path, error: ErrorType) -> None:
     """Every config and tokenizer file a load reads from `folder`, against its limit."""
     for names, limit in ((CONFIG_FILES, CONFIG_MAX), (TOKENIZER_FILES, TOKENIZER_MAX)):
         for name in names:
@@ -84,5 +84,5 @@ def loads(text: str | bytes, what: str, error: ErrorType, limit: int = CONFIG_MA
     return value
 
 
-__all__ = ["CAPTURE_META_MAX", "CONFIG_MAX", "JSON_DEPTH_MAX", "TOKENIZER_MAX", "check_folder", "check_size",
+__all__ = ["CAPTURE_META_MAX", "CONFIG_MAX", "JSON_DEPTH_MAX", "TOKENIZER_MAX", "check_file_sizes", "check_size",
            "depth", "loads", "read_bytes", "size_text"]

@@ -76,7 +76,7 @@ def write_text(path: str | Path, text: str) -> Path:
     return write_via_temp(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
-def check_folder(folder: str | Path, create: bool = True) -> Path:
+def check_output_folder(folder: str | Path, create: bool = True) -> Path:
     """A folder that outputs go into (a cache): creatable or existing, a real folder, writable."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
@@ -105,4 +105,4 @@ def temp_folder_beside(target: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-__all__ = ["OutputError", "check_folder", "check_target", "temp_folder_beside", "write_text", "write_via_temp"]
+__all__ = ["OutputError", "check_output_folder", "check_target", "temp_folder_beside", "write_text", "write_via_temp"]

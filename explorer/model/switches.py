@@ -1,7 +1,9 @@
 """The operator's switches, read in one place so the app and every CLI subcommand agree.
 
-Every EXPLORER_* variable (and HF_HUB_OFFLINE) is named and read here, and every on/off one goes
-through `env_flag` (1/true/yes/on, 0/false/no/off), so `=false` means off wherever it is read.
+Every environment variable the project reads is named and read here: the EXPLORER_* switches, the
+hub's HF_HUB_OFFLINE and HF_ENDPOINT, and the token variables (explorer/model/errors.py wraps the
+token in a Secret). Every on/off one goes through `env_flag` (1/true/yes/on, 0/false/no/off), so
+`=false` means off wherever it is read.
 
 They come from the environment only, never from a widget a visitor can tick: whoever starts the
 server or runs the command decides whether pickle checkpoints or model-shipped code may run, and
@@ -21,6 +23,9 @@ AUTOLOAD = "EXPLORER_AUTOLOAD"                    # load the embedded model on f
 CACHE = "EXPLORER_CACHE"                          # where converted models are cached
 WORKER_STATUS = "EXPLORER_WORKER_STATUS"          # a JSON file the model worker keeps current; default none
 HUB_OFFLINE = "HF_HUB_OFFLINE"                    # huggingface_hub's own switch: no network calls
+HUB_ENDPOINT = "HF_ENDPOINT"                      # huggingface_hub's own: another hub (a mirror)
+TOKENS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")   # the hub token; the first one set is used
+DEFAULT_ENDPOINT = "https://huggingface.co"
 TRUE = frozenset({"1", "true", "yes", "on"})
 FALSE = frozenset({"0", "false", "no", "off"})
 
@@ -69,6 +74,17 @@ def autoload_enabled() -> bool:
 def hub_offline() -> bool:
     """HF_HUB_OFFLINE, parsed as every other switch here (huggingface_hub accepts the same words)."""
     return env_flag(HUB_OFFLINE)
+
+
+def hub_endpoint() -> str:
+    """The hub's address: HF_ENDPOINT, as huggingface_hub reads it, else huggingface.co."""
+    return os.environ.get(HUB_ENDPOINT) or DEFAULT_ENDPOINT
+
+
+def env_tokens() -> list[str]:
+    """The values of the token variables that are set, in TOKENS order (plain strings: errors.py wraps
+    the one it passes on in a Secret and scrubs every one of them from messages)."""
+    return [value for value in (os.environ.get(name) for name in TOKENS) if value]
 
 
 def cache_root() -> Path:

@@ -1,6 +1,6 @@
 """The one rule for which keys a query may see when no mask tensor was given: causal and/or a
 sliding window. Used by the recording attention function (softcapped layers) and by every
-recomputation in explorer.analyse, so the two can never disagree.
+recomputation in explorer.analyse (maps, summaries, routes), so they can never disagree.
 """
 from __future__ import annotations
 
@@ -33,4 +33,14 @@ def block_allowed(row0: int, row1: int, n_keys: int, offset: int, causal: bool, 
     return allowed_keys(q_pos, torch.arange(n_keys, device=device), causal, sliding_window)
 
 
-__all__ = ["allowed_keys", "block_allowed"]
+def visible_span(row0: int, row1: int, n_keys: int, offset: int, causal: bool,
+                 sliding_window: int | None) -> tuple[int, int]:
+    """[lo, hi): the keys that any query row of [row0, row1) may see under the rule above (queries
+    start `offset` keys in), so recomputation can skip the key tiles no row of a block sees. Never
+    empty: at least one key, as every query sees itself."""
+    hi = min(n_keys, row1 + offset) if causal else n_keys
+    lo = max(0, row0 + offset - sliding_window + 1) if sliding_window else 0
+    return lo, max(hi, lo + 1)
+
+
+__all__ = ["allowed_keys", "block_allowed", "visible_span"]

@@ -19,7 +19,7 @@ from explorer.model import load_config, loading, preflight
 from explorer.model.errors import Secret, user_message
 from explorer.model.generation import GenerateOptions, conversation, generate, generate_batch, stream_generate
 from explorer.model.loading import LoadConfig, ModelRegistry, load_model
-from explorer.model.switches import operator_switches
+from explorer.model.switches import TOKENS, operator_switches
 from tests import bad_inputs as B
 
 
@@ -145,7 +145,7 @@ def test_hub_failures_are_told_apart(resident, monkeypatch, kind, error, phrase)
 
 def test_gated_preset_without_a_token_is_refused_before_the_hub(resident, monkeypatch):
     reg, reference = resident
-    for name in E.TOKEN_ENV_VARS:
+    for name in TOKENS:
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(E.GatedRepo):
         reg.load(LoadConfig(source="llama-3.1-8b-instruct"))

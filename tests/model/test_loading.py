@@ -178,6 +178,7 @@ def test_a_restore_that_fails_too_says_no_model_is_loaded(tiny_folders, monkeypa
     assert len(calls) == 2                                     # the load, then the restore, were tried
     assert "injected fault #2" in str(info.value)              # the restore's own reason is told
     assert registry.current is None and resident.retired
+    assert isinstance(info.value, LoadError)                   # a failed load, caught where loads are caught
 
 
 def test_a_restore_that_works_raises_the_load_error_not_no_model(tiny_folders, monkeypatch):

@@ -1,6 +1,7 @@
 """Every switch is read by switches.py with one parser, so `false` means off wherever it is set."""
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import pytest
@@ -40,9 +41,35 @@ def test_cache_folder_follows_the_switch_then_xdg(monkeypatch, tmp_path):
     assert default_cache_dir() == tmp_path / "xdg" / "llm-explorer"
 
 
-def test_no_other_module_reads_an_explorer_variable():
-    """The rule itself: EXPLORER_* names appear in code only in switches.py."""
-    readers = [str(p.relative_to(ROOT)) for folder in ("explorer", "pages") for p in (ROOT / folder).rglob("*.py")
-               if p.name != "switches.py" and ('environ.get("EXPLORER_' in p.read_text()
-                                                 or "getenv(\"EXPLORER_" in p.read_text())]
+def test_no_other_module_reads_the_environment():
+    """The rule itself: in explorer/ and pages/ only switches.py reads os.environ or os.getenv, so every
+    variable (switches, the hub's own, the token) is named and parsed in one place."""
+    names = ("environ", "getenv", "environb")
+    readers = []
+    for path in sorted(p for folder in ("explorer", "pages") for p in (ROOT / folder).rglob("*.py")):
+        if path.name == "switches.py" and path.parent.name == "model":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            attribute = isinstance(node, ast.Attribute) and node.attr in names
+            imported = isinstance(node, ast.ImportFrom) and node.module == "os" and any(a.name in names for a in node.names)
+            if attribute or imported:
+                readers.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert not readers, readers
+
+
+def test_the_token_is_the_first_variable_set_and_scrubbed_from_messages(monkeypatch):
+    from explorer.model.errors import env_token, user_message
+
+    monkeypatch.delenv(switches.TOKENS[0], raising=False)
+    monkeypatch.setenv(switches.TOKENS[1], "hf_second_variable_token")
+    assert env_token().reveal() == "hf_second_variable_token"
+    monkeypatch.setenv(switches.TOKENS[0], "hf_first_variable_token")
+    assert env_token().reveal() == "hf_first_variable_token"
+    assert user_message(RuntimeError("401 for hf_second_variable_token")) == "Unexpected error (RuntimeError): 401 for ***"
+
+
+def test_the_hub_endpoint_defaults_to_huggingface_co(monkeypatch):
+    monkeypatch.delenv(switches.HUB_ENDPOINT, raising=False)
+    assert switches.hub_endpoint() == "https://huggingface.co"
+    monkeypatch.setenv(switches.HUB_ENDPOINT, "http://127.0.0.1:9")
+    assert switches.hub_endpoint() == "http://127.0.0.1:9"
