@@ -332,6 +332,11 @@ def assemble(model: nn.Module, tokenizer, plan: CapturePlan, recorded: Recorded,
     groups = max(1, shape.heads // max(1, shape.kv_heads))
     config = getattr(model, "config", None)
     token_texts = _token_texts(tokenizer, plan.ids)
+    vocab = {int(i): s for i, s in zip(plan.ids.tolist(), token_texts)} if tokenizer is not None else {}
+    if tokenizer is not None and last_logits is not None:          # the top next tokens' texts, for the views
+        for i in last_logits.topk(min(options.top_logits, last_logits.numel())).indices.tolist():
+            if int(i) not in vocab:
+                vocab[int(i)] = token_text(tokenizer, i)
     cap = Capture(
         model_name=options.model_name or str(getattr(config, "_name_or_path", "") or type(model).__name__),
         token_ids=plan.ids, tokens=_token_strings(tokenizer, plan.ids), token_texts=token_texts,
@@ -341,14 +346,11 @@ def assemble(model: nn.Module, tokenizer, plan: CapturePlan, recorded: Recorded,
         num_layers=shape.layers, num_heads=shape.heads, num_kv_heads=shape.kv_heads, hidden_size=shape.hidden,
         kv_head_of=[h // groups for h in range(shape.heads)], anatomy=plan.anatomy, notes=notes,
         precision=options.precision,
-        vocab={int(i): s for i, s in zip(plan.ids.tolist(), token_texts)} if tokenizer is not None else {},
+        vocab=vocab,
     )
     if recorded.components is not None and _last_logits(recorded.output) is not None:
         cap.components = recorded.components.assemble(plan.ids, _last_logits(recorded.output), cap.kv_head_of,
                                                        final_softcap=getattr(config, "final_logit_softcapping", None))
-    if tokenizer is not None and last_logits is not None:
-        top = last_logits.topk(min(options.top_logits, last_logits.numel())).indices.tolist()
-        cap.learn_texts(top, lambda i: token_text(tokenizer, i))
     if recorded.offload is not None:
         recorded.offload.lease(cap)           # pooled host buffers go back when this capture is collected
     return cap

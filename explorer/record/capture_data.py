@@ -7,7 +7,7 @@ receives it from the caller: see explorer.analyse.lens and explorer.analyse.atte
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -136,15 +136,6 @@ class Capture:
     def token_text(self, token_id: int) -> str:
         """The decoded string of an id this capture has seen, else "<id>"."""
         return self.vocab.get(int(token_id), f"<{int(token_id)}>")
-
-    def learn_texts(self, token_ids: Iterable[int], decode: Callable[[int], str] | None) -> None:
-        """Decode ids with the caller's decoder and keep the strings (the capture holds no
-        tokenizer). For capture() while it builds the capture; views keep theirs in a Derived."""
-        if decode is None:
-            return
-        for i in token_ids:
-            if int(i) not in self.vocab:
-                self.vocab[int(i)] = decode(int(i))
 
 
 __all__ = ["PARTS", "Capture", "CaptureOptions", "NormStats", "PromptTooLongError"]

@@ -189,3 +189,15 @@ def test_unmappable_model_still_captures_what_it_can():
     assert "blocks.0.scale" in cap.norms
     assert _hooks(model) == before
 
+
+
+def test_a_capture_keeps_the_texts_of_its_prompt_and_of_its_top_next_tokens(embedded_tokenizer):
+    """The capture holds no tokenizer, so capture() decodes what the views show first (the prompt's
+    tokens, the top next tokens) before it hands the capture over; nothing adds to it afterwards."""
+    from explorer.record.token_text import token_text
+
+    cap = capture(tiny_model("llama"), embedded_tokenizer, list(range(5, 15)), CaptureOptions(top_logits=7))
+    top = cap.last_logits.topk(7).indices.tolist()
+    assert set(range(5, 15)) | set(top) <= set(cap.vocab)
+    assert [cap.token_text(i) for i in top] == [token_text(embedded_tokenizer, i) for i in top]
+    assert not [name for name in vars(type(cap)) if name.startswith(("learn", "remember", "add"))]   # no writer on it
