@@ -124,7 +124,7 @@ def _download_config(repo_id: str, token: str | None) -> str:
                           "cache. Use a preset, a local config.json or an upload instead.") from None
     except EntryNotFoundError:
         raise ConfigError(f"{repo_id} has no config.json, so it is not a transformers model.") from None
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - the hub's other errors, put into one sentence below
         typed = hub_error(exc, repo_id)
         if typed is not None:
             raise ConfigError(str(typed)) from None

@@ -248,7 +248,7 @@ def check_weights(cfg: LoadConfig, pre: Preflight) -> None:
         pre.tokenizer = load_tokenizer(pre.location, cfg, pre.token, pre.resolved.name)
     except LoadError:
         raise
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - any library error, as one typed sentence
         raise translate.friendly(exc, pre.resolved.name) from None
 
 
@@ -335,7 +335,7 @@ def _preflight(cfg: LoadConfig, progress: Progress | None = None) -> Preflight:
     try:
         model_config = AutoConfig.from_pretrained(location, trust_remote_code=cfg.trust_remote_code,
                                                   token=reveal(token), cache_dir=cfg.cache_dir)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - told apart below (remote code, then one typed sentence)
         if resolved.kind != "hub" and not cfg.trust_remote_code and _needs_remote_code(Path(location)):
             _check_local(cfg, Path(location), resolved.name, None)
         raise translate.friendly(exc, resolved.name) from None

@@ -239,7 +239,7 @@ class ComponentsRecorder:
                 # CPU half-precision matmuls have no fast kernels: one float32 copy of the head is far cheaper
                 weight, bias = dense_weight(head), getattr(head, "bias", None)
                 bias = bias.detach().float() if isinstance(bias, torch.Tensor) else None
-                project = lambda x: nn.functional.linear(x.float(), weight, bias)  # noqa: E731
+                project = lambda x: nn.functional.linear(x.float(), weight, bias)  # noqa: E731 - replaces the head in one branch
             blocks = [project(self.final_out[r0: r0 + rows]).argmax(-1) for r0 in range(0, t, rows)]
             predicted = torch.cat(blocks).cpu()                   # one read back, after the forward
         wanted = set(predicted.tolist()) | set(token_ids[1:].tolist()) | {int(i) for i in extra}

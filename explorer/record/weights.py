@@ -122,7 +122,7 @@ def probe_norm(module: nn.Module, d: int) -> tuple[torch.Tensor, torch.Tensor | 
     device = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None else torch.float32
     probes = torch.stack([torch.zeros(d), torch.ones(d), (-1.0) ** torch.arange(d, dtype=torch.float32)])
-    run = lambda x: first_output(module(x.to(device=device, dtype=dtype)[None]))[0].float().cpu()  # noqa: E731
+    run = lambda x: first_output(module(x.to(device=device, dtype=dtype)[None]))[0].float().cpu()  # noqa: E731 - a one-line probe
     bias, on_ones, on_alt = run(probes)                                        # one round trip, (3, d)
     alt = probes[2]
     center = bool((on_ones - bias).abs().max() <= 1e-3 * (on_alt - bias).abs().max())

@@ -57,7 +57,7 @@ def test_lower_threshold_keeps_a_superset(cap):
     rows = attention_rows_from_store(cap.attention)
     high = build_routes(cap.components, rows, 10, threshold=0.2)
     low = build_routes(cap.components, rows, 10, threshold=0.02)
-    key = lambda e: (e.source, e.target, e.kind)  # noqa: E731
+    key = lambda e: (e.source, e.target, e.kind)  # noqa: E731 - a sort key, named
     assert {key(e) for e in high.edges} <= {key(e) for e in low.edges}
     assert len(low.edges) > len(high.edges)
 
@@ -83,7 +83,7 @@ def test_fast_graph_equals_the_exact_one(cap):
     for threshold in (0.02, 0.05):
         fast = build_routes(cap.components, rows, -1, threshold)
         exact = build_routes(cap.components, rows, -1, threshold, exact=True)
-        key = lambda e: (e.source, e.target, e.kind)  # noqa: E731
+        key = lambda e: (e.source, e.target, e.kind)  # noqa: E731 - a sort key, named
         assert {key(e) for e in fast.edges} == {key(e) for e in exact.edges}
         by_key = {key(e): e.importance for e in exact.edges}
         assert max(abs(e.importance - by_key[key(e)]) for e in fast.edges) < 0.02

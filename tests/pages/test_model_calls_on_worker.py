@@ -27,7 +27,7 @@ from explorer.views.readout import Readout
 from explorer.views.teaching import TOUR
 from explorer.views.url_state import VIEWS
 from tests.capture_snapshot import differences, snapshot
-from tests.pages.test_page_internals import PAGE, resident  # noqa: F401 - fixture
+from tests.pages.internals_page import PAGE
 
 pytestmark = pytest.mark.slow
 
@@ -83,7 +83,7 @@ def visit(at: AppTest, view: str, **state) -> AppTest:
     return at
 
 
-def test_every_model_computation_of_the_internals_page_runs_on_the_worker(resident, log):  # noqa: F811
+def test_every_model_computation_of_the_internals_page_runs_on_the_worker(embedded_resident, log):
     from pages._common import model_worker
 
     worker = model_worker()
@@ -124,6 +124,6 @@ def test_every_model_computation_of_the_internals_page_runs_on_the_worker(reside
 
     # The check can fail: the same lens asked for on this thread, without the worker, is seen.
     log.calls.clear()
-    Readout(cap, resident.model, resident.tokenizer).lens_window(0, 3, k=2)
+    Readout(cap, embedded_resident.model, embedded_resident.tokenizer).lens_window(0, 3, k=2)
     assert ("lens head", threading.current_thread().name) in log.off(worker.thread)
     assert any(what.startswith("module:") for what, _ in log.off(worker.thread))

@@ -223,33 +223,25 @@ def test_a_link_made_in_another_precision_says_so_and_offers_to_load_that_one(ti
 
 # ---- with the embedded model ---------------------------------------------------------------------
 
-@pytest.fixture
-def resident(embedded_nf4, registry_with, monkeypatch):
-    """The embedded model (the session's) resident in the app's registry for one test."""
-    monkeypatch.setenv("EXPLORER_AUTOLOAD", "0")
-    registry_with(embedded_nf4)
-    return embedded_nf4
-
-
 @pytest.mark.slow
-def test_a_shared_link_captures_its_prompt_and_opens_at_its_layer_head_and_token(resident):
+def test_a_shared_link_captures_its_prompt_and_opens_at_its_layer_head_and_token(embedded_resident):
     at = AppTest.from_file(PAGE, default_timeout=300)
-    at.query_params.update({"model": resident.name, "prompt": "The capital of France is", "layer": "7",
+    at.query_params.update({"model": embedded_resident.name, "prompt": "The capital of France is", "layer": "7",
                             "head": "4", "token": "-2", "view": "attention"})
     at.run()
     assert not at.exception and not at.error
     assert at.text_area(key="internals_prompt").value == "The capital of France is"
     cap = at.session_state["internals_current"].readout.capture
     t = cap.num_tokens
-    assert cap.model_name == resident.name and cap.num_layers == 30 and cap.precision == resident.precision
-    assert at.query_params["precision"] == resident.precision
+    assert cap.model_name == embedded_resident.name and cap.num_layers == 30 and cap.precision == embedded_resident.precision
+    assert at.query_params["precision"] == embedded_resident.precision
     assert "Layer 7 · head 4 (KV head 1)" in specs(at)
     assert shape(specs(at)["Layer 7 · head 4 (KV head 1)"]) == (t, t)
     assert title_starting(at, f"Attention from token {t - 2}")
 
 
 @pytest.mark.slow
-def test_a_capture_over_the_memory_budget_keeps_fewer_layers_and_says_so(resident):
+def test_a_capture_over_the_memory_budget_keeps_fewer_layers_and_says_so(embedded_resident):
     at = AppTest.from_file(PAGE, default_timeout=300).run()
     at.number_input(key="internals_budget_mib").set_value(1)
     at.text_area(key="internals_prompt").set_value("Attention is all you need, they said, and then they measured it.")
