@@ -14,6 +14,7 @@ from explorer.cli.args import layer_list, load_config, non_negative_int, positiv
 from explorer.model.errors import BadArgument, GenerationError
 from explorer.model.loading import load_model
 from explorer.model.precisions import LOAD_PRECISIONS
+from explorer.model.units import fmt_bytes
 from explorer.record.capture import DEFAULT_PARTS, PARTS, CaptureOptions, PromptTooLongError, capture
 from explorer.record.token_text import token_text
 
@@ -90,7 +91,7 @@ def cmd_capture(args: argparse.Namespace) -> int:
         raise BadArgument(f"cannot write {out}: {exc.strerror}.") from None
     t3 = time.perf_counter()
     print(f"loaded {loaded.name} ({loaded.precision}) in {t1 - t0:.1f} s; captured {cap.num_tokens} tokens "
-          f"in {t2 - t1:.2f} s; wrote {out} ({out.stat().st_size / 2**20:.1f} MiB) in {t3 - t2:.2f} s")
+          f"in {t2 - t1:.2f} s; wrote {out} ({fmt_bytes(out.stat().st_size)}) in {t3 - t2:.2f} s")
     print(cap.attention_placement())
     for note in cap.notes:
         print(f"note: {note}")

@@ -11,10 +11,11 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-MiB = 2**20
-CONFIG_MAX = 16 * MiB            # config.json, generation_config.json, index files: a few KB in practice
-TOKENIZER_MAX = 128 * MiB        # tokenizer.json of the largest vocabularies is ~35 MiB
-CAPTURE_META_MAX = 64 * MiB      # the JSON inside a capture file's header (vocabulary, anatomy, tokens)
+from explorer.model.units import MIB, fmt_bytes
+
+CONFIG_MAX = 16 * MIB            # config.json, generation_config.json, index files: a few KB in practice
+TOKENIZER_MAX = 128 * MIB        # tokenizer.json of the largest vocabularies is ~35 MiB
+CAPTURE_META_MAX = 64 * MIB      # the JSON inside a capture file's header (vocabulary, anatomy, tokens)
 JSON_DEPTH_MAX = 64              # no file we read nests deeper than ~6
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
                    "merges.txt", "tokenizer.model", "added_tokens.json", "chat_template.jinja")
@@ -23,18 +24,11 @@ CONFIG_FILES = ("config.json", "generation_config.json", "model.safetensors.inde
 ErrorType = Callable[[str], Exception]
 
 
-def size_text(n: int) -> str:
-    for unit, scale in (("GiB", 2**30), ("MiB", MiB), ("KiB", 1024)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n} bytes"
-
-
 def check_size(path: Path, limit: int, error: ErrorType, what: str | None = None) -> int:
     """The file's size, or `error` naming the size and the limit when it is over it."""
     size = path.stat().st_size
     if size > limit:
-        raise error(f"{what or path.name} is {size_text(size)}; the limit is {size_text(limit)}.")
+        raise error(f"{what or path.name} is {fmt_bytes(size)}; the limit is {fmt_bytes(limit)}.")
     return size
 
 
@@ -52,7 +46,7 @@ def read_bytes(path: Path, limit: int, error: ErrorType, what: str | None = None
     with path.open("rb") as f:
         data = f.read(limit + 1)  # the file may have grown since stat()
     if len(data) > limit:
-        raise error(f"{what or path.name} is over {size_text(limit)}, the limit.")
+        raise error(f"{what or path.name} is over {fmt_bytes(limit)}, the limit.")
     return data
 
 
@@ -72,7 +66,7 @@ def loads(text: str | bytes, what: str, error: ErrorType, limit: int = CONFIG_MA
           max_depth: int = JSON_DEPTH_MAX) -> object:
     """json.loads with the size and nesting bounded; every failure is `error` with one sentence."""
     if len(text) > limit:
-        raise error(f"{what} is {size_text(len(text))}; the limit is {size_text(limit)}.")
+        raise error(f"{what} is {fmt_bytes(len(text))}; the limit is {fmt_bytes(limit)}.")
     try:
         value = json.loads(text)
     except RecursionError:
@@ -85,4 +79,4 @@ def loads(text: str | bytes, what: str, error: ErrorType, limit: int = CONFIG_MA
 
 
 __all__ = ["CAPTURE_META_MAX", "CONFIG_MAX", "JSON_DEPTH_MAX", "TOKENIZER_MAX", "check_file_sizes", "check_size",
-           "depth", "loads", "read_bytes", "size_text"]
+           "depth", "loads", "read_bytes"]

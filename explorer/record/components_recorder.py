@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from explorer.model.anatomy import Anatomy, resolve
+from explorer.model.units import fmt_bytes
 from explorer.record.attention_fn import active_recorder
 from explorer.record.components import Components, NormLinear
 from explorer.record.offload import Offloader, gather_small
@@ -279,8 +280,8 @@ def start_components(model: nn.Module, anatomy: Anatomy, recorder, offload, budg
     n_layers, t, hidden, n_heads, n_kv, head_dim, act_bytes = sizes
     need = components_bytes(n_layers, t, hidden, n_heads, n_kv, head_dim, act_bytes)
     if need > budget:      # checked on the device too: they move to the host when first read
-        return None, (f"components left out: they need {need / 2**30:.2f} GiB, over the memory budget "
-                      f"of {budget / 2**30:.2f} GiB")
+        return None, (f"components left out: they need {fmt_bytes(need)}, over the memory budget "
+                      f"of {fmt_bytes(budget)}")
     if keep_on_device(device, need, on_device):
         offload = Offloader(to_cpu=False)
     comps = ComponentsRecorder(model, anatomy, n_heads, hidden, lambda: active_recorder() is recorder, offload)

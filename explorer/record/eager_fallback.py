@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from explorer.model.units import fmt_bytes
 from explorer.record.attention_fn import supports_attention_interface
 from explorer.record.attention_store import AttentionStore, LayerAttention
 
@@ -109,8 +110,8 @@ def plan_fallback(model: nn.Module, want_attention: bool, sizes: tuple[int, int,
     if need > budget:
         return FallbackPlan(note=f"attention probabilities: this model does not dispatch through transformers' "
                                  f"attention interface, and its eager output_attentions would need "
-                                 f"{need / 2**30:.2f} GiB (layers × heads × tokens²), over the memory budget of "
-                                 f"{budget / 2**30:.2f} GiB; attention was left out (shorten the prompt or raise the budget)")
+                                 f"{fmt_bytes(need)} (layers × heads × tokens²), over the memory budget of "
+                                 f"{fmt_bytes(budget)}; attention was left out (shorten the prompt or raise the budget)")
     return FallbackPlan(kwargs={"output_attentions": True},
                         note="attention probabilities: this model does not dispatch through transformers' attention "
                              "interface; they come from its eager output_attentions (exact, but T² per head in memory)")

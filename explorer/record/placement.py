@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import psutil
 import torch
 
+from explorer.model.units import fmt_bytes
 from explorer.record.attention_store import Placement
 from explorer.record.buffer_pool import shared_pool
 
@@ -55,7 +56,7 @@ def plan_layers(n_layers: int, wanted: Sequence[int] | None, bytes_per_layer: in
     else:
         kept = sorted({chosen[round(i * (len(chosen) - 1) / (fit - 1))] for i in range(fit)})
     note = (f"memory budget: residual stream kept for {len(kept)} of {len(chosen)} layers "
-            f"({bytes_per_layer * len(chosen) / 2**30:.2f} GiB needed, budget {budget / 2**30:.2f} GiB)")
+            f"({fmt_bytes(bytes_per_layer * len(chosen))} needed, budget {fmt_bytes(budget)})")
     return kept, note
 
 
@@ -92,9 +93,8 @@ def place_layers(layers: list[int], per_layer: int, budgets: Budgets) -> dict[in
         host = {rest[-1]}
     else:
         host = {rest[round(i * (len(rest) - 1) / (fit - 1))] for i in range(fit)}
-    gib = 2**30
-    why = (f"over the memory budget (each layer's queries and keys take {per_layer / gib:.2f} GiB; the GPU "
-           f"budget {budgets.gpu / gib:.2f} GiB held {n_gpu} layers, the host budget {budgets.host / gib:.2f} GiB "
+    why = (f"over the memory budget (each layer's queries and keys take {fmt_bytes(per_layer)}; the GPU "
+           f"budget {fmt_bytes(budgets.gpu)} held {n_gpu} layers, the host budget {fmt_bytes(budgets.host)} "
            f"{len(host)} more)")
     for layer in rest:
         placement[layer] = Placement("host") if layer in host else Placement("dropped", why)

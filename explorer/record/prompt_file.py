@@ -6,16 +6,17 @@ prompt from a file; the page only shows the sentence.
 from __future__ import annotations
 
 from explorer.model.errors import BadArgument
+from explorer.model.units import fmt_bytes
+from explorer.model.visible_text import message_text
 
 MAX_PROMPT_FILE_BYTES = 2 * 2**20   # 2 MiB: ~500k tokens of English, beyond any context window we load
 
 
 def read_prompt_file(name: str, data: bytes, max_bytes: int = MAX_PROMPT_FILE_BYTES) -> str:
     """The file's text, or BadArgument saying why it cannot be a prompt (too large, empty, not UTF-8)."""
-    shown = name if len(name) <= 60 else name[:59] + "…"
+    shown = message_text(name, 60)      # a name from outside: hidden characters shown, cut
     if len(data) > max_bytes:
-        raise BadArgument(f"{shown} is {len(data) / 2**20:.1f} MiB; a prompt file may be at most "
-                          f"{max_bytes / 2**20:.0f} MiB.")
+        raise BadArgument(f"{shown} is {fmt_bytes(len(data))}; a prompt file may be at most {fmt_bytes(max_bytes)}.")
     try:
         text = data.decode("utf-8-sig")    # a byte-order mark is not part of the prompt
     except UnicodeDecodeError as exc:

@@ -68,7 +68,8 @@ def test_chat_column_reads_turns_then_stats_then_input_with_hidden_characters_sh
     assert order == ["chat_message", "chat_message", "caption", "chat_input"], order
     stats = next(c.value for c in at.caption if "tokens/s" in c.value)
     assert "stopped" in stats and "≈" in stats                      # a stopped answer still shows its speed
-    assert at.button(key="internals_clear") and at.button(key="internals_stop")
+    assert [(b.label, b.disabled) for b in (at.button(key="internals_clear"), at.button(key="internals_stop"))] == \
+        [("Clear chat", False), ("Stop", False)]                    # both still offered under the turns
 
 
 def test_a_chat_turn_capture_marks_where_the_answer_begins(no_model, tiny_capture):

@@ -15,7 +15,7 @@ def test_utf8_text_is_read_and_a_byte_order_mark_dropped():
 
 @pytest.mark.parametrize("data, words", [
     (b"abc\xff\xfedef", ["not UTF-8", "byte 3"]),
-    (b"x" * 101, ["at most", "MiB"]),
+    (b"x" * 101, ["is 101 B", "at most 100 B"]),
     (b"  \n\t ", ["empty"]),
     (b"PK\x03\x04\x00\x00", ["binary"]),
 ])

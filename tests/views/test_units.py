@@ -34,3 +34,12 @@ def test_no_other_module_defines_its_own_byte_formatter_or_decimal_gigabytes():
     offenders = [str(p.relative_to(ROOT)) for p in sources
                  if re.search(r"def fmt_bytes|def fmt_count|/ 1e9", p.read_text())]
     assert offenders == []
+
+
+def test_no_module_of_explorer_writes_a_size_its_own_way():
+    """The rule is explorer/model/units.py: a limit or budget in a message of any layer reads as the
+    pages write sizes, so no module divides by 2**20 or 2**30 and prints "MiB"/"GiB" itself."""
+    inline = re.compile(r"(2 ?\*\* ?(20|30)|1024 ?\*\* ?[23]|\bGIB\b|\bMIB\b|\bgib\b)[^\"']*:\.\d+[fg]\} ?(GiB|MiB|GB|MB)")
+    found = [f"{p.relative_to(ROOT)}:{i}" for p in sorted((ROOT / "explorer").rglob("*.py"))
+             for i, line in enumerate(p.read_text().splitlines(), 1) if inline.search(line)]
+    assert not found, found
