@@ -89,7 +89,7 @@ def writable_out(path: Path) -> Path:
     return check_target(path)
 
 
-def share(text: str) -> float:
+def fraction_below_one(text: str) -> float:
     """A finite fraction in [0, 1) (a threshold on a share of importance)."""
     try:
         value = float(text)

@@ -15,7 +15,7 @@ from explorer.analyse.attribution import direct_logit_attribution
 from explorer.analyse.capture_bundle import save_with_results
 from explorer.analyse.derived import Derived
 from explorer.analyse.routes import DEFAULT_THRESHOLD, attention_rows_from_store, build_routes
-from explorer.cli.args import check_position, load_config, positive_int, read_text_file, share, text_arg
+from explorer.cli.args import check_position, fraction_below_one, load_config, positive_int, read_text_file, text_arg
 from explorer.model.errors import BadArgument, GenerationError
 from explorer.model.loading import load_model
 from explorer.model.precisions import LOAD_PRECISIONS
@@ -37,7 +37,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chat", action="store_true", help="wrap the prompt as a user message in the chat template")
     p.add_argument("--position", type=int, default=-1, help="token position to explain (default: the last)")
     p.add_argument("--target", type=int, help="token id whose logit to attribute (default: the top prediction)")
-    p.add_argument("--threshold", type=share, default=DEFAULT_THRESHOLD,
+    p.add_argument("--threshold", type=fraction_below_one, default=DEFAULT_THRESHOLD,
                    help=f"keep edges whose importance exceeds this share, in [0, 1) (default {DEFAULT_THRESHOLD})")
     p.add_argument("--top", type=positive_int, default=20, help="attributions to list")
     p.add_argument("--out", type=Path, required=True, help="JSON file to write")
