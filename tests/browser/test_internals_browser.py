@@ -2,7 +2,7 @@
 switches → every view → the capture follows a chat turn → download, reopen without the model.
 
 One flow rather than many tests: the server and the model are shared, and each capture costs seconds.
-(A capture over the memory budget is checked with the embedded model in tests/test_page_internals.py.)
+(A capture over the memory budget is checked with the embedded model in tests/pages/test_page_internals.py.)
 Screenshots of every view are kept in tests/artifacts/internals_*.png.
 """
 from __future__ import annotations

@@ -1,6 +1,11 @@
-"""The Internals page opened on a given capture, for AppTests of its views (one helper for all of them)."""
+"""The Internals page opened on a given capture, and what its AppTests read off it (one helper for all of them)."""
 from __future__ import annotations
 
+import base64
+import html
+import json
+import re
+import struct
 from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
@@ -27,3 +32,43 @@ def page_with(cap: Capture, view: str = "attention", *, model=None, origin: str 
     at.session_state[_state.LINK_READ] = True
     at.session_state[_state.VIEW] = view
     return at.run()
+
+
+def specs(at: AppTest) -> dict[str, dict]:
+    """Figures on the page by their title (the first line of it); a large attention map drawn as
+    HTML appears as {"html": its markup}."""
+    out = {}
+    for el in at.get("plotly_chart"):
+        spec = json.loads(el.proto.spec)
+        title = spec["layout"].get("title", {}).get("text", "")
+        out[title.split("<br>")[0]] = spec
+    for el in at.get("html"):
+        found = re.search(r'class="attention-map-image" data-title="([^"]*)"', el.value)
+        if found:
+            out[html.unescape(found.group(1))] = {"html": el.value}
+    return out
+
+
+def png_size(markup: str) -> tuple[int, int]:
+    """(rows, columns) of the first PNG in the markup, read from its header."""
+    data = base64.b64decode(re.search(r'src="data:image/png;base64,([^"]+)"', markup).group(1))
+    width, height = struct.unpack(">II", data[16:24])
+    return height, width
+
+
+def shape(spec: dict, trace: int = 0) -> tuple[int, ...]:
+    if "html" in spec:                                           # drawn as a picture, one pixel per cell
+        return png_size(spec["html"])
+    if spec["data"][trace].get("type") == "image":               # a large map travels as a PNG
+        meta = spec["layout"]["meta"]
+        return (meta["rows"], meta["cols"])
+    z = spec["data"][trace]["z"]
+    if isinstance(z, dict):
+        return tuple(int(s) for s in str(z["shape"]).split(","))
+    return (len(z), len(z[0]))
+
+
+def title_starting(at: AppTest, prefix: str) -> str:
+    found = [t for t in specs(at) if t.startswith(prefix)]
+    assert found, f"no figure titled {prefix!r}; have {list(specs(at))}"
+    return found[0]

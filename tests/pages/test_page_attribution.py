@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from explorer.record.capture import DEFAULT_PARTS, CaptureOptions, capture
-from tests.pages.internals_page import page_with
-from tests.pages.test_page_internals import title_starting
+from tests.pages.internals_page import page_with, title_starting
 from tests.tiny_models import tiny_model
 
 

@@ -3,12 +3,6 @@ redraw without a model run, a saved file opens without a model, and (slow) the e
 captured from a shared link and under a memory budget."""
 from __future__ import annotations
 
-import base64
-import html
-import json
-import re
-import struct
-
 import pytest
 import torch
 from streamlit.testing.v1 import AppTest
@@ -17,50 +11,10 @@ from transformers import AutoModelForCausalLM
 from explorer.analyse.capture_bundle import open_with_results
 from explorer.record.capture import DEFAULT_PARTS, Capture, CaptureOptions, capture
 from explorer.views.readout import Readout
-from tests.pages.internals_page import PAGE, page_with
+from tests.pages.internals_page import PAGE, page_with, shape, specs, title_starting
 from tests.tiny_models import tiny_config, tiny_model
 
 T = 24
-
-
-def specs(at: AppTest) -> dict[str, dict]:
-    """Figures on the page by their title (the first line of it); a large attention map drawn as
-    HTML appears as {"html": its markup}."""
-    out = {}
-    for el in at.get("plotly_chart"):
-        spec = json.loads(el.proto.spec)
-        title = spec["layout"].get("title", {}).get("text", "")
-        out[title.split("<br>")[0]] = spec
-    for el in at.get("html"):
-        found = re.search(r'class="attention-map-image" data-title="([^"]*)"', el.value)
-        if found:
-            out[html.unescape(found.group(1))] = {"html": el.value}
-    return out
-
-
-def png_size(markup: str) -> tuple[int, int]:
-    """(rows, columns) of the first PNG in the markup, read from its header."""
-    data = base64.b64decode(re.search(r'src="data:image/png;base64,([^"]+)"', markup).group(1))
-    width, height = struct.unpack(">II", data[16:24])
-    return height, width
-
-
-def shape(spec: dict, trace: int = 0) -> tuple[int, ...]:
-    if "html" in spec:                                           # drawn as a picture, one pixel per cell
-        return png_size(spec["html"])
-    if spec["data"][trace].get("type") == "image":               # a large map travels as a PNG
-        meta = spec["layout"]["meta"]
-        return (meta["rows"], meta["cols"])
-    z = spec["data"][trace]["z"]
-    if isinstance(z, dict):
-        return tuple(int(s) for s in str(z["shape"]).split(","))
-    return (len(z), len(z[0]))
-
-
-def title_starting(at: AppTest, prefix: str) -> str:
-    found = [t for t in specs(at) if t.startswith(prefix)]
-    assert found, f"no figure titled {prefix!r}; have {list(specs(at))}"
-    return found[0]
 
 
 @pytest.fixture(scope="module")
