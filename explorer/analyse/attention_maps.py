@@ -55,8 +55,7 @@ def pooled(store: AttentionStore, layer: int, head: int, max_size: int = 256, ba
     of block j, so each pooled row still sums to 1. Returns (map (n, n) float32 on CPU, factor)
     where factor is the number of tokens per block; the last block may be partial.
     """
-    rec = store.layer(layer)
-    t_q, t_k = rec.q.shape[2], rec.k.shape[2]
+    t_q, t_k = store.sizes(layer)
     factor = max(1, math.ceil(max(t_q, t_k) / max_size))
     if factor == 1:
         return probabilities(store, layer, head, batch, device), 1

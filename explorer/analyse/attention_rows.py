@@ -128,7 +128,7 @@ def compute_device(rec: LayerAttention, device: Device) -> torch.device:
     """Where a layer is recomputed: asked for, else where its queries are, else where it ran."""
     if device is not None:
         return torch.device(device)
-    dev = rec.q.device if rec.q.device.type == "cuda" else torch.device(rec.device)
+    dev = rec.q.device if rec.q is not None and rec.q.device.type == "cuda" else torch.device(rec.device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         return torch.device("cpu")
     return dev

@@ -153,8 +153,7 @@ def attention_difference(ref: AttentionStore, cand: AttentionStore,
     heads = list(range(ref.num_heads))
     out = torch.zeros(len(layers), ref.num_heads)
     for li, layer in enumerate(layers):
-        t_q = ref.layers[layer].q.shape[2]
-        t_k = ref.layers[layer].k.shape[2]
+        t_q, t_k = ref.sizes(layer)
         rows = max(1, BLOCK_ELEMENTS // max(1, ref.num_heads * t_k))
         total = torch.zeros(ref.num_heads)
         for r0 in range(0, t_q, rows):

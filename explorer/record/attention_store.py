@@ -67,9 +67,10 @@ def placement_summary(placement: dict[int, Placement]) -> str:
 @dataclass
 class LayerAttention:
     """What one layer's attention saw. Tensors live on CPU or on the compute device (see
-    Offloader); `device` is where the layer ran, used again for recomputation."""
-    q: torch.Tensor               # (B, H, Tq, D) post-RoPE queries
-    k: torch.Tensor               # (B, KV, Tk, D) post-RoPE keys, not repeated for GQA
+    Offloader); `device` is where the layer ran, used again for recomputation. A layer whose
+    probabilities were stored instead (the eager fallback's StoredAttention) has no Q/K: None."""
+    q: torch.Tensor | None        # (B, H, Tq, D) post-RoPE queries
+    k: torch.Tensor | None        # (B, KV, Tk, D) post-RoPE keys, not repeated for GQA
     mask: int | None              # index into AttentionStore.masks; None: no mask tensor was used
     causal: bool                  # with mask None: causal (True) or full (False)
     scaling: float
@@ -97,8 +98,16 @@ class AttentionStore:
 
     @property
     def num_tokens(self) -> int:
-        first = self.layers[self.layer_indices[0]]
-        return first.q.shape[2]
+        return self.sizes(self.layer_indices[0])[0]
+
+    def sizes(self, layer: int) -> tuple[int, int]:
+        """(queries, keys) of a kept layer."""
+        rec = self.layer(layer)
+        return rec.q.shape[2], rec.k.shape[2]
+
+    def on_gpu(self, layer: int) -> bool:
+        """Whether a kept layer's record lives on a GPU."""
+        return self.layers[layer].q.device.type == "cuda"
 
     def kv_head_of(self, head: int) -> int:
         """The KV head that query head `head` reads (GQA groups are contiguous, as in repeat_kv)."""
@@ -113,7 +122,7 @@ class AttentionStore:
         if layer in self.placement:
             return self.placement[layer]
         if layer in self.layers:
-            return Placement("gpu" if self.layers[layer].q.device.type == "cuda" else "host")
+            return Placement("gpu" if self.on_gpu(layer) else "host")
         return Placement("dropped", "not among the layers this capture recorded")
 
     def layer(self, layer: int) -> LayerAttention:

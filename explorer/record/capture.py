@@ -361,7 +361,7 @@ def _settle_placement(store: AttentionStore, plan: CapturePlan, switched: bool, 
     placement = dict(plan.placement)
     for layer in plan.attention_layers:
         if layer in store.layers:
-            placement[layer] = Placement("gpu" if store.layers[layer].q.device.type == "cuda" else "host")
+            placement[layer] = Placement("gpu" if store.on_gpu(layer) else "host")
         else:
             why = ("the model did not run this layer's attention through the recording function" if switched
                    else "this model cannot record attention (see the other notes)")

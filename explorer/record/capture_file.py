@@ -82,10 +82,11 @@ def save_capture(capture: Capture, path: str | Path, include_attention: bool = T
     if include_attention and store is not None:
         layers_meta = {}
         for layer, rec in store.layers.items():
-            tensors[f"attn.{layer}.q"] = rec.q
-            tensors[f"attn.{layer}.k"] = rec.k
             if isinstance(store, StoredAttention):                  # eager fallback: the maps themselves
                 tensors[f"attn.{layer}.maps"] = store.maps[layer]
+            else:
+                tensors[f"attn.{layer}.q"] = rec.q
+                tensors[f"attn.{layer}.k"] = rec.k
             meta = dataclasses.asdict(dataclasses.replace(rec, q=None, k=None))
             del meta["q"], meta["k"]
             layers_meta[str(layer)] = meta
@@ -196,9 +197,11 @@ def _build(meta: dict, tensors: dict[str, torch.Tensor]) -> Capture:
         store = (StoredAttention if stored else AttentionStore)(num_heads=am["num_heads"],
                                                                 num_kv_heads=am["num_kv_heads"], masks=masks)
         for layer, lm in am["layers"].items():
-            store.layers[int(layer)] = LayerAttention(q=get(f"attn.{layer}.q"), k=get(f"attn.{layer}.k"), **lm)
-            if stored:
+            if stored:          # files written before StoredAttention held no Q/K carry empty ones: dropped
+                store.layers[int(layer)] = LayerAttention(q=None, k=None, **lm)
                 store.maps[int(layer)] = get(f"attn.{layer}.maps")
+            else:
+                store.layers[int(layer)] = LayerAttention(q=get(f"attn.{layer}.q"), k=get(f"attn.{layer}.k"), **lm)
         store.restore_placement(am.get("placement"))
     a = meta["anatomy"]
     anatomy = Anatomy(**{**a, "layers": [LayerParts(**lp) for lp in a["layers"]]})

@@ -163,6 +163,11 @@ def _check_attention(c: _Check, meta: dict, shapes: dict, T: int) -> None:
     for layer, lm in am["layers"].items():
         c.that(layer.isdigit() and isinstance(lm, dict) and set(lm) == _LAYER_FIELDS,
                f"attention layer {layer!r} is malformed")
+        maps = f"attn.{layer}.maps"
+        if maps in shapes:          # the eager fallback's probabilities: (heads, T, T), no Q/K needed
+            c.that(tuple(shapes[maps]) == (am["num_heads"], T, T), f"{maps} has shape {list(shapes[maps])}, "
+                                                                     f"expected {[am['num_heads'], T, T]}")
+            continue
         for part in ("q", "k"):
             key = f"attn.{layer}.{part}"
             c.that(key in shapes, f"the tensor {key} is missing")

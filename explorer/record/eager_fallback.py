@@ -120,8 +120,16 @@ def plan_fallback(model: nn.Module, want_attention: bool, sizes: tuple[int, int,
 @dataclass
 class StoredAttention(AttentionStore):
     """Attention as stored probabilities, per layer (H, T, T) float32 on CPU; explorer.analyse.attention
-    reads rows from them instead of recomputing from Q/K (which are empty here)."""
+    reads rows from them instead of recomputing from Q/K. Its layers' records hold no Q/K (None):
+    their sizes and place come from the maps."""
     maps: dict[int, torch.Tensor] = field(default_factory=dict)
+
+    def sizes(self, layer: int) -> tuple[int, int]:
+        self.layer(layer)                                   # LayerNotKept, with the reason, if absent
+        return tuple(self.maps[layer].shape[-2:])
+
+    def on_gpu(self, layer: int) -> bool:
+        return self.maps[layer].device.type == "cuda"
 
 
 def store_from_output(output: Any, keep: set[int], num_heads: int, num_kv_heads: int) -> StoredAttention | None:
@@ -134,10 +142,8 @@ def store_from_output(output: Any, keep: set[int], num_heads: int, num_kv_heads:
         if layer not in keep:
             continue
         maps = probs[0].detach().float().cpu()                                        # (H, T, T)
-        t = maps.shape[-1]
         store.maps[layer] = maps
-        store.layers[layer] = LayerAttention(q=maps.new_empty(1, num_heads, t, 0), k=maps.new_empty(1, num_kv_heads, t, 0),
-                                             mask=None, causal=True, scaling=1.0, softcap=None,
+        store.layers[layer] = LayerAttention(q=None, k=None, mask=None, causal=True, scaling=1.0, softcap=None,
                                              sliding_window=None, device="cpu")
     return store
 

@@ -92,6 +92,29 @@ def test_fallback_maps_survive_a_capture_file(tmp_path):
     torch.testing.assert_close(attention_map(back, 1, 2), attention_map(cap, 1, 2))
 
 
+def test_fallback_layers_hold_their_maps_and_no_empty_queries_and_older_files_still_open(tmp_path):
+    """The fallback stores probabilities, not Q/K: its layers say so (None) rather than carry empty
+    tensors shaped to fit. Files written when they did carry them still open, with the same maps."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    cap = capture(build("bloom"), None, torch.randint(3, 250, (9,)))
+    store = cap.attention
+    assert store.maps and all(rec.q is None and rec.k is None for rec in store.layers.values())
+    assert store.num_tokens == 9 and store.sizes(1) == (9, 9) and store.where(1).where == "host"
+    save_capture(cap, str(tmp_path / "now.capture"))
+    with safe_open(str(tmp_path / "now.capture"), framework="pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is not iterable
+    assert not [k for k in tensors if k.endswith((".q", ".k"))]
+    for layer in store.layers:                     # what the writer wrote before: empty Q/K beside the maps
+        tensors[f"attn.{layer}.q"] = torch.empty(1, cap.num_heads, 9, 0)
+        tensors[f"attn.{layer}.k"] = torch.empty(1, cap.num_kv_heads, 9, 0)
+    save_file(tensors, str(tmp_path / "before.capture"), metadata=meta)
+    back = open_capture(str(tmp_path / "before.capture"))
+    assert all(rec.q is None for rec in back.attention.layers.values())
+    torch.testing.assert_close(attention_map(back, 1, 2), attention_map(cap, 1, 2))
+
+
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_components_add_up_on_families_with_their_own_blocks(name):
     """BLOOM and MPT add the residual inside their blocks, Falcon adds attention into the MLP's
