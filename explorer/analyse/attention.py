@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from explorer.analyse.attention_maps import layer_probabilities, pooled, probabilities, window
-from explorer.analyse.attention_rows import PreparedLayer, RowSource, StoredRows, block_probs, prepare
+from explorer.analyse.attention_rows import PreparedLayer, RowSource, StoredRows, block_probs, layer_rows
 from explorer.analyse.derived import Derived, HeadSummaries
 from explorer.analyse.head_stats import blockwise_summaries, fused_summaries, online_summaries, summaries
 from explorer.record.attention_store import AttentionMissing, AttentionStore, LayerNotKept
@@ -61,5 +61,5 @@ def capture_head_summaries(capture: Capture, derived: Derived | None = None) -> 
 
 __all__ = ["AttentionMissing", "HeadSummaries", "LayerNotKept", "PreparedLayer", "RowSource", "StoredRows",
            "attention_map", "attention_map_pooled", "attention_window", "block_probs", "blockwise_summaries",
-           "capture_head_summaries", "fused_summaries", "layer_probabilities", "online_summaries", "pooled", "prepare",
+           "capture_head_summaries", "fused_summaries", "layer_probabilities", "online_summaries", "pooled", "layer_rows",
            "probabilities", "summaries", "window"]

@@ -12,7 +12,7 @@ import math
 import torch
 from torch import nn
 
-from explorer.analyse.attention_rows import Device, PreparedLayer, RowSource, prepare
+from explorer.analyse.attention_rows import Device, PreparedLayer, RowSource, layer_rows
 from explorer.model.limits import BLOCK_ELEMENTS
 from explorer.record.attention_store import AttentionStore
 
@@ -32,7 +32,7 @@ def to_host(t: torch.Tensor) -> torch.Tensor:
 def probabilities(store: AttentionStore, layer: int, head: int, batch: int = 0,
                   device: Device = None) -> torch.Tensor:
     """The full (Tq, Tk) map of one head, float32 on CPU. Equals eager output_attentions."""
-    prep = prepare(store, layer, [head], batch, device)
+    prep = layer_rows(store, layer, [head], batch, device)
     probs, n = prep.block(0, prep.t_q)
     full = probs[0] if n == prep.t_k else nn.functional.pad(probs[0], (0, prep.t_k - n))
     return to_host(full)
@@ -40,7 +40,7 @@ def probabilities(store: AttentionStore, layer: int, head: int, batch: int = 0,
 
 def layer_probabilities(store: AttentionStore, layer: int, batch: int = 0) -> torch.Tensor:
     """All heads of one layer, (H, Tq, Tk) float32 on CPU; for tests and small prompts."""
-    prep = prepare(store, layer, None, batch)
+    prep = layer_rows(store, layer, None, batch)
     probs, n = prep.block(0, prep.t_q)
     out = torch.zeros(store.num_heads, prep.t_q, prep.t_k, dtype=torch.float32)
     out[..., :n] = probs.cpu()
@@ -59,7 +59,7 @@ def pooled(store: AttentionStore, layer: int, head: int, max_size: int = 256, ba
     factor = max(1, math.ceil(max(t_q, t_k) / max_size))
     if factor == 1:
         return probabilities(store, layer, head, batch, device), 1
-    prep = prepare(store, layer, [head], batch, device)
+    prep = layer_rows(store, layer, [head], batch, device)
     return pool_rows(prep, factor, block_elements)[0].cpu(), factor
 
 
@@ -108,7 +108,7 @@ def window(store: AttentionStore, layer: int, head: int, rows: tuple[int, int], 
     """Full-resolution probabilities of query rows [r0, r1) on keys [k0, k1) of one head, float32
     on CPU: each row normalised over all its keys (a log-sum-exp in tiles), only the shown keys
     computed. Equals attention_map(...)[r0:r1, k0:k1]."""
-    prep = prepare(store, layer, [head], batch, device)
+    prep = layer_rows(store, layer, [head], batch, device)
     (r0, r1), (k0, k1) = rows, keys
     r0, r1 = max(0, r0), min(prep.t_q, r1)
     k0, k1 = max(0, k0), min(prep.t_k, k1)

@@ -134,7 +134,7 @@ def compute_device(rec: LayerAttention, device: Device) -> torch.device:
     return dev
 
 
-def prepare(store: AttentionStore, layer: int, heads: list[int] | None = None, batch: int = 0,
+def layer_rows(store: AttentionStore, layer: int, heads: list[int] | None = None, batch: int = 0,
             device: Device = None) -> RowSource:
     """Move one layer's Q/K (and mask) for `heads` to the compute device once; blocks of query
     rows are then computed there without further transfers. Raises LayerNotKept for a layer
@@ -168,16 +168,16 @@ _COPY_STREAMS: dict[torch.device, torch.cuda.Stream] = {}
 
 
 def fetch(store: AttentionStore, layer: int, batch: int = 0, device: Device = None) -> RowSource:
-    """prepare() on a side stream when the layer computes on CUDA, so copies overlap compute."""
+    """layer_rows() on a side stream when the layer computes on CUDA, so copies overlap compute."""
     dev = compute_device(store.layer(layer), device)
     if dev.type != "cuda":
-        return prepare(store, layer, None, batch, dev)
+        return layer_rows(store, layer, None, batch, dev)
     stream = _COPY_STREAMS.get(dev)
     if stream is None:
         stream = _COPY_STREAMS[dev] = torch.cuda.Stream(device=dev)
     stream.wait_stream(torch.cuda.current_stream(dev))
     with torch.cuda.stream(stream):
-        prep = prepare(store, layer, None, batch, dev)
+        prep = layer_rows(store, layer, None, batch, dev)
         prep.event = stream.record_event()
     return prep
 
@@ -186,7 +186,7 @@ def block_probs(store: AttentionStore, layer: int, heads: list[int], row0: int, 
                 device: Device = None, trim_keys: bool = True) -> tuple[torch.Tensor, int]:
     """Probabilities of query rows [row0, row1) for `heads`, float32: (len(heads), rows, n_keys).
     Keys at n_keys and beyond are masked for every row of the block (causal trimming)."""
-    return prepare(store, layer, heads, batch, device).block(row0, row1, trim_keys)
+    return layer_rows(store, layer, heads, batch, device).block(row0, row1, trim_keys)
 
 
-__all__ = ["MASKED", "PreparedLayer", "RowSource", "StoredRows", "block_probs", "compute_device", "fetch", "prepare"]
+__all__ = ["MASKED", "PreparedLayer", "RowSource", "StoredRows", "block_probs", "compute_device", "fetch", "layer_rows"]

@@ -96,7 +96,7 @@ def attention_rows_from_store(store) -> AttentionRows:
     """Adapter: query rows of a capture's AttentionStore, computed over runs of nearby positions
     only (the graph reaches few of a long prompt's rows)."""
     def rows(layer: int, positions: torch.Tensor) -> torch.Tensor:
-        prep = attention_maths.prepare(store, layer)
+        prep = attention_maths.layer_rows(store, layer)
         rec = prep.rec
         if prep.fusable() and rec.causal and rec.sliding_window is None:
             q = prep.q[:, positions].float()                                        # (H, P, D)

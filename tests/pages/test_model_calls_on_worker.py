@@ -18,6 +18,8 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 import explorer.analyse.attention as attention_maths
+import explorer.analyse.attention_maps as attention_maps
+import explorer.analyse.attention_rows as attention_rows
 import explorer.views.exports as exports
 import explorer.views.readout as readout_module
 from explorer.analyse.lens import LensHead
@@ -62,7 +64,8 @@ def log(monkeypatch):
     calls = ThreadLog()
     handle = torch.nn.modules.module.register_module_forward_pre_hook(
         lambda module, _args: calls.add("module:" + type(module).__name__))
-    monkeypatch.setattr(attention_maths, "prepare", calls.wrap("attention maths", attention_maths.prepare))
+    for module in (attention_rows, attention_maths, attention_maps):   # where it lives and every module importing it
+        monkeypatch.setattr(module, "layer_rows", calls.wrap("attention maths", module.layer_rows))
     monkeypatch.setattr(attention_maths, "summaries", calls.wrap("head summaries", attention_maths.summaries))
     monkeypatch.setattr(readout_module, "build_routes", calls.wrap("routes", readout_module.build_routes))
     monkeypatch.setattr(readout_module, "direct_logit_attribution",

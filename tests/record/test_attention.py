@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from explorer.analyse.attention import blockwise_summaries, fused_summaries, layer_probabilities, pooled, prepare, probabilities, summaries
+from explorer.analyse.attention import blockwise_summaries, fused_summaries, layer_probabilities, layer_rows, pooled, probabilities, summaries
 from explorer.model.anatomy import find_anatomy, resolve
 from explorer.record.attention_fn import Recorder, explorer_attention_enabled, recording
 from explorer.record.attention_store import AttentionStore
@@ -140,7 +140,7 @@ def test_fused_summaries_match_blockwise(pairs, family):
     model, _ = pairs[family]
     store, _ = record_attention(model, torch.randint(3, 256, (1, 45)))
     for layer in store.layer_indices:
-        prep = prepare(store, layer)
+        prep = layer_rows(store, layer)
         assert prep.fusable()
         fused = fused_summaries(prep)
         assert fused is not None, "fused kernel unavailable on this machine"

@@ -17,9 +17,9 @@ from explorer.analyse.attention import (
     blockwise_summaries,
     capture_head_summaries,
     layer_probabilities,
+    layer_rows,
     online_summaries,
     pooled,
-    prepare,
     probabilities,
     window,
 )
@@ -64,7 +64,7 @@ def test_tiny_budget_drops_layers_and_a_dropped_layer_raises_a_typed_error():
     assert {l: p.where for l, p in cap.attention.placement.items()} == {0: "dropped", 1: "dropped", 2: "host"}
     assert "dropped 0–1 (over the memory budget" in cap.attention_placement()
     for ask in (lambda: attention_map(cap, 0, 1), lambda: attention_map_pooled(cap, 1, 0, 8),
-                lambda: attention_window(cap, 0, 0, (0, 4), (0, 4)), lambda: prepare(cap.attention, 1)):
+                lambda: attention_window(cap, 0, 0, (0, 4), (0, 4)), lambda: layer_rows(cap.attention, 1)):
         with pytest.raises(LayerNotKept, match="layer [01] was not kept: over the memory budget") as info:
             ask()
         assert isinstance(info.value, ExplorerError) and not isinstance(info.value, KeyError)
@@ -159,7 +159,7 @@ def test_held_capture_then_next_capture_allocates_nothing_new_after_release():
 # ---------------------------------------------------------------------------- tiled maths
 
 def _exact_summaries(store, layer):
-    prep = prepare(store, layer)
+    prep = layer_rows(store, layer)
     return blockwise_summaries(prep)
 
 
@@ -169,7 +169,7 @@ def test_online_summaries_equal_exact_ones(family):
     model = tiny_model(family)
     store, _ = record_attention(model, torch.randint(3, 256, (1, 45)))
     for layer in store.layer_indices:
-        prep = prepare(store, layer)
+        prep = layer_rows(store, layer)
         tiled = online_summaries(prep, block_elements=4 * 5 * 7, key_tile=7)     # 5 rows × 7 keys a tile
         assert (tiled - _exact_summaries(store, layer)).abs().max() < TOL
 
@@ -182,7 +182,7 @@ def test_online_summaries_with_padding_mask():
     mask[1, :9] = 0
     store, _ = record_attention(model, ids, mask)
     for layer in store.layer_indices:
-        prep = prepare(store, layer, batch=1)
+        prep = layer_rows(store, layer, batch=1)
         tiled = online_summaries(prep, block_elements=4 * 4 * 6, key_tile=6)
         exact = blockwise_summaries(prep)
         assert (tiled[:, :, 9:] - exact[:, :, 9:]).abs().max() < TOL     # real tokens' rows
@@ -192,7 +192,7 @@ def test_embedded_model_online_summaries_equal_exact(embedded_nf4):
     ids = torch.randint(3, 1000, (200,), generator=torch.Generator().manual_seed(5))
     cap = capture(embedded_nf4.model, None, ids, CaptureOptions(parts=frozenset({"attention"}), layers=[0, 15, 29]))
     for layer in cap.attention_layers:
-        prep = prepare(cap.attention, layer)
+        prep = layer_rows(cap.attention, layer)
         tiled = online_summaries(prep, block_elements=9 * 32 * 64, key_tile=64)
         exact = blockwise_summaries(prep)
         assert (tiled - exact).abs().max() < 1e-4 * max(1.0, float(exact.abs().max()))
