@@ -15,6 +15,7 @@ from explorer.cli.args import load_config, positive_int, text_arg, writable_out
 from explorer.model.errors import BadArgument
 from explorer.model.precisions import LOAD_PRECISIONS
 from explorer.model.safe_write import write_text
+from explorer.record.token_text import token_text
 
 HELP = "activation patching (causal tracing) between a clean and a corrupted prompt, as JSON"
 SITES = ("resid", "head")
@@ -71,8 +72,8 @@ def cmd_patch(args: argparse.Namespace) -> int:
     setup = prepare(loaded.model, clean_ids, corrupt_ids, _token(tok, args.answer, "--answer"),
                     _token(tok, args.foil, "--foil"))
     report = {"model": loaded.name, "precision": args.precision, "clean": clean, "corrupt": corrupt,
-              "tokens": [tok.decode([i]) for i in clean_ids.tolist()],
-              "answer_text": tok.decode([setup.answer]), "foil_text": tok.decode([setup.foil])}
+              "tokens": [token_text(tok, i) for i in clean_ids.tolist()],      # byte pieces as <0xD7>, as the views
+              "answer_text": token_text(tok, setup.answer), "foil_text": token_text(tok, setup.foil)}
 
     def progress(done: int, total: int) -> None:
         print(f"\r{done}/{total} patches", end="", file=sys.stderr, flush=True)

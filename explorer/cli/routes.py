@@ -23,6 +23,7 @@ from explorer.model.preflight import preflight
 from explorer.model.safe_write import check_target, write_text
 from explorer.record.capture import DEFAULT_PARTS, CaptureOptions, PromptTooLongError, capture, tokenize
 from explorer.record.capture_file import open_capture
+from explorer.record.token_text import token_text
 
 HELP = "which tokens, heads and MLPs carried a prediction: routes graph and logit attribution as JSON"
 
@@ -96,7 +97,7 @@ def cmd_routes(args: argparse.Namespace) -> int:
     t2 = time.perf_counter()
     results = Derived()
     if tokenizer is not None:
-        results.learn_texts([attribution.target], lambda i: tokenizer.decode([i]))
+        results.learn_texts([attribution.target], lambda i: token_text(tokenizer, i))
     result = {"model": cap.model_name, "tokens": cap.token_texts,
               "target_text": results.token_text(cap, attribution.target),
               "attribution": attribution.to_dict(args.top), "routes": graph.to_dict(), "notes": cap.notes}
