@@ -93,7 +93,8 @@ def _stages(model, ids, options: CaptureOptions) -> dict[str, float]:
     assemble helpers, main thread, each timed with the GPU synchronised."""
     import explorer.record.capture as cap_mod
     import explorer.record.components_recorder as rec_mod
-    from explorer.record.capture import assemble, plan_capture, run_forward
+    from explorer.record.capture import assemble, run_forward
+    from explorer.record.capture_plan import plan_capture
     spent: dict[str, float] = {}
 
     def timing(owner, name: str):

@@ -15,8 +15,8 @@ from torch import nn
 from explorer.analyse.derived import Derived, LensResult
 from explorer.model.anatomy import Anatomy, resolve
 from explorer.model.limits import BLOCK_ELEMENTS
-from explorer.record.capture import anatomy_of
 from explorer.record.capture_data import Capture
+from explorer.record.capture_plan import anatomy_of
 from explorer.record.token_text import token_text
 
 

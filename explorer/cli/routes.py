@@ -21,8 +21,9 @@ from explorer.model.loading import load_model
 from explorer.model.precisions import LOAD_PRECISIONS
 from explorer.model.preflight import preflight
 from explorer.model.safe_write import check_target, write_text
-from explorer.record.capture import DEFAULT_PARTS, CaptureOptions, PromptTooLongError, capture, tokenize
+from explorer.record.capture import DEFAULT_PARTS, CaptureOptions, PromptTooLongError, capture
 from explorer.record.capture_file import open_capture
+from explorer.record.capture_plan import tokenize
 from explorer.record.token_text import token_text
 
 HELP = "which tokens, heads and MLPs carried a prediction: routes graph and logit attribution as JSON"
