@@ -21,7 +21,8 @@ alone changed the embedded model's greedy answer after a few tokens. So each row
 own columns (in a prefill, from its own first query too) with the model's own attention function,
 exactly as it would alone, and a greedy answer decoded in a batch is token for token the answer
 decoded alone. That holds where the linear layers give each row the same result whatever the batch
-(measured on CPU, bf16 and fp32); cuBLAS chooses its kernels by batch size, so on a GPU exactness
+(measured on CPU in NF4, the default, and fp32; the embedded model in bf16 on CPU drifts after a few
+dozen tokens in some rows, with or without the shared prefill); cuBLAS chooses its kernels by batch size, so on a GPU exactness
 cannot hold anyway, and there one masked attention call serves all rows (`exact=False`, the
 default off CPU). Eager attention (module-local, no registered function) keeps the masked batch in
 decode and prefills each row alone.
@@ -43,10 +44,10 @@ from typing import Any
 
 import torch
 
+from explorer.model.decode_attention import no_cudnn_attention, pad_left, registered_attention, rowwise_attention
 from explorer.model.decode_choose import choose, choose_all
 from explorer.model.generation_types import GenerateOptions
 from explorer.model.prompts import PreparedPrompt
-
 
 PREFILL_TOKENS = {"cpu": 256, "cuda": 2048}   # padded prompt tokens prefilled in one step (others: cuda's)
 
@@ -87,86 +88,10 @@ class RowsStopped:
         return all(r.stopped for r in self.rows)
 
 
-ROWWISE = "explorer_rowwise"
-_ROWS = threading.local()     # .starts: each row's first real column; .inner: the model's attention function
-
-
-def _rowwise_attention(module, query, key, value, attention_mask, **kwargs):
-    """query (B, H, Q, D), key/value (B, Hkv, L, D): each row over its own columns, with no mask,
-    through the model's own attention function (the call it gets when decoded alone). In a prefill
-    (Q == L) a row's queries start at its first real column too; its padding rows come out zero."""
-    q_len = query.shape[2]
-    outs = []
-    for i, s in enumerate(_ROWS.starts):
-        first = s if q_len > 1 else 0
-        out = _ROWS.inner(module, query[i:i + 1, :, first:], key[i:i + 1, :, s:], value[i:i + 1, :, s:], None,
-                          **kwargs)[0]                                       # (1, Q - first, H, D)
-        outs.append(_pad_left(out, q_len, 1))
-    return torch.cat(outs, dim=0), None          # (B, Q, H, D)
-
-
-def _register_rowwise() -> None:
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
-    if getattr(_register_rowwise, "done", False):
-        return
-    AttentionInterface.register(ROWWISE, _rowwise_attention)
-    AttentionMaskInterface.register(ROWWISE, sdpa_mask)
-    _register_rowwise.done = True
-
-
-def _registered_attention(model: torch.nn.Module):
-    """The model's attention function when it is a registered one (sdpa, ours for captures); None for eager."""
-    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-    name = model.config._attn_implementation
-    return ALL_ATTENTION_FUNCTIONS.get(name) if name and name != ROWWISE else None
-
-
-@contextlib.contextmanager
-def rowwise_attention(model: torch.nn.Module, starts: list[int]):
-    """Attend row by row where the model's attention is a registered function; eager attention
-    (module-local) keeps the masked batch instead."""
-    previous = model.config._attn_implementation
-    inner = _registered_attention(model)
-    if inner is None:
-        yield
-        return
-    _register_rowwise()
-    _ROWS.starts, _ROWS.inner = starts, inner
-    model.config._attn_implementation = ROWWISE
-    try:
-        yield
-    finally:
-        model.config._attn_implementation = previous
-        _ROWS.starts = _ROWS.inner = None
-
-
-@contextlib.contextmanager
-def no_cudnn_attention(device: torch.device, keep: bool = False):
-    """SDPA without its cuDNN backend while these forwards run (see the module docstring)."""
-    if device.type != "cuda" or keep or not torch.backends.cuda.cudnn_sdp_enabled():
-        yield
-        return
-    torch.backends.cuda.enable_cudnn_sdp(False)
-    try:
-        yield
-    finally:
-        torch.backends.cuda.enable_cudnn_sdp(True)
-
-
 def _mergeable(cache, filled: bool = True) -> bool:
     """Plain dynamic layers (no sliding window), filled by a forward unless `filled` is False."""
     from transformers.cache_utils import DynamicLayer
     return all(type(layer) is DynamicLayer and (layer.is_initialized or not filled) for layer in cache.layers)
-
-
-def _pad_left(t: torch.Tensor, width: int, dim: int) -> torch.Tensor:
-    missing = width - t.shape[dim]
-    if missing == 0:
-        return t
-    shape = list(t.shape)
-    shape[dim] = missing
-    return torch.cat([t.new_zeros(shape), t], dim=dim)
 
 
 class Group:
@@ -185,9 +110,9 @@ class Group:
     def absorb(self, other: Group) -> None:
         width = max(self.length, other.length)
         for mine, theirs in zip(self.cache.layers, other.cache.layers, strict=True):
-            mine.keys = torch.cat([_pad_left(mine.keys, width, 2), _pad_left(theirs.keys, width, 2)], dim=0)
-            mine.values = torch.cat([_pad_left(mine.values, width, 2), _pad_left(theirs.values, width, 2)], dim=0)
-        self.mask = torch.cat([_pad_left(self.mask, width, 1), _pad_left(other.mask, width, 1)], dim=0)
+            mine.keys = torch.cat([pad_left(mine.keys, width, 2), pad_left(theirs.keys, width, 2)], dim=0)
+            mine.values = torch.cat([pad_left(mine.values, width, 2), pad_left(theirs.values, width, 2)], dim=0)
+        self.mask = torch.cat([pad_left(self.mask, width, 1), pad_left(other.mask, width, 1)], dim=0)
         self.rows.extend(other.rows)
 
     def keep(self, rows: list[Row]) -> None:
@@ -287,7 +212,7 @@ class DecodeBatch:
                 break
             take += 1
         joining, self.pending = self.pending[:take], self.pending[take:]
-        together = self._pads and not (self.exact and _registered_attention(self.model) is None)
+        together = self._pads and not (self.exact and registered_attention(self.model) is None)
         return [joining] if together and joining else [[row] for row in joining]
 
     def _prefill(self, rows: list[Row], guard) -> list[Row]:
@@ -298,7 +223,7 @@ class DecodeBatch:
         lengths = [row.prepared.input_ids.shape[1] for row in rows]
         width = max(lengths)
         mask = torch.tensor([[0] * (width - n) + [1] * n for n in lengths], device=self.device)    # (B, T)
-        ids = torch.cat([_pad_left(row.prepared.input_ids.to(self.device), width, 1) for row in rows])  # (B, T)
+        ids = torch.cat([pad_left(row.prepared.input_ids.to(self.device), width, 1) for row in rows])  # (B, T)
         positions = (mask.cumsum(dim=1) - 1).clamp(min=0)                                            # (B, T)
         cache = self._new_cache()
         try:
@@ -399,4 +324,4 @@ def decode_all(batch: DecodeBatch, rows: list[Row], guard=None) -> None:
         batch.step(guard)
 
 
-__all__ = ["DecodeBatch", "Group", "Row", "RowsStopped", "choose", "choose_all", "decode_all", "no_cudnn_attention"]
+__all__ = ["DecodeBatch", "Group", "Row", "RowsStopped", "choose", "choose_all", "decode_all"]

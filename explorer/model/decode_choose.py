@@ -11,12 +11,11 @@ does not depend on the other rows: greedy in a batch is greedy alone.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 
-if TYPE_CHECKING:
-    from explorer.model.decode_batch import Row
+Row = Any   # explorer.model.decode_batch.Row (not imported: decode_batch imports this module)
 
 
 def _penalise(scores: torch.Tensor, rows: list[Row], index: list[int]) -> None:

@@ -10,7 +10,8 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from explorer.model.decode_batch import DecodeBatch, Row, RowsStopped, decode_all, no_cudnn_attention
+from explorer.model.decode_attention import no_cudnn_attention
+from explorer.model.decode_batch import DecodeBatch, Row, RowsStopped, decode_all
 from explorer.model.generation import GenerateOptions, conversation, generate, prepare, result_of
 from explorer.model.loading import LoadConfig, embedded_model_dir, load_model
 from explorer.model.prompts import stop_ids
