@@ -22,9 +22,9 @@ own columns (in a prefill, from its own first query too) with the model's own at
 exactly as it would alone, and a greedy answer decoded in a batch is token for token the answer
 decoded alone. That holds where the linear layers give each row the same result whatever the batch
 (measured on CPU in NF4, the default, and fp32; the embedded model in bf16 on CPU drifts after a few
-dozen tokens in some rows, with or without the shared prefill); cuBLAS chooses its kernels by batch size, so on a GPU exactness
-cannot hold anyway, and there one masked attention call serves all rows (`exact=False`, the
-default off CPU). Eager attention (module-local, no registered function) keeps the masked batch in
+dozen tokens in some rows, with or without the shared prefill); cuBLAS chooses its kernels by batch
+size, so on a GPU exactness cannot hold anyway, and there one masked attention call serves all rows
+(`exact=False`, the default off CPU). Eager attention (module-local, no registered function) keeps the masked batch in
 decode and prefills each row alone.
 
 Why no cuDNN attention in these forwards on a GPU: PyTorch keeps cuDNN's attention graphs in a
@@ -226,10 +226,11 @@ class DecodeBatch:
         ids = torch.cat([pad_left(row.prepared.input_ids.to(self.device), width, 1) for row in rows])  # (B, T)
         positions = (mask.cumsum(dim=1) - 1).clamp(min=0)                                            # (B, T)
         cache = self._new_cache()
+        cancel = guard(RowsStopped(rows)) if guard is not None else contextlib.nullcontext()
+        rowwise = (rowwise_attention(self.model, [width - n for n in lengths]) if self.exact and len(rows) > 1
+                   else contextlib.nullcontext())
         try:
-            with guard(RowsStopped(rows)) if guard is not None else contextlib.nullcontext(), \
-                    rowwise_attention(self.model, [width - n for n in lengths]) if self.exact and len(rows) > 1 \
-                    else contextlib.nullcontext():
+            with cancel, rowwise:
                 out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
                                  use_cache=True, cache_position=torch.arange(width, device=self.device))
             logits = out.logits[:, -1].float()                                                       # (B, V)
