@@ -115,3 +115,31 @@ def test_a_capture_under_interventions_says_which_applied(resident, model, cap):
     assert not torch.equal(taken.residual[-1], cap.residual[-1])          # it ran with the head off
     assert any("taken with interventions" in w.value for w in at.warning), [w.value for w in at.warning]
     assert at.query_params["iv"] == "h0.1"
+
+
+def test_ablate_this_head_in_the_attribution_view_opens_intervene_with_it(resident, model, cap):
+    from tests.pages.internals_page import page_with as page_in
+
+    at = page_in(cap, "attribution", model=model)
+    assert not at.exception, at.exception
+    at.button(key="internals_ablate_selected").click().run()        # the selected head: layer 1, head 0
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert at.session_state["internals_view"] == "intervene"
+    assert at.multiselect(key="internals_iv_heads").value == ["1.0"]
+    assert at.query_params["iv"] == "h1.0"
+    assert at.session_state["chat_ablation_active"] == "h1.0"        # the chat panel offers it
+    labels = {m.label: m.value for m in at.metric}                    # it ran at once: plain beside with
+    assert any(k.endswith("plain") for k in labels) and any(k.endswith("with interventions") for k in labels)
+    effect = at.session_state["internals_iv_effect"][2]
+    from explorer.analyse.intervention_effects import forward_effect
+    from explorer.record.interventions import HeadAblation
+    want = forward_effect(model, torch.tensor(cap.token_ids), [HeadAblation(1, 0)])
+    assert effect.interventions == "h1.0" and effect.prob_after == pytest.approx(want.prob_after, abs=1e-6)
+
+    at.segmented_control(key="internals_view").set_value("attribution").run()
+    at.session_state["internals_head"] = 2
+    at.run()
+    at.button(key="internals_ablate_selected").click().run()        # a second head joins the first
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert at.multiselect(key="internals_iv_heads").value == ["1.0", "1.2"]
+    assert at.query_params["iv"] == "h1.0,h1.2"
