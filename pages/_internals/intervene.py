@@ -22,6 +22,7 @@ from explorer.views.figures.patching import head_patching_heatmap, probability_b
 from explorer.views.intervene_data import effect_rows, head_label, heads_from_labels, ranked_heads, split_rows, with_head
 from explorer.views.readout import Readout
 from explorer.views.teaching import escape_markdown
+from explorer.views.text import visible_whitespace
 from explorer.views.units import table_cells
 from pages._chat_ablation import set_active
 from pages._common import model_worker, queue_note, run_on_model, session_alive, session_id, worker_runner
@@ -149,7 +150,10 @@ def intervene_view(r: Readout, layer: int, head: int, token: int, shown: Shown) 
 
 
 def _show_effect(r: Readout, effect, specs, token: int, shown: Shown) -> None:
-    decode = r.source.decode() or (lambda i: f"id {i}")
+    raw = r.source.decode() or (lambda i: f"id {i}")
+
+    def decode(i: int) -> str:           # "↵" and "␣" for a newline or a space token, never a blank label
+        return visible_whitespace(raw(i))
     answer = decode(effect.target)
     m1, m2, m3 = st.columns(3)
     m1.metric(f"P(“{answer}”) plain", f"{effect.prob_before:.1%}")
