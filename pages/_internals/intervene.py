@@ -17,7 +17,7 @@ from explorer.analyse.patching import patch_heads, patch_residual, prepare
 from explorer.model.errors import user_message
 from explorer.model.generation import GenerateOptions, conversation, generate
 from explorer.record.intervention_hooks import capture_under, validate
-from explorer.record.interventions import BadIntervention, HeadAblation, parse, to_short
+from explorer.record.interventions import BadIntervention, HeadAblation, interventions_of, parse, to_short
 from explorer.views.figures.patching import head_patching_heatmap, probability_bars, residual_patching_heatmap
 from explorer.views.intervene_data import effect_rows, head_label, heads_from_labels, ranked_heads, split_rows, with_head
 from explorer.views.readout import Readout
@@ -165,7 +165,10 @@ def _show_effect(r: Readout, effect, specs, token: int, shown: Shown) -> None:
                  key=(effect.interventions, token))
     st.dataframe(table_cells(effect_rows(effect, decode)), hide_index=True, key=K + "iv_rows")
     cap = r.capture
-    if cap.components is not None and effect.target == int(cap.components.predicted[token]):
+    if interventions_of(cap.notes):
+        st.caption("The direct and indirect split needs the plain run's attribution: this capture was taken with "
+                   "interventions. Capture the prompt again without them to see it.")
+    elif cap.components is not None and effect.target == int(cap.components.predicted[token]):
         att = r._cached(("attribution", token), lambda: direct_logit_attribution(cap.components, token))
         split = direct_and_indirect(effect, att.heads, specs)
         if split is not None:

@@ -72,8 +72,8 @@ def test_ablate_a_head_from_the_routes_then_answer_and_capture_with_it_off(app_u
     page.get_by_role("radio", name="Attribution", exact=True).click()
     wait_for_titles(page, ["Information-flow routes into position", "Direct contribution to the logit"], timeout=300_000)
     wait_idle(page)
-    carried = page.get_by_text("Heads that carry it", exact=False).first
-    for index in range(40):                                             # the first marker of an attention edge
+    carried = page.get_by_text(re.compile(r"^Heads that carry it: head")).first   # not the explanation's words
+    for index in range(60):      # the first attention edge's marker that a click reaches (nodes may cover some)
         click_point(page, "internals_fig_routes", index)
         page.wait_for_timeout(300)
         wait_idle(page)
@@ -81,6 +81,7 @@ def test_ablate_a_head_from_the_routes_then_answer_and_capture_with_it_off(app_u
             break
     assert carried.count(), "no attention edge among the routes graph's first markers"
     ablate = page.get_by_role("button", name=re.compile(r"Ablate this head \(\d+\.\d+\)")).first   # the edge's first head
+    assert page.get_by_role("button", name=re.compile(r"Ablate this head")).count() >= 2      # and the selected head's
     head = re.search(r"\((\d+\.\d+)\)", ablate.inner_text()).group(1)
     shot(page, "ablate_from_routes")
     ablate.click()

@@ -113,7 +113,8 @@ def test_a_capture_under_interventions_says_which_applied(resident, model, cap):
     from explorer.record.interventions import HeadAblation, interventions_of
     assert interventions_of(taken.notes) == [HeadAblation(0, 1)]
     assert not torch.equal(taken.residual[-1], cap.residual[-1])          # it ran with the head off
-    assert any("taken with interventions" in w.value for w in at.warning), [w.value for w in at.warning]
+    assert any("Taken with interventions: h0.1" in i.value.replace("\\", "") for i in at.info), [i.value for i in at.info]
+    assert not any("Reduced capture" in w.value for w in at.warning)      # not mistaken for a reduced capture
     assert at.query_params["iv"] == "h0.1"
 
 
