@@ -39,9 +39,11 @@ def spoken(specs: Sequence[Intervention]) -> str:
 
 
 def with_head(specs: Sequence[Intervention], layer: int, head: int) -> list[Intervention]:
-    """`specs` with head (layer, head) turned off added (once: a head already off stays as it is)."""
+    """`specs` with head (layer, head) turned off: added once, in place of a scaling or mean of it."""
     new = HeadAblation(layer, head)
-    return list(specs) if new in specs else [*specs, new]
+    if new in specs:
+        return list(specs)
+    return [s for s in specs if not (isinstance(s, HeadAblation) and (s.layer, s.head) == (layer, head))] + [new]
 
 
 def effect_rows(effect: Effect, decode: Callable[[int], str]) -> list[dict]:
