@@ -35,6 +35,25 @@ HEADS, MORE, EFFECT, GENERATED, PATCHED = (K + "iv_heads", K + "iv_more", K + "i
                                            K + "iv_patched")
 URL_PARAM = "iv"
 AUTORUN, APP_RERUN = K + "iv_autorun", K + "iv_app_rerun"
+CAPTURE_PARAM = "ivcap"   # the interventions the capture on screen was taken under (`iv` is the view's choice)
+
+
+def keep_capture_interventions(cap) -> None:
+    """The URL's `ivcap=`, from the capture's own notes (one rule: the capture says what it ran with)."""
+    short = to_short(interventions_of(cap.notes))
+    if short and st.query_params.get(CAPTURE_PARAM) != short:
+        st.query_params[CAPTURE_PARAM] = short
+    elif not short and CAPTURE_PARAM in st.query_params:
+        del st.query_params[CAPTURE_PARAM]
+
+
+def linked_capture_interventions() -> list:
+    """A shared link's `ivcap=`: its prompt is captured under them again ([] for a plain capture)."""
+    try:
+        return parse(st.query_params.get(CAPTURE_PARAM, ""))
+    except BadIntervention as exc:
+        st.warning(f"The link's capture interventions were ignored: {exc}")
+        return []
 
 
 def _keep(specs) -> None:

@@ -144,3 +144,31 @@ def test_ablate_this_head_in_the_attribution_view_opens_intervene_with_it(reside
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert at.multiselect(key="internals_iv_heads").value == ["1.0", "1.2"]
     assert at.query_params["iv"] == "h1.0,h1.2"
+
+
+def test_a_link_of_a_capture_under_interventions_captures_under_them_again(monkeypatch, tiny_folder, empty_registry):
+    """The URL of a capture taken under interventions holds them (`ivcap=`); opening it captures the
+    prompt under them again, and its notes, caption and URL say so."""
+    from explorer.model.loading import LoadConfig
+    from explorer.record.interventions import HeadAblation, interventions_of
+    from pages import _state
+
+    monkeypatch.setenv("EXPLORER_AUTOLOAD", "0")
+    loaded = empty_registry.load(LoadConfig(source=tiny_folder, precision="fp32"))
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    for k, v in {"model": loaded.name, "precision": "fp32", "prompt": "The capital of France is", "src": "text",
+                 "view": "intervene", "ivcap": "h1.2"}.items():
+        at.query_params[k] = v
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    cur = at.session_state[_state.CURRENT]
+    assert interventions_of(cur.readout.capture.notes) == [HeadAblation(1, 2)]
+    assert cur.origin == "shared link with h1.2"
+    assert any("Taken with interventions: h1.2" in i.value.replace("\\", "") for i in at.info)
+    assert at.query_params["ivcap"] in ("h1.2", ["h1.2"])
+
+    at.text_area(key=_state.PROMPT).set_value("The capital of Italy is").run()   # a plain capture drops it
+    next(b for b in at.button if b.label == "Capture this prompt").click().run()
+    assert not at.exception
+    assert interventions_of(at.session_state[_state.CURRENT].readout.capture.notes) == []
+    assert "ivcap" not in at.query_params
