@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from tests.browser.conftest import wait_idle
+from tests.browser.conftest import ARTIFACTS, wait_idle
 from tests.browser.test_internals_browser import capture_prompt, click_point, heatmap_painted, shot, wait_for_titles
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -109,7 +109,7 @@ def test_ablate_a_head_from_the_routes_then_answer_and_capture_with_it_off(app_u
     note = f"taken with interventions: h{head}"
     page.get_by_text(note, exact=False).first.wait_for(timeout=300_000)  # the caption says which applied
     wait_idle(page)
-    assert f"iv=h{head}" in page.url, page.url
+    assert f"iv=h{head}" in page.url and f"ivcap=h{head}" in page.url, page.url   # and its URL
     page.get_by_text("Download and share", exact=False).first.click()
     with page.expect_download(timeout=300_000) as dl:
         page.get_by_role("button", name="Capture file (.safetensors)").click()
@@ -118,3 +118,13 @@ def test_ablate_a_head_from_the_routes_then_answer_and_capture_with_it_off(app_u
     from explorer.record.capture_file import open_capture
     assert note in open_capture(path).notes                            # and its file
     shot(page, "captured_with_head_off")
+
+    other = page.context.browser.new_context(viewport={"width": 1600, "height": 1600}).new_page()   # the link, elsewhere
+    try:
+        other.goto(page.url)
+        other.get_by_text(f"Taken with interventions: h{head}", exact=False).first.wait_for(timeout=300_000)
+        wait_idle(other)
+        assert other.get_by_text("from the shared link with", exact=False).count()
+        other.screenshot(path=str(ARTIFACTS / "internals_link_captured_with_head_off.png"))
+    finally:
+        other.context.close()
