@@ -4,7 +4,10 @@ change beside the plain run; generate with them; activation patching between two
 Thin: specs are explorer.record.interventions, the forwards explorer.analyse.{intervention_effects,
 patching}, the figures explorer.views.figures.patching. Every model call is one model-worker
 request (never batched with another session's: the hooks act on every row while they are on).
-The interventions are kept in the URL as `iv=h14.2,h20.5`.
+The interventions are kept in the URL as `iv=h14.2,h20.5` once the reader edits or runs them, or
+adds a head with "Ablate this head" (attribution and routes views); the chat panel then offers to
+answer again with them (pages/_chat_ablation.py). A capture taken under interventions keeps them
+as `ivcap=`, and its link captures the prompt under them again.
 """
 from __future__ import annotations
 
