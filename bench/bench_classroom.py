@@ -6,12 +6,17 @@ the worker (the internals page's path). The worker decodes every waiting answer 
 (explorer/model/decode_batch.py) and runs each capture between two decode steps.
 
 Two ways of arriving: all at once (the teacher says "go"), and spread evenly over --spread-s.
+First, one student's stream three ways (each on a prompt no earlier run used, so no shape is warm):
+the decode core called directly on the main thread, the same through the worker and a WorkerStream
+(the app's path), and on a GPU the core with cuDNN attention kept, twice on one prompt (new shapes,
+then the same shapes again: cuDNN builds a graph per shape and per thread, see decode_batch.py).
 Reported per run: total tok/s (all students' new tokens over the run's wall time), p50/p95 time
 to first token (from the student's send), each student's own tok/s (after its first token;
 min/median), and p95 capture wait (from the capture's submit until the worker started it).
 
     python bench/bench_classroom.py --device cpu                       # embedded SmolLM2 NF4: 1 and 4 students
     python bench/bench_classroom.py --device cuda --checkpoint DIR     # Llama-3.1-8B arch NF4: 1 8 16 32
+    python bench/bench_classroom.py --device cuda --checkpoint DIR --students 1 16   # a quick check
 
 Writes bench/results/classroom_<device>.json and .md.
 """
@@ -31,8 +36,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from explorer.compare.measure import machine_info
-from explorer.model.generation import GenerateOptions, conversation
+from explorer.model.decode_batch import DecodeBatch, Row, decode_all
+from explorer.model.generation import GenerateOptions, conversation, new_batch, prepare
 from explorer.model.loading import LoadConfig, load_model, release_memory
+from explorer.model.prompts import stop_ids
 from explorer.model.worker import ModelWorker
 from explorer.model.worker_stream import WorkerStream
 from explorer.record.capture import CaptureOptions, capture
@@ -74,6 +81,43 @@ def student(worker: ModelWorker, i: int, options: GenerateOptions, do_capture: b
     out.append(row)
 
 
+def _direct(loaded, prompt: str, options: GenerateOptions, batch: DecodeBatch) -> float:
+    """The decode core on this (the main) thread: own tok/s from the first token to the last."""
+    row = Row(prepare(loaded, conversation(prompt), options.max_new_tokens), options)
+    decode_all(batch, [row])
+    return (len(row.new) - 1) / max(row.finished - row.first, 1e-9)
+
+
+def _through_worker(worker: ModelWorker, prompt: str, options: GenerateOptions) -> float:
+    """The app's path: a fresh thread sends a WorkerStream and reads it (own tok/s as the student sees it)."""
+    box: dict = {}
+
+    def read() -> None:
+        stream = WorkerStream(worker, conversation(prompt), options, "one-stream")
+        stream.wait_started(alive=lambda: True)
+        "".join(stream.iterate(lambda: True))
+        box["tps"] = (stream.result.new_tokens - 1) / max(time.perf_counter() - stream.first_token_at, 1e-9)
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    thread.join()
+    return box["tps"]
+
+
+def one_stream(loaded, worker: ModelWorker, options: GenerateOptions, cuda: bool) -> dict:
+    """One student: where the tok/s goes between the decode core and the app's path."""
+    prompts = iter(f"One student, run {k}: write a story about {TOPICS[k]} and {TOPICS[-k - 1]}, please."
+                   for k in range(len(TOPICS)))
+    out = {"direct_tok_s": _direct(loaded, next(prompts), options, new_batch(loaded)),
+           "worker_tok_s": _through_worker(worker, next(prompts), options)}
+    if cuda:
+        again = next(prompts)
+        keep = DecodeBatch(loaded.model, stop_ids(loaded), cudnn_sdpa=True)
+        out["cudnn_new_shapes_tok_s"] = _direct(loaded, again, options, keep)
+        out["cudnn_same_shapes_tok_s"] = _direct(loaded, again, options, keep)
+    return {k: round(v, 2) for k, v in out.items()}
+
+
 def run_class(worker: ModelWorker, students: int, arrival: str, spread_s: float, options: GenerateOptions,
               do_capture: bool) -> dict:
     rows: list[dict] = []
@@ -90,11 +134,13 @@ def run_class(worker: ModelWorker, students: int, arrival: str, spread_s: float,
     own = [r["own_tps"] for r in rows]
     ttft = [r["ttft_from_send"] for r in rows]
     cap = [r["capture_wait"] for r in rows if "capture_wait" in r]
+    cap_run = [r["capture_total"] - r["capture_wait"] for r in rows if "capture_wait" in r]
     return {"students": students, "arrival": arrival, "new_tokens_each": options.max_new_tokens,
             "total_tok_s": round(tokens / wall, 2), "ttft_p50_s": round(pct(ttft, 0.5), 3),
             "ttft_p95_s": round(pct(ttft, 0.95), 3), "own_tok_s_min": round(min(own), 2),
             "own_tok_s_median": round(statistics.median(own), 2),
             "capture_wait_p95_s": round(pct(cap, 0.95), 3) if cap else None,
+            "capture_run_p50_s": round(pct(cap_run, 0.5), 3) if cap_run else None,
             "most_answers_together": max(r["shared_with"] for r in rows) + 1, "wall_s": round(wall, 2)}
 
 
@@ -122,6 +168,8 @@ def main() -> int:
     runs = []
     try:
         run_class(worker, 1, "at-once", 0.0, GenerateOptions(max_new_tokens=4, min_new_tokens=4), False)  # warm-up
+        single = one_stream(loaded, worker, options, cuda)
+        print("one stream", single, flush=True)
         for arrival in args.arrivals:
             for n in students:
                 if arrival == "spread" and n == 1:
@@ -134,11 +182,11 @@ def main() -> int:
         worker.shutdown()
         del loaded
         release_memory()
-    write_report(args, machine_info(), runs)
+    write_report(args, machine_info(), runs, single)
     return 0
 
 
-def write_report(args, info: dict, runs: list[dict]) -> None:
+def write_report(args, info: dict, runs: list[dict], single: dict) -> None:
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
@@ -147,8 +195,7 @@ def write_report(args, info: dict, runs: list[dict]) -> None:
         r["total_vs_one"] = round(r["total_tok_s"] / one, 2) if one else None
     (out / f"classroom_{args.device}.json").write_text(json.dumps(
         {"run": stamp, "command": "python bench/bench_classroom.py " + " ".join(sys.argv[1:]), "machine": info,
-         "note": args.note,
-         "runs": runs}, indent=2) + "\n")
+         "note": args.note, "one_stream": single, "runs": runs}, indent=2) + "\n")
     where = info.get("gpu") or info.get("cpu", "")
     lines = [f"# Classroom benchmark ({args.device})", "",
              f"Machine: {where}; {info.get('cores')} cores; {info.get('platform')}; torch {info.get('torch')}, "
@@ -158,13 +205,20 @@ def write_report(args, info: dict, runs: list[dict]) -> None:
              f"Run {stamp}. `python bench/bench_classroom.py {' '.join(sys.argv[1:])}`. Each student is a fresh "
              "thread that chats through the model worker (WorkerStream, as the chat page) and then captures its "
              "turn through the worker. Answers have a fixed length (EOS cannot end them early). Time to first "
-             "token is counted from the student's send; own tok/s from its first token to its last.", "",
+             "token is counted from the student's send; own tok/s from its first token to its last; capture "
+             "wait from the capture's submit until the worker starts it, capture run from then until the student "
+             "has it.", "",
+             "One student's own tok/s, each on a prompt no earlier run used: the decode core on the main thread "
+             f"{single['direct_tok_s']}, through the worker and a WorkerStream {single['worker_tok_s']}"
+             + (f"; the core with cuDNN attention kept, new shapes {single['cudnn_new_shapes_tok_s']}, the same "
+                f"shapes again {single['cudnn_same_shapes_tok_s']}" if "cudnn_new_shapes_tok_s" in single else "")
+             + ".", "",
              "| students | arrival | total tok/s | × one | TTFT p50 s | TTFT p95 s | own tok/s min | own tok/s median "
-             "| capture wait p95 s | most together |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| capture wait p95 s | capture run p50 s | most together |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in runs:
         lines.append(f"| {r['students']} | {r['arrival']} | {r['total_tok_s']} | {r['total_vs_one']} | "
                      f"{r['ttft_p50_s']} | {r['ttft_p95_s']} | {r['own_tok_s_min']} | {r['own_tok_s_median']} | "
-                     f"{r['capture_wait_p95_s']} | {r['most_answers_together']} |")
+                     f"{r['capture_wait_p95_s']} | {r.get('capture_run_p50_s')} | {r['most_answers_together']} |")
     (out / f"classroom_{args.device}.md").write_text("\n".join(lines) + "\n")
 
 

@@ -6,22 +6,33 @@ which also runs captures between two steps), takes per request only temperature/
 (no repetition penalty, no per-request greedy or min_new_tokens), and needs its paged attention
 (`paged|sdpa`/flash), not the attention functions this project registers for captures.
 
-How. A new row is prefilled alone (batch of one, no padding: exactly the prompt's forward when it
-is decoded alone), then its cache is merged into the running group: every layer's keys and values
-are left-padded to a common length and concatenated on the batch axis, with a 2-D attention mask
-that hides the padding. Each row keeps its own position ids, so rotary and absolute positions are
-what they would be alone. A row that ends is removed from the cache at once and columns that only
-held padding are trimmed. Caches that cannot be padded this way (sliding-window layers) stay one
-group per row: still one worker, still interleaved, just not one forward.
+How. The rows that joined since the last step are prefilled together in one left-padded forward
+(up to `prefill_tokens` padded tokens a step, so a long prompt does not stall the running rows for
+long; the rest join at the next step), with a 2-D mask that hides the padding and each row's own
+position ids, so rotary and absolute positions are what they would be alone. Their cache then
+merges into the running group: every layer's keys and values are left-padded to a common length
+and concatenated on the batch axis. A row that ends is removed from the cache at once and columns
+that only held padding are trimmed. Caches that cannot be padded this way (sliding-window layers)
+stay one group per row, prefilled alone: still one worker, still interleaved, just not one forward.
 
-Why attention runs row by row in a decode step: the linear layers, which read every weight and
-cost most of a step, are batched; a padded attention, though, reduces over shifted columns and in
-bf16 that alone changed the embedded model's greedy answer after a few tokens. So each row attends
-over its own columns with the model's own attention function, exactly as it would alone, and a
-greedy answer decoded in a batch is token for token the answer decoded alone. That holds where the
-linear layers give each row the same result whatever the batch (measured on CPU, bf16 and fp32);
-cuBLAS chooses its kernels by batch size, so on a GPU exactness cannot hold anyway, and there one
-masked attention call serves all rows (`exact=False`, the default off CPU) instead of one per row.
+Why attention runs row by row on CPU: the linear layers, which read every weight and cost most of
+a step, are batched; a padded attention, though, reduces over shifted columns and in bf16 that
+alone changed the embedded model's greedy answer after a few tokens. So each row attends over its
+own columns (in a prefill, from its own first query too) with the model's own attention function,
+exactly as it would alone, and a greedy answer decoded in a batch is token for token the answer
+decoded alone. That holds where the linear layers give each row the same result whatever the batch
+(measured on CPU in NF4, the default, and fp32; the embedded model in bf16 on CPU drifts after a few
+dozen tokens in some rows, with or without the shared prefill); cuBLAS chooses its kernels by batch
+size, so on a GPU exactness cannot hold anyway, and there one masked attention call serves all rows
+(`exact=False`, the default off CPU). Eager attention (module-local, no registered function) keeps the masked batch in
+decode and prefills each row alone.
+
+Why no cuDNN attention in these forwards on a GPU: PyTorch keeps cuDNN's attention graphs in a
+per-thread cache keyed by the exact shapes (batch, query and key lengths), and builds a missing
+one for tens of milliseconds. A decode step's key length is new at every step and a class changes
+the batch all the time, so nearly every step missed: one student through the worker decoded at 11
+tok/s on an H200 where the same loop on shapes an earlier run had warmed did 27. Flash and
+memory-efficient attention build nothing. (`cudnn_sdpa=True` keeps cuDNN, for the benchmark.)
 """
 from __future__ import annotations
 
@@ -33,8 +44,12 @@ from typing import Any
 
 import torch
 
+from explorer.model.decode_attention import no_cudnn_attention, pad_left, registered_attention, rowwise_attention
+from explorer.model.decode_choose import choose, choose_all
 from explorer.model.generation_types import GenerateOptions
 from explorer.model.prompts import PreparedPrompt
+
+PREFILL_TOKENS = {"cpu": 256, "cuda": 2048}   # padded prompt tokens prefilled in one step (others: cuda's)
 
 
 @dataclass(eq=False)
@@ -62,69 +77,30 @@ class Row:
         return self.stop_event.is_set()
 
 
-ROWWISE = "explorer_rowwise"
-_ROWS = threading.local()     # .starts: each row's first real column; .inner: the model's attention function
+class RowsStopped:
+    """An event-like view of several rows: set once every one of them is stopped (a shared prefill
+    is cancelled only when no row still wants it; a stopped row alone leaves after it)."""
+
+    def __init__(self, rows: list[Row]) -> None:
+        self.rows = rows
+
+    def is_set(self) -> bool:
+        return all(r.stopped for r in self.rows)
 
 
-def _rowwise_attention(module, query, key, value, attention_mask, **kwargs):
-    """query (B, H, 1, D), key/value (B, Hkv, L, D): each row over its own columns, with no mask,
-    through the model's own attention function (the call it gets when decoded alone)."""
-    outs = [_ROWS.inner(module, query[i:i + 1], key[i:i + 1, :, s:], value[i:i + 1, :, s:], None, **kwargs)[0]
-            for i, s in enumerate(_ROWS.starts)]
-    return torch.cat(outs, dim=0), None          # (B, 1, H, D)
-
-
-def _register_rowwise() -> None:
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
-    if getattr(_register_rowwise, "done", False):
-        return
-    AttentionInterface.register(ROWWISE, _rowwise_attention)
-    AttentionMaskInterface.register(ROWWISE, sdpa_mask)
-    _register_rowwise.done = True
-
-
-@contextlib.contextmanager
-def rowwise_attention(model: torch.nn.Module, starts: list[int]):
-    """Decode with per-row attention where the model's attention is a registered function (sdpa,
-    ours for captures); eager attention (module-local) keeps the masked batch instead."""
-    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-    previous = model.config._attn_implementation
-    inner = ALL_ATTENTION_FUNCTIONS.get(previous) if previous and previous != ROWWISE else None
-    if inner is None:
-        yield
-        return
-    _register_rowwise()
-    _ROWS.starts, _ROWS.inner = starts, inner
-    model.config._attn_implementation = ROWWISE
-    try:
-        yield
-    finally:
-        model.config._attn_implementation = previous
-        _ROWS.starts = _ROWS.inner = None
-
-
-def _mergeable(cache) -> bool:
+def _mergeable(cache, filled: bool = True) -> bool:
+    """Plain dynamic layers (no sliding window), filled by a forward unless `filled` is False."""
     from transformers.cache_utils import DynamicLayer
-    return all(type(layer) is DynamicLayer and layer.is_initialized for layer in cache.layers)
-
-
-def _pad_left(t: torch.Tensor, width: int, dim: int) -> torch.Tensor:
-    missing = width - t.shape[dim]
-    if missing == 0:
-        return t
-    shape = list(t.shape)
-    shape[dim] = missing
-    return torch.cat([t.new_zeros(shape), t], dim=dim)
+    return all(type(layer) is DynamicLayer and (layer.is_initialized or not filled) for layer in cache.layers)
 
 
 class Group:
     """Rows that share one cache: (B, heads, L, head_dim) per layer and a (B, L) mask, right-aligned."""
 
-    def __init__(self, row: Row, cache, length: int, device: torch.device) -> None:
-        self.rows = [row]
+    def __init__(self, rows: list[Row], cache, mask: torch.Tensor) -> None:
+        self.rows = list(rows)
         self.cache = cache
-        self.mask = torch.ones((1, length), dtype=torch.long, device=device)  # (B, L)
+        self.mask = mask                                      # (B, L): 1 real, 0 left padding
         self.mergeable = _mergeable(cache)
 
     @property
@@ -134,9 +110,9 @@ class Group:
     def absorb(self, other: Group) -> None:
         width = max(self.length, other.length)
         for mine, theirs in zip(self.cache.layers, other.cache.layers, strict=True):
-            mine.keys = torch.cat([_pad_left(mine.keys, width, 2), _pad_left(theirs.keys, width, 2)], dim=0)
-            mine.values = torch.cat([_pad_left(mine.values, width, 2), _pad_left(theirs.values, width, 2)], dim=0)
-        self.mask = torch.cat([_pad_left(self.mask, width, 1), _pad_left(other.mask, width, 1)], dim=0)
+            mine.keys = torch.cat([pad_left(mine.keys, width, 2), pad_left(theirs.keys, width, 2)], dim=0)
+            mine.values = torch.cat([pad_left(mine.values, width, 2), pad_left(theirs.values, width, 2)], dim=0)
+        self.mask = torch.cat([pad_left(self.mask, width, 1), pad_left(other.mask, width, 1)], dim=0)
         self.rows.extend(other.rows)
 
     def keep(self, rows: list[Row]) -> None:
@@ -156,33 +132,11 @@ class Group:
             layer.values = layer.values[idx, :, start:]
 
 
-def choose(row: Row, logits: torch.Tensor, stop: set[int]) -> int:
-    """The next token of one row from its (V,) fp32 logits, with that row's own settings, in the
-    order transformers' generate applies them: repetition penalty, min length, then the warpers."""
-    opts = row.options
-    scores = logits.clone()
-    if opts.repetition_penalty != 1.0:
-        seen = torch.tensor(sorted(set(row.ids)), device=scores.device)
-        picked = scores[seen]
-        scores[seen] = torch.where(picked < 0, picked * opts.repetition_penalty, picked / opts.repetition_penalty)
-    if opts.min_new_tokens and len(row.new) < min(opts.min_new_tokens, row.prepared.max_new_tokens) and stop:
-        scores[torch.tensor(sorted(stop), device=scores.device)] = -float("inf")
-    if not opts.do_sample:
-        return int(scores.argmax())
-    from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
-    batch = scores[None]                                       # (1, V)
-    ids = torch.tensor([row.ids], device=scores.device)        # (1, n)
-    for warper in (TemperatureLogitsWarper(opts.temperature), TopKLogitsWarper(opts.top_k) if opts.top_k else None,
-                   TopPLogitsWarper(opts.top_p) if opts.top_p < 1.0 else None):
-        if warper is not None:
-            batch = warper(ids, batch)
-    return int(torch.multinomial(torch.softmax(batch, dim=-1), 1)[0, 0])
-
-
 class DecodeBatch:
     """The rows being decoded on one model. Not thread-safe: one thread (the worker's) calls it."""
 
-    def __init__(self, model: torch.nn.Module, stop: set[int], exact: bool | None = None) -> None:
+    def __init__(self, model: torch.nn.Module, stop: set[int], exact: bool | None = None,
+                 prefill_tokens: int | None = None, cudnn_sdpa: bool = False) -> None:
         from transformers import DynamicCache
         self.model = model
         self.stop = stop
@@ -191,6 +145,9 @@ class DecodeBatch:
         self.groups: list[Group] = []
         self.device = model.get_input_embeddings().weight.device
         self.exact = self.device.type == "cpu" if exact is None else exact   # per-row attention (see above)
+        self.prefill_tokens = prefill_tokens or PREFILL_TOKENS.get(self.device.type, PREFILL_TOKENS["cuda"])
+        self.cudnn_sdpa = cudnn_sdpa
+        self._pads = _mergeable(self._new_cache(), filled=False)      # can rows share one cache?
 
     @property
     def rows(self) -> list[Row]:
@@ -206,15 +163,15 @@ class DecodeBatch:
         self.pending.append(row)
 
     def step(self, prefill_guard=None) -> list[Row]:
-        """One decode step of every running row, then the prefill of every row that joined; returns
-        the rows that ended in this step. `prefill_guard(row)` is a context for a long forward (cancel)."""
+        """One decode step of every running row, then one prefill of the rows that joined (as many as
+        `prefill_tokens` allows); returns the rows that ended in this step. `prefill_guard(rows)` is a
+        context for that long forward (cancel), given an event-like RowsStopped."""
         ended: list[Row] = self._leave_stopped()
-        with torch.inference_mode():
+        with torch.inference_mode(), no_cudnn_attention(self.device, keep=self.cudnn_sdpa):
             for group in list(self.groups):
                 ended += self._decode(group)
-            joined, self.pending = self.pending, []
-            for row in joined:
-                ended += self._prefill(row, prefill_guard)
+            for rows in self._joining():
+                ended += self._prefill(rows, prefill_guard)
         self._merge()
         width = sum(len(g.rows) for g in self.groups)
         for group in self.groups:
@@ -230,6 +187,9 @@ class DecodeBatch:
         return rows
 
     # ------------------------------------------------------------------ inside
+    def _new_cache(self):
+        return self._cache_class(config=self.model.config)
+
     def _leave_stopped(self) -> list[Row]:
         ended = [r for r in self.rows if r.stopped]
         if ended:
@@ -241,28 +201,47 @@ class DecodeBatch:
                 self._end(row)
         return ended
 
-    def _prefill(self, row: Row, guard) -> list[Row]:
-        row.started = time.perf_counter()
-        ids = row.prepared.input_ids                                      # (1, T)
-        length = ids.shape[1]
-        cache = self._cache_class(config=self.model.config)
+    def _joining(self) -> list[list[Row]]:
+        """The pending rows prefilled in this step, first come first: at least one, then as many as
+        keep the padded prompt tokens (rows × longest prompt) within `prefill_tokens`; as one forward
+        where rows can share a cache (and, when exact, attend row by row), else one forward each."""
+        take, longest = 0, 0
+        for row in self.pending:
+            longest = max(longest, row.prepared.input_ids.shape[1])
+            if take and (take + 1) * longest > self.prefill_tokens:
+                break
+            take += 1
+        joining, self.pending = self.pending[:take], self.pending[take:]
+        together = self._pads and not (self.exact and registered_attention(self.model) is None)
+        return [joining] if together and joining else [[row] for row in joining]
+
+    def _prefill(self, rows: list[Row], guard) -> list[Row]:
+        """One left-padded forward of these rows' prompts; they become one group."""
+        now = time.perf_counter()
+        for row in rows:
+            row.started = now
+        lengths = [row.prepared.input_ids.shape[1] for row in rows]
+        width = max(lengths)
+        mask = torch.tensor([[0] * (width - n) + [1] * n for n in lengths], device=self.device)    # (B, T)
+        ids = torch.cat([pad_left(row.prepared.input_ids.to(self.device), width, 1) for row in rows])  # (B, T)
+        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)                                            # (B, T)
+        cache = self._new_cache()
+        cancel = guard(RowsStopped(rows)) if guard is not None else contextlib.nullcontext()
+        rowwise = (rowwise_attention(self.model, [width - n for n in lengths]) if self.exact and len(rows) > 1
+                   else contextlib.nullcontext())
         try:
-            with guard(row) if guard is not None else contextlib.nullcontext():
-                out = self.model(input_ids=ids, attention_mask=torch.ones_like(ids),
-                                 position_ids=torch.arange(length, device=self.device)[None],
-                                 past_key_values=cache, use_cache=True,
-                                 cache_position=torch.arange(length, device=self.device))
-            logits = out.logits[0, -1].float()                               # (V,)
+            with cancel, rowwise:
+                out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                                 use_cache=True, cache_position=torch.arange(width, device=self.device))
+            logits = out.logits[:, -1].float()                                                       # (B, V)
             del out
-            group = Group(row, cache, length, self.device)
-            if self._take(row, logits):
-                self._end(row)
-                return [row]
-        except Exception as exc:  # noqa: BLE001 - this row fails, the others go on
-            self._end(row, exc)
-            return [row]
+        except Exception as exc:  # noqa: BLE001 - these rows fail, the others go on
+            for row in rows:
+                self._end(row, exc)
+            return list(rows)
+        group = Group(rows, cache, mask)
         self.groups.append(group)
-        return []
+        return self._choose(group, logits)
 
     def _decode(self, group: Group) -> list[Row]:
         rows = group.rows
@@ -270,8 +249,10 @@ class DecodeBatch:
         input_ids = torch.tensor([[r.ids[-1]] for r in rows], device=self.device)          # (B, 1)
         positions = torch.tensor([[r.position] for r in rows], device=self.device)         # (B, 1)
         group.mask = torch.cat([group.mask, group.mask.new_ones((len(rows), 1))], dim=1)  # (B, L+1)
-        starts = (group.mask == 0).sum(dim=1).tolist()        # left padding of each row
+        for row in rows:
+            row.position += 1
         try:
+            starts = (group.mask == 0).sum(dim=1).tolist() if self.exact else []   # left padding of each row
             with rowwise_attention(self.model, starts) if self.exact else contextlib.nullcontext():
                 out = self.model(input_ids=input_ids, attention_mask=group.mask, position_ids=positions,
                                  past_key_values=group.cache, use_cache=True,
@@ -283,16 +264,18 @@ class DecodeBatch:
             for row in rows:
                 self._end(row, exc)
             return list(rows)
-        ended = []
-        for i, row in enumerate(rows):
-            row.position += 1
-            try:
-                finished = self._take(row, logits[i])
-            except Exception as exc:  # noqa: BLE001 - e.g. a bad sampling setting: that row only
+        return self._choose(group, logits)
+
+    def _choose(self, group: Group, logits: torch.Tensor) -> list[Row]:
+        """Every row's next token from (B, V) logits, recorded; the rows that finished leave the group."""
+        rows = group.rows
+        try:
+            tokens = choose_all(rows, logits, self.stop)
+        except Exception as exc:  # noqa: BLE001 - a broken choice fails this group's rows, not the batch
+            tokens = [None] * len(rows)
+            for row in rows:
                 row.error = exc
-                finished = True
-            if finished:
-                ended.append(row)
+        ended = [row for row, token in zip(rows, tokens, strict=True) if token is None or self._take(row, token)]
         if ended:
             group.keep([r for r in rows if r not in ended])
             if not group.rows:
@@ -301,9 +284,8 @@ class DecodeBatch:
                 self._end(row, row.error)
         return ended
 
-    def _take(self, row: Row, logits: torch.Tensor) -> bool:
-        """Choose and record a row's next token; True when the row is finished."""
-        token = choose(row, logits, self.stop)
+    def _take(self, row: Row, token: int) -> bool:
+        """Record a row's next token; True when the row is finished."""
         if row.first is None:
             row.first = time.perf_counter()
         row.new.append(token)
@@ -343,4 +325,4 @@ def decode_all(batch: DecodeBatch, rows: list[Row], guard=None) -> None:
         batch.step(guard)
 
 
-__all__ = ["DecodeBatch", "Group", "Row", "choose", "decode_all"]
+__all__ = ["DecodeBatch", "Group", "Row", "RowsStopped", "choose", "choose_all", "decode_all"]

@@ -322,7 +322,7 @@ class ModelWorker:
                 request.cancel_event.set()       # its reader is gone: the row leaves at this step
         loaded = self.registry.current
         try:
-            ended = batch.step(lambda row: cancellable_forward(batch.model, row.stop_event))
+            ended = batch.step(lambda stopped: cancellable_forward(batch.model, stopped))
         except BaseException as exc:  # noqa: BLE001 - the batch itself broke: every row gets the message
             ended = batch.fail_all(exc)
         for row in ended:

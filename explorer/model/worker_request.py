@@ -43,7 +43,9 @@ def cancellable_forward(model, event: threading.Event):
 
     A generation step of one token is short and ends at the next token through its stopping
     criteria; a 4096-token prefill on a CPU can take a minute, which a closed tab should not wait
-    for. Hooks exist for this request only and are removed in `finally`."""
+    for. `event` is anything with is_set(): a request's cancel event, or a shared prefill's
+    RowsStopped (set once all its rows are stopped). Hooks exist for this forward only and are
+    removed in `finally`."""
     layers = [resolve(model, layer.name) for layer in find_anatomy(model).layers] if model is not None else []
     handles = []
 
