@@ -19,6 +19,7 @@ from explorer.model.generation import GenerateOptions, conversation
 from explorer.model.loading import LoadedModel
 from explorer.model.worker_stream import WorkerStream
 from explorer.views.text import show_hidden
+from pages._chat_ablation import ablation_offer
 from pages._common import model_worker, queue_note, session_alive, session_id
 from pages._state import (
     CHAT_MESSAGES,
@@ -127,12 +128,15 @@ def chat_panel(loaded: LoadedModel | None, prefix: str = "chat") -> None:
     if prompt is None:
         if LAST_STATS in st.session_state:
             stats_slot.caption(_stats_line(st.session_state[LAST_STATS]))
+        with turns:
+            ablation_offer(loaded, prefix, options)  # "Answer again with heads … off" (pages/_chat_ablation.py)
         return
     if loaded is None:
         stats_slot.error("No model is loaded.")
         return
     with turns:
         _answer(loaded, prompt, system, options, stats_slot)
+        ablation_offer(loaded, prefix, options)
 
 
 def _answer(loaded: LoadedModel, prompt: str, system: str, options: GenerateOptions, stats_slot) -> None:

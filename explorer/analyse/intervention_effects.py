@@ -6,7 +6,7 @@ projects only that position (`logits_to_keep=1`), so two forwards cost about one
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -100,4 +100,27 @@ def generate_with(loaded, messages, specs: Sequence[Intervention], options=None)
         return generate(loaded, messages, options)
 
 
-__all__ = ["DirectIndirect", "Effect", "compare_logits", "direct_and_indirect", "forward_effect", "generate_with"]
+@dataclass
+class AnswerPair:
+    """The same conversation answered greedily with interventions (`changed`) and, when asked
+    for, without (`plain`; None when the caller already holds a greedy plain answer)."""
+    interventions: str            # short form
+    changed: object               # GenerationResult
+    plain: object | None = None   # GenerationResult
+
+
+def answer_with(loaded, messages, specs: Sequence[Intervention], options=None, plain_too: bool = False) -> AnswerPair:
+    """Greedy answers with the options of a plain one (sampling off: two sampled answers would
+    differ with or without the interventions, and the comparison would say nothing).
+
+    `plain_too`: also answer without them, for a plain answer that was sampled. Runs as one
+    model-worker call (see generate_with: the hooks must never see another session's rows)."""
+    from explorer.model.generation import GenerateOptions, generate
+
+    greedy = replace(options or GenerateOptions(), do_sample=False)
+    plain = generate(loaded, messages, greedy) if plain_too else None
+    return AnswerPair(to_short(specs), generate_with(loaded, messages, specs, greedy), plain)
+
+
+__all__ = ["AnswerPair", "DirectIndirect", "Effect", "answer_with", "compare_logits", "direct_and_indirect",
+           "forward_effect", "generate_with"]

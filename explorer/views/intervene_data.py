@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 
 from explorer.analyse.attribution import Attribution
 from explorer.analyse.intervention_effects import DirectIndirect, Effect
-from explorer.record.interventions import HeadAblation
+from explorer.record.interventions import HeadAblation, Intervention
 
 
 def head_label(layer: int, head: int) -> str:
@@ -25,6 +25,25 @@ def ranked_heads(att: Attribution | None, top: int = 3) -> list[str]:
 
 def heads_from_labels(labels: Sequence[str]) -> list[HeadAblation]:
     return [HeadAblation(*map(int, label.split("."))) for label in labels]
+
+
+def spoken(specs: Sequence[Intervention]) -> str:
+    """How a person says the interventions: "heads 14.2 and 20.5 off" when they are all heads
+    turned off, else their short forms ("h3.1x0.5, skip:mlp7")."""
+    if specs and all(isinstance(s, HeadAblation) and s.mode == "zero" for s in specs):
+        labels = [head_label(s.layer, s.head) for s in specs]
+        if len(labels) == 1:
+            return f"head {labels[0]} off"
+        return f"heads {', '.join(labels[:-1])} and {labels[-1]} off"
+    return ", ".join(s.short() for s in specs)
+
+
+def with_head(specs: Sequence[Intervention], layer: int, head: int) -> list[Intervention]:
+    """`specs` with head (layer, head) turned off: added once, in place of a scaling or mean of it."""
+    new = HeadAblation(layer, head)
+    if new in specs:
+        return list(specs)
+    return [s for s in specs if not (isinstance(s, HeadAblation) and (s.layer, s.head) == (layer, head))] + [new]
 
 
 def effect_rows(effect: Effect, decode: Callable[[int], str]) -> list[dict]:
@@ -45,4 +64,4 @@ def split_rows(split: DirectIndirect) -> list[dict]:
     ]
 
 
-__all__ = ["effect_rows", "head_label", "heads_from_labels", "ranked_heads", "split_rows"]
+__all__ = ["effect_rows", "head_label", "heads_from_labels", "ranked_heads", "split_rows", "spoken", "with_head"]

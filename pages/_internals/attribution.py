@@ -3,7 +3,9 @@
 Thin: the maths is explorer.analyse.{attribution,routes}, the figures explorer.views.figures.*;
 results are memoised on the Readout, so moving the threshold or clicking never reruns the model.
 Clicking an attention edge shows the heads that carry it with their maps; clicking a node shows the
-logit lens of the state it stands for.
+logit lens of the state it stands for. The selected head, and each head that carries a clicked
+edge, offers "Ablate this head": it joins the Intervene view's interventions (kept in the URL),
+and that view opens with the answer's probabilities plain and with the heads off, side by side.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from explorer.views.figures.routes import EDGE, NODE, routes_figure
 from explorer.views.readout import Readout
 from explorer.views.teaching import escape_markdown, visible_whitespace
 from pages._internals.drawing import Shown, explain, pick_head_from, point_values, selected
+from pages._internals.intervene import ablate_head
 from pages._state import INTERNALS as K
 
 MAX_HEAD_MAPS = 3
@@ -63,6 +66,10 @@ def attribution_view(r: Readout, layer: int, head: int, token: int, shown: Shown
                  key=(token,), on_select=pick_head_from(K + "fig_attribution", "attention"))
     for note in att.notes:
         st.caption(escape_markdown(note))
+    if layer < att.heads.shape[0] and head < att.heads.shape[1]:
+        _ablate_button(layer, head, f"Selected head: layer {layer}, head {head} "
+                                    f"(direct attribution {float(att.heads[layer, head]):+.2f}). Click a cell to select "
+                                    "another (it opens that head's map; come back here to ablate it).", "selected")
     st.dataframe(ranked_table(att), hide_index=True, key=K + "attribution_table")
 
 
@@ -73,13 +80,23 @@ def _edge_details(r: Readout, graph, edge, token: int, shown) -> None:
     if edge.kind != "attention":
         return
     st.markdown("Heads that carry it: " + ", ".join(f"head {h} ({s:.2f})" for h, s in edge.heads[:8]))
-    if edge.layer not in r.attention_layers:
+    drawable = edge.layer in r.attention_layers
+    if not drawable:
         st.info(f"Layer {edge.layer}'s attention maps are not in this capture (left out to stay within the "
                 "memory budget), so its heads' maps cannot be drawn.")
-        return
-    for h, _share in edge.heads[:MAX_HEAD_MAPS]:
-        shown.figure(f"edge_head_{h}", lambda h=h: attention_heatmap(r.attention_view(edge.layer, h), r.texts, dst.position),
-                     key=(edge.layer, h, dst.position))
+    for h, share in edge.heads[:MAX_HEAD_MAPS]:
+        _ablate_button(edge.layer, h, f"Head {edge.layer}.{h} carries this edge ({share:.2f}).", f"edge_{h}")
+        if drawable:
+            shown.figure(f"edge_head_{h}", lambda h=h: attention_heatmap(r.attention_view(edge.layer, h), r.texts,
+                                                                     dst.position), key=(edge.layer, h, dst.position))
+
+
+def _ablate_button(layer: int, head: int, text: str, key: str) -> None:
+    c1, c2 = st.columns([3, 2], vertical_alignment="center")
+    c1.caption(text)
+    c2.button(f"Ablate this head ({layer}.{head})", key=K + "ablate_" + key, on_click=ablate_head, args=(layer, head),
+              icon=":material/block:", help="Add it to the Intervene view's interventions and open that view: "
+                                            "the answer's probabilities plain and with the heads off, side by side.")
 
 
 def _node_details(r: Readout, node) -> None:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import plotly.graph_objects as go
@@ -10,6 +10,7 @@ import streamlit as st
 
 from explorer.model.errors import ModelReplaced, clean_text, user_message
 from explorer.record.capture import DEFAULT_PARTS, CaptureOptions, PromptTooLongError, capture
+from explorer.record.intervention_hooks import capture_under
 from explorer.views.readout import Readout
 from explorer.views.url_state import ViewState
 from pages._common import run_on_model, worker_runner
@@ -51,13 +52,20 @@ def capture_options(model_name: str, precision: str | None = None) -> CaptureOpt
                           model_name=model_name, precision=precision)
 
 
-def run_capture(loaded, prompt, text: str, source: str, origin: str, answer_start: int | None = None) -> bool:
-    """The one place the model runs. Returns False (with a message) when the prompt can't be captured."""
+def run_capture(loaded, prompt, text: str, source: str, origin: str, answer_start: int | None = None,
+                specs: Sequence = ()) -> bool:
+    """The one place the model runs. Returns False (with a message) when the prompt can't be captured.
+    `specs`: interventions to capture under (a shared link of such a capture); its notes say which."""
     options = capture_options(loaded.name, loaded.precision)   # read here: session state is this thread's
+
+    def run(m):
+        if specs:
+            return capture_under(m.model, m.tokenizer, prompt, options, specs)
+        return capture(m.model, m.tokenizer, prompt, options)
     try:
         loaded.ensure_current()
         with st.status(f"Capturing the {origin} with {loaded.name} ({loaded.precision})…", expanded=False) as status:
-            cap = run_on_model(lambda m: capture(m.model, m.tokenizer, prompt, options), load_id=loaded.load_id)
+            cap = run_on_model(run, load_id=loaded.load_id)
             loaded.ensure_current()  # replaced meanwhile: the capture belongs to a model that is gone
             status.update(label=f"Captured {cap.num_tokens} tokens × {cap.num_layers} layers", state="complete")
     except ModelReplaced:

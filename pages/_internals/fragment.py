@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from explorer.record.interventions import NOTE_PREFIX as INTERVENED
 from explorer.views.pooling import MAX_SIDE
 from explorer.views.teaching import escape_markdown
 from explorer.views.url_state import VIEWS
@@ -41,8 +42,11 @@ def views_fragment() -> None:
     precision = f" ({escape_markdown(cap.precision)})" if cap.precision else " (precision unknown)"
     st.caption(f"{escape_markdown(cap.model_name)}{precision} · {r.num_tokens} tokens · {cap.num_layers} layers × "
                f"{cap.num_heads} heads ({cap.num_kv_heads} KV heads) · from the {escape_markdown(cur.origin)}")
-    for note in cap.notes:
-        st.warning(f"Reduced capture: {escape_markdown(note)}")
+    for note in cap.notes:   # a capture taken under interventions is not a reduced one: say which applied
+        if note.startswith(INTERVENED):
+            st.info(f"Taken with interventions: {escape_markdown(note[len(INTERVENED):])} (not the plain model).")
+        else:
+            st.warning(f"Reduced capture: {escape_markdown(note)}")
     precision_drift_note(cur)                      # NF4 moves the numbers: by how much (Compare), or how to see it
     if r.is_pooled:
         st.caption(f"Long prompt ({r.num_tokens} tokens): heatmaps are block-pooled to at most {MAX_SIDE} cells a "

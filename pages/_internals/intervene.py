@@ -4,7 +4,10 @@ change beside the plain run; generate with them; activation patching between two
 Thin: specs are explorer.record.interventions, the forwards explorer.analyse.{intervention_effects,
 patching}, the figures explorer.views.figures.patching. Every model call is one model-worker
 request (never batched with another session's: the hooks act on every row while they are on).
-The interventions are kept in the URL as `iv=h14.2,h20.5`.
+The interventions are kept in the URL as `iv=h14.2,h20.5` once the reader edits or runs them, or
+adds a head with "Ablate this head" (attribution and routes views); the chat panel then offers to
+answer again with them (pages/_chat_ablation.py). A capture taken under interventions keeps them
+as `ivcap=`, and its link captures the prompt under them again.
 """
 from __future__ import annotations
 
@@ -17,20 +20,77 @@ from explorer.analyse.patching import patch_heads, patch_residual, prepare
 from explorer.model.errors import user_message
 from explorer.model.generation import GenerateOptions, conversation, generate
 from explorer.record.intervention_hooks import capture_under, validate
-from explorer.record.interventions import BadIntervention, HeadAblation, parse, to_short
+from explorer.record.interventions import BadIntervention, HeadAblation, interventions_of, parse, to_short
 from explorer.views.figures.patching import head_patching_heatmap, probability_bars, residual_patching_heatmap
-from explorer.views.intervene_data import effect_rows, head_label, heads_from_labels, ranked_heads, split_rows
+from explorer.views.intervene_data import effect_rows, head_label, heads_from_labels, ranked_heads, split_rows, with_head
 from explorer.views.readout import Readout
 from explorer.views.teaching import escape_markdown
+from explorer.views.text import visible_whitespace
 from explorer.views.units import table_cells
+from pages._chat_ablation import set_active
 from pages._common import model_worker, queue_note, run_on_model, session_alive, session_id, worker_runner
 from pages._internals.current import Current, capture_options, current, set_current
 from pages._internals.drawing import Shown
 from pages._state import INTERNALS as K
+from pages._state import VIEW
 
 HEADS, MORE, EFFECT, GENERATED, PATCHED = (K + "iv_heads", K + "iv_more", K + "iv_effect", K + "iv_generated",
                                            K + "iv_patched")
 URL_PARAM = "iv"
+AUTORUN, APP_RERUN = K + "iv_autorun", K + "iv_app_rerun"
+CAPTURE_PARAM = "ivcap"   # the interventions the capture on screen was taken under (`iv` is the view's choice)
+
+
+def keep_capture_interventions(cap) -> None:
+    """The URL's `ivcap=`, from the capture's own notes (one rule: the capture says what it ran with)."""
+    short = to_short(interventions_of(cap.notes))
+    if short and st.query_params.get(CAPTURE_PARAM) != short:
+        st.query_params[CAPTURE_PARAM] = short
+    elif not short and CAPTURE_PARAM in st.query_params:
+        del st.query_params[CAPTURE_PARAM]
+
+
+def linked_capture_interventions() -> list:
+    """A shared link's `ivcap=`: its prompt is captured under them again ([] for a plain capture)."""
+    try:
+        return parse(st.query_params.get(CAPTURE_PARAM, ""))
+    except BadIntervention as exc:
+        st.warning(f"The link's capture interventions were ignored: {exc}")
+        return []
+
+
+def _keep(specs) -> None:
+    """The interventions the reader chose (edited, run, or "ablate this head"): kept in the URL and
+    offered to the chat panel ("Answer again with … off"). The chat panel is drawn outside the
+    views fragment, so a change asks for one full rerun (APP_RERUN) to show it there."""
+    short = to_short(specs)
+    if short:
+        st.query_params[URL_PARAM] = short
+    elif URL_PARAM in st.query_params:
+        del st.query_params[URL_PARAM]
+    if set_active(list(specs)):
+        st.session_state[APP_RERUN] = True
+
+
+def _edited() -> None:
+    """on_change of the heads and the text: valid edits are kept (a bad one waits for its message)."""
+    try:
+        _keep(heads_from_labels(st.session_state.get(HEADS) or []) + parse(st.session_state.get(MORE, "")))
+    except BadIntervention:
+        pass
+
+
+def ablate_head(layer: int, head: int) -> None:
+    """"Ablate this head" (a button callback in the attribution and routes views): the head joins
+    the interventions kept in the URL, and the Intervene view opens and runs them."""
+    try:
+        specs = parse(st.query_params.get(URL_PARAM, ""))
+    except BadIntervention:
+        specs = []
+    _keep(with_head(specs, layer, head))
+    st.session_state.pop(K + "iv_for", None)          # _initial_heads reads them from the URL again
+    st.session_state[VIEW] = "intervene"
+    st.session_state[AUTORUN] = True
 
 
 def _initial_heads(r: Readout, token: int) -> None:
@@ -67,8 +127,9 @@ def intervene_view(r: Readout, layer: int, head: int, token: int, shown: Shown) 
     c1, c2 = st.columns([3, 2])
     labels = c1.multiselect("Heads to turn off (layer.head)", [head_label(l, h) for l in range(cap.num_layers)
                                                                for h in range(cap.num_heads)], key=HEADS,
+                            on_change=_edited,
                             help="Pre-filled with the heads the attribution ranks first for this prediction.")
-    more = c2.text_input("More interventions", key=MORE, placeholder="h3.1x0.5, mean:h4.2, n5.120, skip:mlp7",
+    more = c2.text_input("More interventions", key=MORE, on_change=_edited, placeholder="h3.1x0.5, mean:h4.2, n5.120, skip:mlp7",
                          help="Short forms: h14.2 (off), h14.2x0.5 (scaled), mean:h3.1 (prompt mean), n5.120 "
                               "(an MLP neuron), skip:attn5 / skip:mlp7 (a whole block).")
     try:
@@ -79,14 +140,16 @@ def intervene_view(r: Readout, layer: int, head: int, token: int, shown: Shown) 
         return
     ids = cap.token_ids[: token + 1]
     b1, b2, b3 = st.columns(3)
-    if b1.button("Run with these interventions", key=K + "iv_run", disabled=not specs, type="primary"):
-        st.query_params[URL_PARAM] = to_short(specs)
+    run = b1.button("Run with these interventions", key=K + "iv_run", disabled=not specs, type="primary")
+    if (run or st.session_state.pop(AUTORUN, False)) and specs:
+        _keep(specs)
         try:
             st.session_state[EFFECT] = (to_short(specs), token,
                                         run_on_model(lambda m: forward_effect(m.model, ids, specs)))
         except Exception as exc:  # noqa: BLE001 - a message in the page; the model stays usable
             st.error(user_message(exc))
     if b2.button("Generate with these interventions", key=K + "iv_gen", disabled=not specs):
+        _keep(specs)
         _generate(specs)
     b3.button("Capture under these interventions", key=K + "iv_capture", disabled=not specs, on_click=_capture,
               args=(tuple(specs),), help="A new capture of this prompt with them applied; its notes, its file and "
@@ -104,10 +167,15 @@ def intervene_view(r: Readout, layer: int, head: int, token: int, shown: Shown) 
     with st.expander("Activation patching: which layer, position and head carry the answer?",
                      expanded=bool(st.session_state.get(PATCHED) or st.session_state.get(K + "iv_corrupt"))):
         _patching_panel(r, shown)
+    if st.session_state.pop(APP_RERUN, False):
+        st.rerun()                   # the whole page: the chat panel offers the interventions now kept
 
 
 def _show_effect(r: Readout, effect, specs, token: int, shown: Shown) -> None:
-    decode = r.source.decode() or (lambda i: f"id {i}")
+    raw = r.source.decode() or (lambda i: f"id {i}")
+
+    def decode(i: int) -> str:           # "↵" and "␣" for a newline or a space token, never a blank label
+        return visible_whitespace(raw(i))
     answer = decode(effect.target)
     m1, m2, m3 = st.columns(3)
     m1.metric(f"P(“{answer}”) plain", f"{effect.prob_before:.1%}")
@@ -119,7 +187,10 @@ def _show_effect(r: Readout, effect, specs, token: int, shown: Shown) -> None:
                  key=(effect.interventions, token))
     st.dataframe(table_cells(effect_rows(effect, decode)), hide_index=True, key=K + "iv_rows")
     cap = r.capture
-    if cap.components is not None and effect.target == int(cap.components.predicted[token]):
+    if interventions_of(cap.notes):
+        st.caption("The direct and indirect split needs the plain run's attribution: this capture was taken with "
+                   "interventions. Capture the prompt again without them to see it.")
+    elif cap.components is not None and effect.target == int(cap.components.predicted[token]):
         att = r._cached(("attribution", token), lambda: direct_logit_attribution(cap.components, token))
         split = direct_and_indirect(effect, att.heads, specs)
         if split is not None:
@@ -154,7 +225,7 @@ def _capture(specs) -> None:
     if cur is None:
         return
     ids = cur.readout.capture.token_ids
-    st.query_params[URL_PARAM] = to_short(specs)
+    _keep(specs)
 
     runner = worker_runner()        # made on the page's thread: its session and heartbeat
 

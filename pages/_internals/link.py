@@ -6,10 +6,12 @@ import dataclasses
 import streamlit as st
 
 from explorer.model.precisions import LOAD_PRECISIONS as PRECISIONS
+from explorer.record.interventions import to_short
 from explorer.views.teaching import escape_markdown
 from explorer.views.url_state import ViewState, link_mismatch
 from pages._common import load_into_registry
 from pages._internals.current import current, run_capture
+from pages._internals.intervene import linked_capture_interventions
 from pages._state import CHAT_TEMPLATE, LINK_READ, PENDING, PROMPT, VIEW
 from pages._state import INTERNALS as K
 
@@ -48,7 +50,9 @@ def capture_from_link(loaded) -> None:
     prompt = [{"role": "user", "content": pending.prompt}] if pending.source == "chat" else pending.prompt
     if pending.source == "raw":
         prompt = loaded.tokenizer(pending.prompt, add_special_tokens=False)["input_ids"]
-    run_capture(loaded, prompt, pending.prompt, pending.source, "shared link")
+    specs = linked_capture_interventions()      # the shared capture was taken under these: so is this one
+    run_capture(loaded, prompt, pending.prompt, pending.source, "shared link" + (f" with {to_short(specs)}" if specs else ""),
+                specs=specs)
 
 
 

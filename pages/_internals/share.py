@@ -6,6 +6,7 @@ import streamlit as st
 from explorer.views.url_state import ViewState, changed_params
 from pages._internals.current import Current
 from pages._internals.drawing import Shown
+from pages._internals.intervene import keep_capture_interventions
 from pages._state import INTERNALS as K
 
 
@@ -46,4 +47,5 @@ def sync_url(cur: Current, layer: int, head: int, token: int, view: str) -> None
         del st.query_params[k]
     if to_set:
         st.query_params.update(to_set)
+    keep_capture_interventions(cap)           # `ivcap=`: a capture taken under interventions says which
 

@@ -113,5 +113,62 @@ def test_a_capture_under_interventions_says_which_applied(resident, model, cap):
     from explorer.record.interventions import HeadAblation, interventions_of
     assert interventions_of(taken.notes) == [HeadAblation(0, 1)]
     assert not torch.equal(taken.residual[-1], cap.residual[-1])          # it ran with the head off
-    assert any("taken with interventions" in w.value for w in at.warning), [w.value for w in at.warning]
+    assert any("Taken with interventions: h0.1" in i.value.replace("\\", "") for i in at.info), [i.value for i in at.info]
+    assert not any("Reduced capture" in w.value for w in at.warning)      # not mistaken for a reduced capture
     assert at.query_params["iv"] == "h0.1"
+
+
+def test_ablate_this_head_in_the_attribution_view_opens_intervene_with_it(resident, model, cap):
+    from tests.pages.internals_page import page_with as page_in
+
+    at = page_in(cap, "attribution", model=model)
+    assert not at.exception, at.exception
+    at.button(key="internals_ablate_selected").click().run()        # the selected head: layer 1, head 0
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert at.session_state["internals_view"] == "intervene"
+    assert at.multiselect(key="internals_iv_heads").value == ["1.0"]
+    assert at.query_params["iv"] == "h1.0"
+    assert at.session_state["chat_ablation_active"] == "h1.0"        # the chat panel offers it
+    labels = {m.label: m.value for m in at.metric}                    # it ran at once: plain beside with
+    assert any(k.endswith("plain") for k in labels) and any(k.endswith("with interventions") for k in labels)
+    effect = at.session_state["internals_iv_effect"][2]
+    from explorer.analyse.intervention_effects import forward_effect
+    from explorer.record.interventions import HeadAblation
+    want = forward_effect(model, torch.tensor(cap.token_ids), [HeadAblation(1, 0)])
+    assert effect.interventions == "h1.0" and effect.prob_after == pytest.approx(want.prob_after, abs=1e-6)
+
+    at.segmented_control(key="internals_view").set_value("attribution").run()
+    at.session_state["internals_head"] = 2
+    at.run()
+    at.button(key="internals_ablate_selected").click().run()        # a second head joins the first
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert at.multiselect(key="internals_iv_heads").value == ["1.0", "1.2"]
+    assert at.query_params["iv"] == "h1.0,h1.2"
+
+
+def test_a_link_of_a_capture_under_interventions_captures_under_them_again(monkeypatch, tiny_folder, empty_registry):
+    """The URL of a capture taken under interventions holds them (`ivcap=`); opening it captures the
+    prompt under them again, and its notes, caption and URL say so."""
+    from explorer.model.loading import LoadConfig
+    from explorer.record.interventions import HeadAblation, interventions_of
+    from pages import _state
+
+    monkeypatch.setenv("EXPLORER_AUTOLOAD", "0")
+    loaded = empty_registry.load(LoadConfig(source=tiny_folder, precision="fp32"))
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    for k, v in {"model": loaded.name, "precision": "fp32", "prompt": "The capital of France is", "src": "text",
+                 "view": "intervene", "ivcap": "h1.2"}.items():
+        at.query_params[k] = v
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    cur = at.session_state[_state.CURRENT]
+    assert interventions_of(cur.readout.capture.notes) == [HeadAblation(1, 2)]
+    assert cur.origin == "shared link with h1.2"
+    assert any("Taken with interventions: h1.2" in i.value.replace("\\", "") for i in at.info)
+    assert at.query_params["ivcap"] in ("h1.2", ["h1.2"])
+
+    at.text_area(key=_state.PROMPT).set_value("The capital of Italy is").run()   # a plain capture drops it
+    next(b for b in at.button if b.label == "Capture this prompt").click().run()
+    assert not at.exception
+    assert interventions_of(at.session_state[_state.CURRENT].readout.capture.notes) == []
+    assert "ivcap" not in at.query_params

@@ -8,7 +8,7 @@ import torch
 from explorer.analyse.attribution import Attribution
 from explorer.analyse.intervention_effects import DirectIndirect, Effect
 from explorer.views.figures.patching import head_patching_heatmap, probability_bars, residual_patching_heatmap
-from explorer.views.intervene_data import effect_rows, heads_from_labels, ranked_heads, split_rows
+from explorer.views.intervene_data import effect_rows, heads_from_labels, ranked_heads, split_rows, spoken, with_head
 
 
 def test_residual_heatmap_is_layers_by_positions_with_escaped_labels():
@@ -39,3 +39,15 @@ def test_ranked_heads_are_the_heads_pushing_the_answer_up_most():
     rows = effect_rows(effect, lambda i: f"t{i}")
     assert rows[0] == {"token": "t3", "plain": 0.5, "with interventions": 0.2, "change": 0.2 - 0.5}
     assert [r["logit"] for r in split_rows(DirectIndirect(-1.0, -2.0, 1.0))] == [-1.0, -2.0, 1.0]
+
+
+def test_interventions_are_said_as_heads_off_and_a_head_joins_once():
+    from explorer.record.interventions import HeadAblation, parse
+
+    assert spoken(parse("h14.2")) == "head 14.2 off"
+    assert spoken(parse("h14.2,h20.5")) == "heads 14.2 and 20.5 off"
+    assert spoken(parse("h1.0,h2.1,h3.2")) == "heads 1.0, 2.1 and 3.2 off"
+    assert spoken(parse("h1.0,skip:mlp7")) == "h1.0, skip:mlp7"            # not all heads off: the short forms
+    assert with_head(parse("h1.0"), 2, 3) == [HeadAblation(1, 0), HeadAblation(2, 3)]
+    assert with_head(parse("h1.0,h2.3"), 2, 3) == parse("h1.0,h2.3")
+    assert with_head(parse("h2.3x0.5,n1.5"), 2, 3) == parse("n1.5,h2.3")     # off replaces its scaling
