@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from explorer.model.anatomy import find_anatomy, resolve
-from explorer.model.errors import ExplorerError, GenerationError
+from explorer.model.errors import ExplorerError, NoModelLoaded
 from explorer.model.loading import LoadedModel
 
 Alive = Callable[[], bool]
@@ -28,13 +28,6 @@ POLL_S = 0.2  # how often a waiting caller checks its session, its position and 
 
 class RequestCancelled(ExplorerError):
     """The request was cancelled (stop, session closed, consumer gone) before it produced a result."""
-
-
-class NoModelLoaded(GenerationError):
-    """A model call was made while no model is resident."""
-
-    def __init__(self, message: str = "No model is loaded.") -> None:
-        super().__init__(message)
 
 
 @contextlib.contextmanager

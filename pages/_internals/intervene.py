@@ -21,6 +21,7 @@ from explorer.model.errors import user_message
 from explorer.model.generation import GenerateOptions, conversation, generate
 from explorer.record.intervention_hooks import capture_under, validate
 from explorer.record.interventions import BadIntervention, HeadAblation, interventions_of, parse, to_short
+from explorer.record.token_text import token_text
 from explorer.views.figures.patching import head_patching_heatmap, probability_bars, residual_patching_heatmap
 from explorer.views.intervene_data import effect_rows, head_label, heads_from_labels, ranked_heads, split_rows, with_head
 from explorer.views.readout import Readout
@@ -214,7 +215,7 @@ def _generate(specs) -> None:
         with st.spinner("Generating the plain answer and the one with interventions…"):
             plain, changed = run_on_model(both)
         st.session_state[GENERATED] = (to_short(specs), plain, changed)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - a message in the page; the model stays usable
         st.error(user_message(exc))
 
 
@@ -235,7 +236,7 @@ def _capture(specs) -> None:
                        f"{cur.origin} with {to_short(specs)}", cur.answer_start)
     try:
         set_current(run_on_model(lambda m: run(m)))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - a message in the page; the capture shown stays
         st.error(user_message(exc))
 
 
@@ -294,15 +295,15 @@ def _run_patching(r: Readout, clean: str, corrupt: str, answer: str, foil: str, 
         for site in (["resid", "head"] if sites == "both" else ["resid" if sites.startswith("res") else "head"]):
             fn = patch_residual if site == "resid" else patch_heads
             out.append(fn(model, setup, progress=lambda d, n, s=site: req.fraction(s, d, n), cancel=req.cancel_event))
-        texts = [tok.decode([i]) for i in setup.clean.tolist()]
-        return texts, tok.decode([setup.answer]), tok.decode([setup.foil]), out
+        texts = [token_text(tok, i) for i in setup.clean.tolist()]
+        return texts, token_text(tok, setup.answer), token_text(tok, setup.foil), out
 
     note = st.empty()
     try:
         st.session_state[PATCHED] = model_worker().submit(run, session_id()).wait(
             progress=Sink(), alive=session_alive(), on_wait=lambda n: note.caption(queue_note(n)) if n else None)
         bar.progress(1.0, text="Done")
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - cancelled, bad prompts or a worker error: a message, the model stays usable
         bar.empty()
         st.error(user_message(exc))
     finally:

@@ -4,17 +4,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from transformers import AutoTokenizer
 
 from explorer.cli.main import main
-from explorer.model.loading import embedded_model_dir
-from tests.tiny_models import save_tiny_folder
 
 
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    tok = AutoTokenizer.from_pretrained(str(embedded_model_dir()))
-    return save_tiny_folder("llama", tmp_path_factory.mktemp("tiny") / "llama", tok)
+@pytest.fixture
+def folder(tiny_folder):
+    return tiny_folder
 
 
 def test_patch_writes_both_grids(folder, tmp_path, capsys):

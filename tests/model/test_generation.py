@@ -5,7 +5,6 @@ import threading
 
 import pytest
 import torch
-from transformers import AutoTokenizer
 
 from explorer.model.generation import (
     GenerateOptions,
@@ -17,14 +16,13 @@ from explorer.model.generation import (
     render_prompt,
     stream_generate,
 )
-from explorer.model.loading import LoadConfig, embedded_model_dir, load_model
+from explorer.model.loading import LoadConfig, load_model
 from tests.tiny_models import save_tiny_folder
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    tokenizer = AutoTokenizer.from_pretrained(str(embedded_model_dir()))
-    folder = save_tiny_folder("llama", tmp_path_factory.mktemp("gen") / "llama", tokenizer)
+def tiny(tmp_path_factory, embedded_tokenizer):
+    folder = save_tiny_folder("llama", tmp_path_factory.mktemp("gen") / "llama", embedded_tokenizer)
     return load_model(LoadConfig(source=str(folder), precision="fp32"))
 
 
@@ -120,10 +118,10 @@ BATCH_PROMPTS = ["Hi", "A much longer prompt that needs left padding in a batch"
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2", "phi3", "gemma2"])
-def test_a_greedy_answer_decoded_in_a_batch_is_token_for_token_the_answer_alone(family, tmp_path):
+def test_a_greedy_answer_decoded_in_a_batch_is_token_for_token_the_answer_alone(family, tmp_path, embedded_tokenizer):
     """Left padding, per-row position ids and a row's own mask: fp32 tiny models of four layouts
     (Gemma-2's sliding window decodes as a group of its own), and transformers' own generate agrees."""
-    tokenizer = AutoTokenizer.from_pretrained(str(embedded_model_dir()))
+    tokenizer = embedded_tokenizer
     loaded = load_model(LoadConfig(source=str(save_tiny_folder(family, tmp_path / family, tokenizer)),
                                    precision="fp32"))
     options = GenerateOptions(max_new_tokens=16, min_new_tokens=16)

@@ -6,19 +6,18 @@ import threading
 import time
 
 import pytest
-from transformers import AutoTokenizer
 
 from explorer.model.errors import ModelReplaced, user_message
 from explorer.model.generation import GenerateOptions, GenerationError, conversation, generate, generate_batch
-from explorer.model.loading import LoadConfig, LoadError, embedded_model_dir, load_model
+from explorer.model.loading import LoadConfig, LoadError, load_model
 from explorer.model.worker import ModelWorker, NoModelLoaded, RequestCancelled
 from explorer.model.worker_stream import WorkerStream
 from tests.tiny_models import save_tiny_folder
 
 
 @pytest.fixture(scope="module")
-def folders(tmp_path_factory):
-    tokenizer = AutoTokenizer.from_pretrained(str(embedded_model_dir()))
+def folders(tmp_path_factory, embedded_tokenizer):
+    tokenizer = embedded_tokenizer
     root = tmp_path_factory.mktemp("worker")
     return {f: save_tiny_folder(f, root / f, tokenizer) for f in ("llama", "qwen2")}
 
@@ -252,7 +251,7 @@ def test_a_cancel_stops_a_long_forward_between_two_layers(worker):
     assert worker.call(lambda m: capture(m.model, m.tokenizer, list(range(5, 12))).num_tokens) == 7
 
 
-def test_the_model_changed_check_is_the_loaded_model_s_own_generation(worker, folders):
+def test_the_model_changed_check_is_the_loaded_model_s_own_load_id(worker, folders):
     """One mechanism: a request made for a LoadedModel fails with ModelReplaced once that model is
     retired, and the worker's generation is the resident model's `LoadedModel.load_id`."""
     old = worker.current

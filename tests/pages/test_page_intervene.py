@@ -9,7 +9,7 @@ from streamlit.testing.v1 import AppTest
 
 from explorer.record.capture import DEFAULT_PARTS, CaptureOptions, capture
 from explorer.record.intervention_hooks import last_logits
-from tests.pages.test_page_internals import PAGE, page_with
+from tests.pages.internals_page import PAGE, page_with
 from tests.tiny_models import tiny_model
 
 
@@ -23,23 +23,16 @@ def model():
 
 
 @pytest.fixture
-def resident(model, monkeypatch):
+def resident(model, registry_with, embedded_tokenizer, monkeypatch):
+    """The tiny model lent to the app's registry (the worker wants a tokenizer; unused here)."""
     from explorer.model.loading import LoadConfig, LoadedModel
-    from pages._common import registry
 
     monkeypatch.setenv("EXPLORER_AUTOLOAD", "0")
-    from transformers import AutoTokenizer
-
-    from explorer.model.loading import embedded_model_dir
-    tok = AutoTokenizer.from_pretrained(str(embedded_model_dir()))     # the worker wants a tokenizer; unused here
-    loaded = LoadedModel(model=model, tokenizer=tok, config=LoadConfig(source="tiny", precision="fp32"),
+    loaded = LoadedModel(model=model, tokenizer=embedded_tokenizer, config=LoadConfig(source="tiny", precision="fp32"),
                          name="tiny-llama", source_kind="folder", precision="fp32", load_seconds=0.0,
                          footprint_bytes=0, device_map={})
-    reg = registry()
-    before = reg._current
-    reg._current = loaded
-    yield loaded
-    reg._current = before
+    registry_with(loaded)
+    return loaded
 
 
 @pytest.fixture(scope="module")
