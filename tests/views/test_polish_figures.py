@@ -16,9 +16,9 @@ from explorer.model.errors import clean_text
 from explorer.model.visible_text import message_text, plain_label, show_hidden, visible_whitespace
 from explorer.record.capture import capture
 from explorer.views.figures.architecture import memory_figure
-from explorer.views.figures.attention import head_summary_figure
 from explorer.views.figures.attribution import attribution_heatmap
 from explorer.views.figures.axes import TOOLBAR_PX, category_ticks, title_below_toolbar
+from explorer.views.figures.head_summaries import head_summary_figure
 from explorer.views.figures.lens import rank_ticks, trajectory_figure
 from explorer.views.figures.residual import gain_heatmap, norm_stats_figure
 from explorer.views.readout import Readout
@@ -77,8 +77,11 @@ def test_every_row_and_head_is_labelled_where_the_labels_fit(readout):
     assert len(gains.layout.yaxis.tickvals) == sum(r.weight is not None for r in rows)
     values = np.random.default_rng(0).random((30, 9)).astype(np.float32)
     fig = head_summary_figure(values, list(range(30)), [h // 3 for h in range(9)], "entropy")
-    assert list(fig.layout.xaxis.tickvals) == list(fig.data[0].x)            # h0 … h8, none dropped
-    assert list(fig.layout.yaxis.tickvals) == list(fig.data[0].y)            # L0 … L29
+    assert list(fig.layout.yaxis.tickvals) == list(fig.data[0].y) == [f"h{h} · kv{h // 3}" for h in range(9)]
+    assert list(fig.layout.xaxis.tickvals) == [str(layer) for layer in range(30)]   # every layer, even at 1280 px
+    assert fig.layout.xaxis.tickangle == 0 and fig.layout.yaxis.tickfont.size == 10  # upright, readable
+    wide = head_summary_figure(np.zeros((80, 9), np.float32), list(range(80)), [h // 3 for h in range(9)], "entropy")
+    assert list(wide.layout.xaxis.tickvals) == [str(layer) for layer in range(0, 80, 3)]  # 80 layers: every 3rd
     assert category_ticks(range(100), room_px=650)["tickvals"] == list(range(0, 100, 2))   # thinned on purpose
 
 
