@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import plotly.graph_objects as go
@@ -29,6 +29,8 @@ MAP_CHROME_PX = 170      # title, x labels, margins
 # narrow chart is one short row (with them it wrapped onto the title at 1280 px)
 FIXED_CHART_TOOLS = ["zoom", "pan", "select", "lasso", "zoomIn", "zoomOut", "autoScale", "resetScale"]
 MAP_CHART_PX = 496       # width of the map's chart at 1280×800, the narrowest window: its x labels must fit there
+COLOUR_BAR_PX = 92       # right margin of a small map: Plotly's colour bar and its title (91 measured)
+AUTOMARGIN_PX = 16       # what Plotly still adds to a small map's left margin at 1280 px (measured)
 
 
 CHAR_PX = 5.2            # average glyph of a 10 px tick label (4.4 measured in Chromium), with room to spare
@@ -95,6 +97,9 @@ def attention_heatmap(view: AttentionView, texts: Sequence[str], focus: int | No
               f"keys {view.k_spans[0][0]}–{view.k_spans[-1][1] - 1}"
     all_y, all_x = span_labels(view.q_spans, texts), span_labels(view.k_spans, texts)
     margin = label_margins(all_y, all_x)                   # fits the longest label, whichever are shown
+    image = max(n_q, n_k) > EXACT_CELLS
+    if not image:                                          # Plotly's colour bar, and its automargin
+        margin = replace(margin, right=COLOUR_BAR_PX, left=margin.left + AUTOMARGIN_PX)
     chrome = margin.top + margin.bottom
     cap = 10 ** 6 if every_label and n_q <= EXACT_CELLS else max(MAP_MIN_PX, max_px)
     height = map_height(n_q, chrome, cap)
@@ -107,7 +112,7 @@ def attention_heatmap(view: AttentionView, texts: Sequence[str], focus: int | No
     y_text = [all_y[c] for c in q_ticks]
     x_text = [all_x[c] for c in k_ticks]
     title = f"Layer {view.layer} · head {view.head} (KV head {view.kv_head}){how}"
-    if max(n_q, n_k) > EXACT_CELLS:        # a PNG, one pixel per cell, described once for figure and HTML
+    if image:                              # a PNG, one pixel per cell, described once for figure and HTML
         per_cell = "" if view.factor == 1 else f" ({view.factor} tokens per cell)"
         spec = MapSpec(title=title, image=heatmap_png(view.z, "Blues", zmax),
                        hover=f"query cell %{{y}} · key cell %{{x}}{per_cell}<br>the colour bar reads the value"
