@@ -196,6 +196,15 @@ def test_a_large_map_keys_its_colours_with_an_image_bar_and_round_ticks():
 
 # ---- log axes -----------------------------------------------------------------------------------
 
+def test_a_narrow_log_axis_reaches_out_to_two_ticks():
+    """KL from 0.021 to 0.045 lies between the ticks 0.02 and 0.05: Compare's position chart showed no number."""
+    from explorer.views.figures.axes import log_axis
+    axis = log_axis([0.021, 0.03, 0.045])
+    lo, hi = (10 ** v for v in axis["range"])
+    assert sum(lo <= t <= hi for t in axis["tickvals"]) >= 2 and lo <= 0.021 and hi >= 0.045
+    assert "range" not in log_axis([0.3, 4.2])                            # wide data: Plotly's own range
+
+
 def test_log_axes_have_a_few_clean_ticks():
     assert log_ticks([0.3, 4.2]) == [0.2, 0.5, 1.0, 2.0, 5.0]
     wide = log_ticks([1e-12, 5])
