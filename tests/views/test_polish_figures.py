@@ -119,6 +119,15 @@ def test_gpu_labels_on_the_memory_chart_stand_apart_beside_the_plot():
     assert all(b - a >= 14 - 1e-6 for a, b in zip(px, px[1:]))
 
 
+def test_memory_chart_names_the_weights_under_each_bar_and_says_when_no_gpu_line_is_near():
+    estimates = [SimpleNamespace(label=p, allocated_bytes=b * 2**30, footprint_bytes=b * 2**30)
+                 for p, b in (("fp32", 0.5), ("nf4", 0.104))]
+    fig = memory_figure(estimates, extra_gib=1.0)                              # 1.5 GiB: far below any GPU
+    assert fig.data[0].text is None                                            # no shrunken text in thin bars
+    assert list(fig.layout.xaxis.ticktext) == ["fp32<br>0.50 GiB weights", "nf4<br>0.10 GiB weights"]
+    assert not fig.layout.shapes and "every precision fits the smallest GPU listed" in fig.layout.title.text
+
+
 def test_table_cells_show_a_dash_where_there_is_no_number_never_none():
     rows = [{"precision": "fp32", "reference": "(reference)", "min residual cosine": None, "KL": 0.0},
             {"precision": "nf4", "reference": "fp32", "min residual cosine": 0.825761, "KL": 1.41}]
