@@ -153,6 +153,9 @@ def test_a_thinned_axis_says_so_and_a_map_can_grow_to_label_every_row():
     assert small.layout.yaxis.title.text == "query token" and small.layout.xaxis.title.text == "key token (attended to)"
     assert attention_heatmap(_view(200), texts, every_label=True).layout.height == MAP_MAX_PX
     assert thinned_title("key token", 3, hover=False) == "key token · every 3rd labelled"
+    assert [thinned_title("k", n, hover=False).split()[3] for n in (11, 21, 22, 112)] == ["11th", "21st", "22nd", "112th"]
+    big = attention_heatmap(_view(512), [f"w{i}" for i in range(512)])     # a picture on the page: no hover
+    assert "labelled" in big.spec.rows.title and "hover" not in big.spec.rows.title + big.spec.cols.title
 
 
 def test_attention_map_at_512_tokens_travels_as_a_compact_image():

@@ -62,7 +62,8 @@ def thinned_title(name: str, step: int, hover: bool = True) -> str:
     """An axis title that says when not every cell is labelled (and, `hover`, that hover names each)."""
     if step <= 1:
         return name
-    nth = {2: "2nd", 3: "3rd"}.get(step, f"{step}th")
+    suffix = "th" if 10 <= step % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(step % 10, "th")
+    nth = f"{step}{suffix}"
     return f"{name} · every {nth} labelled" + (", hover names each" if hover else "")
 
 
@@ -107,8 +108,9 @@ def attention_heatmap(view: AttentionView, texts: Sequence[str], focus: int | No
     room_y, room_x = height - chrome, MAP_CHART_PX - margin.left - margin.right
     q_ticks = tick_cells(n_q, room_y, cell_of(view.q_spans, focus))
     k_ticks = tick_cells(n_k, room_x, pitch_px=SLANT_PX)
-    y_title = thinned_title("query token", label_step(n_q, room_y))
-    x_title = thinned_title("key token (attended to)", label_step(n_k, room_x, SLANT_PX))
+    # the picture of a large map (drawn as HTML on the page) has no hover: its titles do not offer one
+    y_title = thinned_title("query token", label_step(n_q, room_y), hover=not image)
+    x_title = thinned_title("key token (attended to)", label_step(n_k, room_x, SLANT_PX), hover=not image)
     y_text = [all_y[c] for c in q_ticks]
     x_text = [all_x[c] for c in k_ticks]
     title = f"Layer {view.layer} · head {view.head} (KV head {view.kv_head}){how}"
