@@ -127,7 +127,12 @@ def pick_view(loaded) -> tuple[ArchitectureView, list] | None:
 # --------------------------------------------------------------------------- sections
 
 
-def header(view: ArchitectureView) -> None:
+CPU_REPACK_NOTE = (" On CPU, bitsandbytes repacks 4-bit weights at their first forward pass (double-quantized "
+                   "scales are unpacked), so the number changes a little after the first answer (the embedded "
+                   "model: 106.5 → 107.9 MiB); the chat page shows the same number at the same moment.")
+
+
+def header(view: ArchitectureView, loaded=None) -> None:
     mode = "architecture only: built on the meta device, no weights in memory" if view.meta else "loaded model"
     st.caption(f"{view.name} · {view.model_class} · {mode}")
     a = view.anatomy
@@ -136,7 +141,13 @@ def header(view: ArchitectureView) -> None:
                    "unpacked, tied weights counted once")
     cols[1].metric("Decoder layers", a.num_layers)
     cols[2].metric("Modules", view.num_modules)
-    cols[3].metric(f"Memory ({view.precision})", fmt_bytes(view.total_bytes), help=RESIDENT_HELP)
+    if loaded is not None and not view.meta and view.precision == loaded.precision:
+        # the loaded model's memory now, measured as the chat page measures it (the cached tree's
+        # bytes were taken when it was first drawn, before a CPU repack at the first forward)
+        cols[3].metric(f"Memory ({view.precision})", fmt_bytes(loaded.resident_bytes),
+                       help=RESIDENT_HELP + CPU_REPACK_NOTE)
+    else:
+        cols[3].metric(f"Memory ({view.precision})", fmt_bytes(view.total_bytes), help=RESIDENT_HELP)
     if a.missing:
         st.warning("Could not find: " + "; ".join(a.missing))
 
@@ -271,7 +282,7 @@ def main() -> None:
     if built is None:
         return
     view, estimates = built
-    header(view)
+    header(view, loaded if st.session_state.get("arch_source", LOADED) == LOADED else None)
     tabs = st.tabs(["Hierarchy", "Data flow", "Modules", "Parameters", "Memory", "Config"])
     with tabs[0]:
         cols = st.columns(2)

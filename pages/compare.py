@@ -268,8 +268,9 @@ def show_downloads(result: ComparisonResult) -> None:
 
 def show(result: ComparisonResult) -> None:
     c = result.config
-    st.caption(f"{result.started} · {', '.join(c.models)} · {', '.join(c.precisions)} · {len(c.prompts)} prompt(s) · "
-               f"{result.machine.get('gpu') or result.machine.get('cpu', '')}")
+    parts = (result.started, ", ".join(c.models), ", ".join(c.precisions), f"{len(c.prompts)} prompt(s)",
+             result.machine.get("gpu") or result.machine.get("cpu", ""))
+    st.caption(" · ".join(str(p) for p in parts if p))      # a file without a date or machine shows no empty "·"
     failed = [r for r in result.runs if r.loaded_precision is None]
     for r in failed:
         st.error(f"{r.label}: {r.error}")

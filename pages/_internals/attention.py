@@ -12,12 +12,11 @@ from explorer.views.figures.attention import (
     focus_row,
     gqa_figure,
     head_outline,
-    head_summary_figure,
     overview_figure,
-    select_cell,
     tile_outline,
     token_attention_figure,
 )
+from explorer.views.figures.head_summaries import head_summary_figure, select_cell
 from explorer.views.figures.map_html import image_map_html, is_image_map
 from explorer.views.pooling import Span
 from explorer.views.readout import Readout
@@ -41,11 +40,18 @@ def attention_view(r: Readout, layer: int, head: int, token: int, shown: Shown) 
     # cached per layer/head/window; a token switch only moves the focus box (no rebuild, same PNG)
     note = WIDE_WINDOW_NOTE if view.window else IMAGE_NOTE
     max_px = LONG_MAP_PX if r.num_tokens > EXACT_CELLS else MAP_MAX_PX
-    fig = shown.figure("attention_map", lambda: attention_heatmap(view, r.texts, token, max_px),
-                       key=(layer, head, q_window, k_window), mark=lambda fig: focus_row(fig, view.q_spans, token),
+    every = bool(st.session_state.get(K + "w_every_row")) and not view.window and r.num_tokens <= EXACT_CELLS
+    fig = shown.figure("attention_map", lambda: attention_heatmap(view, r.texts, token, max_px, every),
+                       key=(layer, head, q_window, k_window, every),
+                       mark=lambda fig: focus_row(fig, view.q_spans, token),
                        as_html=lambda fig: image_map_html(fig, note) if is_image_map(fig) else None)
     if is_image_map(fig):
         st.caption(note)
+    elif every or len(fig.layout.yaxis.tickvals) < fig.layout.meta["rows"]:
+        # the map fits the window with every k-th row labelled; a teacher may want every one
+        st.toggle("Label every row (a taller map: scroll to see all of it)", key=K + "w_every_row",
+                  help="Rows are labelled every few tokens so that the map fits the window; hover names every "
+                       "cell's tokens either way.")
     explain("attention_map")
     c1, c2 = st.columns([3, 2])
     with c1:
@@ -101,14 +107,13 @@ def head_summaries_panel(r: Readout, layer: int, head: int, token: int, shown: S
         with st.spinner("Computing entropy, first-token share and look-back for every head…"):
             r.summary_grids()
     values = r.summary_grids(token if at_token else None)
-    cols = st.columns(3)
-    for col, metric in zip(cols, ("entropy", "first_token", "lookback")):
-        with col:
-            name = f"summary_{metric}"
-            shown.figure(name, lambda m=metric: head_summary_figure(values[m], r.attention_layers, r.capture.kv_head_of,
-                                                                    m, None, token if at_token else None),
-                         key=(token if at_token else None,), on_select=pick_head_from(K + "fig_" + name),
-                         mark=lambda fig: select_cell(fig, r.attention_layers, (layer, head)))
+    # one above the other at full width: a row per head, so every head's label fits (see head_summary_figure)
+    for metric in ("entropy", "first_token", "lookback"):
+        name = f"summary_{metric}"
+        shown.figure(name, lambda m=metric: head_summary_figure(values[m], r.attention_layers, r.capture.kv_head_of,
+                                                                m, None, token if at_token else None),
+                     key=(token if at_token else None,), on_select=pick_head_from(K + "fig_" + name),
+                     mark=lambda fig: select_cell(fig, r.attention_layers, (layer, head)))
     explain("head_summaries")
     shown.table("head_summaries", r.head_table)
 

@@ -6,8 +6,9 @@ from collections.abc import Callable
 import plotly.graph_objects as go
 import streamlit as st
 
-from explorer.views.figures.attention import attention_heatmap, head_summary_figure
+from explorer.views.figures.attention import attention_heatmap
 from explorer.views.figures.embeddings import pca_figure
+from explorer.views.figures.head_summaries import head_summary_figure
 from explorer.views.figures.lens import lens_heatmap, trajectory_figure
 from explorer.views.figures.residual import contributions_figure, norm_stats_figure, residual_norm_heatmap
 from explorer.views.readout import Readout

@@ -11,6 +11,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
+from explorer.views.figures.attention import EXACT_CELLS
 from tests.browser.conftest import ARTIFACTS, wait_idle
 from tests.browser.test_internals_browser import capture_prompt, click_point
 
@@ -175,3 +176,35 @@ def test_a_text_file_is_captured_and_the_strip_pages_through_it(app_url, page, t
                            " return t && t.textContent !== before; }", arg=first)
     assert strip_title.text_content() != first
     shot(page, "text_file_paged")
+
+
+def test_an_87_token_map_labels_rows_by_a_stated_rule_and_can_label_every_row(app_url, page):
+    """Issue 22 item 6: at 87 tokens the map labelled every second token without saying so. Now the
+    axis title states the rule, labels never overlap at either size, and a toggle labels every row."""
+    from tests.browser.test_polish_browser import OVERLAPS
+
+    open_loaded(page, app_url, "/internals")
+    capture_prompt(page, " ".join(["the cat sat on the mat and looked at the dog"] * 8))   # 88 tokens
+    chart = page.locator(".st-key-internals_fig_attention_map")
+    chart.locator(".gtitle").first.wait_for()
+    rows = int(chart.locator(".js-plotly-plot").evaluate("gd => gd.layout.meta.rows"))
+    assert 80 <= rows <= EXACT_CELLS                     # a Plotly heatmap, not the picture
+    for every in (False, True):
+        if every:
+            page.get_by_text("Label every row", exact=False).click()
+            page.wait_for_timeout(300)
+            wait_idle(page)
+        for width, height in SIZES:
+            page.set_viewport_size({"width": width, "height": height})
+            page.wait_for_timeout(800)
+            chart.evaluate("el => el.scrollIntoView({block: 'center'})")
+            page.wait_for_timeout(500)
+            title = chart.locator(".g-ytitle text").first.text_content()
+            labelled = chart.locator(".ytick text").count()
+            if every:
+                assert labelled == rows and title == "query token", (labelled, title)
+            else:
+                assert labelled < rows and "labelled, hover names each" in title, (labelled, title)
+            found = page.evaluate(OVERLAPS)                      # every chart on the page
+            assert found == [], (width, every, found[:6])
+            shot(page, f"map87_{'every' if every else 'fits'}_{width}x{height}")

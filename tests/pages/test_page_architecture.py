@@ -99,6 +99,12 @@ def test_the_loaded_model_is_shown_with_unpacked_4bit_counts(tmp_path, empty_reg
     expected = sum(p.numel() for p in reference.parameters())
     assert metrics(at)["Parameters"] == f"{expected / 1e3:.0f} K"
     assert any("Measured on this load" in c.value and "(+0.00%)" in c.value for c in at.caption)
+    with torch.no_grad():
+        model(torch.tensor([[1, 2, 3]]))      # on CPU, bitsandbytes repacks 4-bit weights at the first forward
+    at.run()
+    from explorer.model.footprint import resident_bytes
+    from explorer.views.units import fmt_bytes
+    assert metrics(at)["Memory (nf4)"] == fmt_bytes(resident_bytes(model))   # now, as the chat page shows it
     at.selectbox(key="arch_module").set_value("model.layers.0.mlp.up_proj").run()
     assert any("nf4 · block 64 · double quant" in str(df.value) for df in at.dataframe)
     empty_registry.unload()  # unloaded from another page: fall back to the embedded config

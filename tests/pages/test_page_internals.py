@@ -36,12 +36,12 @@ def test_every_view_draws_its_figures_at_the_captures_dimensions(no_model, tiny_
     figs = specs(at)
     assert shape(figs["Layer 1 · head 0 (KV head 0)"]) == (T, T)
     assert shape(figs[title_starting(at, "Attention from token 23")]) == (3, T)
-    assert title_starting(at, "GQA: 4 query heads → 2 KV heads")
+    assert "4 query heads → 2 KV heads" in figs[title_starting(at, "GQA")]["layout"]["title"]["text"]
     assert title_starting(at, "All layers × heads")
 
     at.segmented_control(key="internals_w_more").set_value("Head summaries").run()
     for name in ("Entropy (nats)", "First-token share", "Look-back distance (tokens)"):
-        assert shape(specs(at)[name]) == (3, 4)
+        assert shape(specs(at)[name]) == (4, 3)                # a row per head, a column per layer
 
     at.segmented_control(key="internals_view").set_value("residual").run()
     figs = specs(at)

@@ -21,13 +21,13 @@ from explorer.views.figures.attention import (
     attention_heatmap,
     gqa_figure,
     head_outline,
-    head_summary_figure,
     overview_figure,
     select_tile,
     tile_outline,
     token_attention_figure,
 )
 from explorer.views.figures.embeddings import pca_figure
+from explorer.views.figures.head_summaries import head_summary_figure
 from explorer.views.figures.internals import plotly_text, span_labels, token_strip
 from explorer.views.figures.lens import lens_heatmap, trajectory_figure
 from explorer.views.figures.residual import contributions_figure, gain_heatmap, norm_stats_figure, residual_norm_heatmap
@@ -210,7 +210,7 @@ def test_head_outline_boxes_exactly_the_chosen_query_head():
     assert head_outline(fig, 9) is None and head_outline(fig, None) is None
 
 
-def test_head_summaries_heatmap_is_layers_by_heads(short):
+def test_head_summaries_heatmap_has_a_row_per_head_and_a_column_per_layer(short):
     per = short.summary_grids()
     assert per["entropy"].shape == (3, 4)
     at = short.summary_grids(token=10)
@@ -218,8 +218,14 @@ def test_head_summaries_heatmap_is_layers_by_heads(short):
     assert np.allclose(at["lookback"], s.lookback[..., 10].numpy())
     fig = head_summary_figure(per["first_token"], short.attention_layers, short.capture.kv_head_of, "first_token",
                               (1, 2))
-    assert z_of(fig).shape == (3, 4)
-    assert list(fig.data[1].customdata[6]) == [1, 2]
+    assert z_of(fig).shape == (4, 3)                                       # (heads, layers)
+    assert np.allclose(z_of(fig), per["first_token"].T)
+    assert list(fig.data[1].customdata[6]) == [1, 2]                       # point i: layer i // heads, head i % heads
+    assert (fig.data[1].x[6], fig.data[1].y[6]) == (str(short.attention_layers[1]), "h2 · kv1")
+    box = [s for s in fig.layout.shapes if s.name == "selected"]
+    assert len(box) == 1 and (box[0].x0, box[0].y0) == (0.5, 1.5)          # layer index 1, head 2
+    rules = [s.y0 for s in fig.layout.shapes if s.name == "kv group"]
+    assert rules == [1.5]                                                  # between the two KV groups
 
 
 def test_gqa_figure_joins_each_query_head_to_its_kv_head():

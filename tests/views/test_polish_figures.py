@@ -15,9 +15,9 @@ from explorer.model.errors import clean_text
 from explorer.model.visible_text import message_text, plain_label, show_hidden, visible_whitespace
 from explorer.record.capture import capture
 from explorer.views.figures.architecture import memory_figure
-from explorer.views.figures.attention import head_summary_figure
 from explorer.views.figures.attribution import attribution_heatmap
 from explorer.views.figures.axes import TOOLBAR_PX, category_ticks, title_below_toolbar
+from explorer.views.figures.head_summaries import head_summary_figure
 from explorer.views.figures.lens import rank_ticks, trajectory_figure
 from explorer.views.figures.residual import gain_heatmap, norm_stats_figure
 from explorer.views.readout import Readout
@@ -76,8 +76,11 @@ def test_every_row_and_head_is_labelled_where_the_labels_fit(readout):
     assert len(gains.layout.yaxis.tickvals) == sum(r.weight is not None for r in rows)
     values = np.random.default_rng(0).random((30, 9)).astype(np.float32)
     fig = head_summary_figure(values, list(range(30)), [h // 3 for h in range(9)], "entropy")
-    assert list(fig.layout.xaxis.tickvals) == list(fig.data[0].x)            # h0 … h8, none dropped
-    assert list(fig.layout.yaxis.tickvals) == list(fig.data[0].y)            # L0 … L29
+    assert list(fig.layout.yaxis.tickvals) == list(fig.data[0].y) == [f"h{h} · kv{h // 3}" for h in range(9)]
+    assert list(fig.layout.xaxis.tickvals) == [str(layer) for layer in range(30)]   # every layer, even at 1280 px
+    assert fig.layout.xaxis.tickangle == 0 and fig.layout.yaxis.tickfont.size == 10  # upright, readable
+    wide = head_summary_figure(np.zeros((80, 9), np.float32), list(range(80)), [h // 3 for h in range(9)], "entropy")
+    assert list(wide.layout.xaxis.tickvals) == [str(layer) for layer in range(0, 80, 3)]  # 80 layers: every 3rd
     assert category_ticks(range(100), room_px=650)["tickvals"] == list(range(0, 100, 2))   # thinned on purpose
 
 
@@ -113,6 +116,15 @@ def test_gpu_labels_on_the_memory_chart_stand_apart_beside_the_plot():
     ymax = fig.layout.yaxis.range[1]
     px = sorted(a.y / ymax * height + a.yshift for a in notes)
     assert all(b - a >= 14 - 1e-6 for a, b in zip(px, px[1:]))
+
+
+def test_memory_chart_names_the_weights_under_each_bar_and_says_when_no_gpu_line_is_near():
+    estimates = [SimpleNamespace(label=p, allocated_bytes=b * 2**30, footprint_bytes=b * 2**30)
+                 for p, b in (("fp32", 0.5), ("nf4", 0.104))]
+    fig = memory_figure(estimates, extra_gib=1.0)                              # 1.5 GiB: far below any GPU
+    assert fig.data[0].text is None                                            # no shrunken text in thin bars
+    assert list(fig.layout.xaxis.ticktext) == ["fp32<br>0.50 GiB weights", "nf4<br>0.10 GiB weights"]
+    assert not fig.layout.shapes and "every precision fits the smallest GPU listed" in fig.layout.title.text
 
 
 def test_table_cells_show_a_dash_where_there_is_no_number_never_none():

@@ -12,11 +12,15 @@ from explorer.views.attention_data import AttentionView
 from explorer.views.exports import tokens_table
 from explorer.views.figures.attention import (
     EXACT_CELLS,
+    MAP_CHART_PX,
     MAP_MAX_PX,
     ROW_PX,
+    SLANT_PX,
     attention_heatmap,
+    label_step,
     map_height,
     nice_ticks,
+    thinned_title,
     tick_cells,
     token_attention_figure,
 )
@@ -114,18 +118,44 @@ def _view(n: int) -> AttentionView:
     return random_attention_view(n)
 
 
+def _rows_room(fig) -> float:
+    return fig.layout.height - fig.layout.margin.t - fig.layout.margin.b
+
+
 def test_map_height_grows_with_the_tokens_until_a_cap_and_labels_never_overlap():
     texts = [f"w{i}" for i in range(512)]
     heights = {n: attention_heatmap(_view(n), texts[:n]).layout.height for n in (8, 21, 40, 60, 142, 512)}
     assert heights[21] >= ROW_PX * 21 and heights[40] > heights[21] and heights[60] > heights[40]
     assert heights[142] == heights[512] == MAP_MAX_PX == map_height(10_000)
-    for n in (21, 142, 512):
+    for n in (21, 60, 142, 512):
         fig = attention_heatmap(_view(n), texts[:n], focus=n - 1)
         ticks = fig.layout.yaxis.tickvals
-        room = fig.layout.height - 170
-        assert len(ticks) * ROW_PX <= room + ROW_PX                      # labels fit, one per ROW_PX
-        assert (n == 21) <= (len(ticks) == n)                              # 21 tokens: every row labelled
+        assert len(ticks) * ROW_PX <= _rows_room(fig) + ROW_PX            # labels fit, one per ROW_PX
+        assert (n <= 60) <= (len(ticks) == n)                              # up to 60 tokens: every row labelled
+        cols = MAP_CHART_PX - fig.layout.margin.l - fig.layout.margin.r    # the plot's width at 1280 px
+        assert len(fig.layout.xaxis.tickvals) * SLANT_PX <= cols + SLANT_PX
     assert tick_cells(142, 700, keep=141)[-1] == 141                       # the focus row is always labelled
+
+
+def test_a_thinned_axis_says_so_and_a_map_can_grow_to_label_every_row():
+    """87 tokens (the issue's chat turn): every 2nd row fits under the cap, and the title says so;
+    every_label grows the map until each row has ROW_PX; a larger map keeps its cap."""
+    texts = [f"tok{i}" for i in range(200)]
+    fig = attention_heatmap(_view(87), texts[:87], focus=40)
+    step = label_step(87, _rows_room(fig))
+    assert step == 2 and fig.layout.yaxis.title.text == "query token · every 2nd labelled, hover names each"
+    assert "every" in fig.layout.xaxis.title.text and "hover names each" in fig.layout.xaxis.title.text
+    assert "query %{y}<br>key %{x}" in fig.data[0].hovertemplate and len(fig.data[0].y) == 87   # hover: each token
+    tall = attention_heatmap(_view(87), texts[:87], focus=40, every_label=True)
+    assert list(tall.layout.yaxis.tickvals) == list(tall.data[0].y) and tall.layout.yaxis.title.text == "query token"
+    assert _rows_room(tall) >= 87 * ROW_PX
+    small = attention_heatmap(_view(20), texts[:20])
+    assert small.layout.yaxis.title.text == "query token" and small.layout.xaxis.title.text == "key token (attended to)"
+    assert attention_heatmap(_view(200), texts, every_label=True).layout.height == MAP_MAX_PX
+    assert thinned_title("key token", 3, hover=False) == "key token · every 3rd labelled"
+    assert [thinned_title("k", n, hover=False).split()[3] for n in (11, 21, 22, 112)] == ["11th", "21st", "22nd", "112th"]
+    big = attention_heatmap(_view(512), [f"w{i}" for i in range(512)])     # a picture on the page: no hover
+    assert "labelled" in big.spec.rows.title and "hover" not in big.spec.rows.title + big.spec.cols.title
 
 
 def test_attention_map_at_512_tokens_travels_as_a_compact_image():
@@ -168,6 +198,15 @@ def test_a_large_map_keys_its_colours_with_an_image_bar_and_round_ticks():
 
 
 # ---- log axes -----------------------------------------------------------------------------------
+
+def test_a_narrow_log_axis_reaches_out_to_two_ticks():
+    """KL from 0.021 to 0.045 lies between the ticks 0.02 and 0.05: Compare's position chart showed no number."""
+    from explorer.views.figures.axes import log_axis
+    axis = log_axis([0.021, 0.03, 0.045])
+    lo, hi = (10 ** v for v in axis["range"])
+    assert sum(lo <= t <= hi for t in axis["tickvals"]) >= 2 and lo <= 0.021 and hi >= 0.045
+    assert "range" not in log_axis([0.3, 4.2])                            # wide data: Plotly's own range
+
 
 def test_log_axes_have_a_few_clean_ticks():
     assert log_ticks([0.3, 4.2]) == [0.2, 0.5, 1.0, 2.0, 5.0]

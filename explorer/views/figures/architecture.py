@@ -155,8 +155,9 @@ def memory_figure(estimates: list[MemoryEstimate], gpus: tuple[GPU, ...] = GPUS,
     """
     labels = [e.label for e in estimates]
     weights = np.array([e.allocated_bytes / GIB for e in estimates], dtype=np.float32)
+    # the weights' GiB under each bar, not inside it: in a thin segment Plotly shrank it to ~5 px
+    ticks = [f"{label}<br>{w:.2f} GiB weights" for label, w in zip(labels, weights)]
     fig = go.Figure(go.Bar(x=labels, y=weights, name="weights (+ quant state)", marker_color="#4C78A8",
-                           text=[f"{w:.2f}" for w in weights], textposition="inside",
                            customdata=[[e.footprint_bytes / GIB] for e in estimates],
                            hovertemplate="%{x}: %{y:.2f} GiB allocated<br>get_memory_footprint ≈ "
                                          "%{customdata[0]:.2f} GiB<extra></extra>"))
@@ -165,9 +166,15 @@ def memory_figure(estimates: list[MemoryEstimate], gpus: tuple[GPU, ...] = GPUS,
                              name="KV cache + runtime", marker_color="#BAB0AC"))
     top = float(weights.max(initial=0)) + extra_gib
     shown = sorted((gpu for gpu in gpus if gpu.memory_gib <= top * 1.3), key=lambda g: g.memory_gib)
+    title = "Memory per precision vs GPU sizes"
+    if not shown:                                   # no line near the bars: say so instead of drawing none
+        smallest = min(gpus, key=lambda g: g.memory_gib, default=None)
+        if smallest is not None:
+            title += f"<br><sup>every precision fits the smallest GPU listed ({smallest.name.split(' (')[0]})</sup>"
     lay = title_below_toolbar(dict(barmode="stack", height=height, margin=dict(l=4, r=4, t=4, b=4),
-                                   title=dict(text="Memory per precision vs GPU sizes", x=0, font=dict(size=14)),
-                                   legend=dict(orientation="h", y=-0.15)))
+                                   title=dict(text=title, x=0, font=dict(size=14)),
+                                   legend=dict(orientation="h", y=-0.2)))
+    lay["xaxis"] = dict(tickmode="array", tickvals=labels, ticktext=ticks)
     ymax = max([top] + [g.memory_gib for g in shown]) * 1.08 or 1.0
     names = [gpu.name.split(" (")[0] for gpu in shown]                    # "Laptop 6 GB": the full name in hover
     lay["margin"]["r"] = 12 + int(6.2 * max((len(n) for n in names), default=0))

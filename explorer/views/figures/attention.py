@@ -1,5 +1,5 @@
-"""Attention figures: one head's map, all heads as small multiples, head summaries, GQA groups, and
-where one token looks across layers.
+"""Attention figures: one head's map, all heads as small multiples, GQA groups, and where one token
+looks across layers (the head summaries are in head_summaries.py).
 
 Clickable heatmaps: Plotly heatmaps cannot be selected, so the overview and the summaries carry an
 invisible scatter point on every tile/cell whose customdata is [layer, head]; the page reads the
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import plotly.graph_objects as go
@@ -17,43 +17,54 @@ import plotly.graph_objects as go
 from explorer.views.attention_data import AttentionView, Overview, TokenAttention
 from explorer.views.figures.axes import category_ticks, title_below_toolbar
 from explorer.views.figures.image import colour_table, heatmap_png, png_uri
-from explorer.views.figures.internals import CLICK_MARKER, FOCUS_COLOR, cell_of, f32, labels, layout, plotly_label, span_label, span_labels
+from explorer.views.figures.internals import CLICK_MARKER, FOCUS_COLOR, cell_of, f32, labels, layout, plotly_label, span_labels
 from explorer.views.figures.map_spec import FIXED_AXIS, Axis, ColourKey, MapFigure, MapSpec, Margin, map_figure, refocus
 
-SUMMARY_METRICS = {
-    "entropy": ("Entropy (nats)", "Viridis"),
-    "first_token": ("First-token share", "Reds"),
-    "lookback": ("Look-back distance (tokens)", "Blues"),
-}
-
-
 EXACT_CELLS = 160        # up to this many cells a side the map carries its numbers (hover reads them)
-ROW_PX = 14              # screen pixels a labelled row needs (10 px font)
+ROW_PX = 12              # screen pixels a labelled row needs (10 px font: its 13 px boxes touch by 1 px at most)
+SLANT_PX = 14            # ... and a key label at -60° along the x axis (12 px across / sin 60°)
 MAP_MIN_PX, MAP_MAX_PX = 380, 900
 MAP_CHROME_PX = 170      # title, x labels, margins
 # Toolbar buttons that do nothing on a chart whose axes are fixed: without them the toolbar of a
 # narrow chart is one short row (with them it wrapped onto the title at 1280 px)
 FIXED_CHART_TOOLS = ["zoom", "pan", "select", "lasso", "zoomIn", "zoomOut", "autoScale", "resetScale"]
-MAP_WIDTH_PX = 440       # plot width of the map at 1600 px: what its (rotated) x labels must fit in
+MAP_CHART_PX = 496       # width of the map's chart at 1280×800, the narrowest window: its x labels must fit there
+COLOUR_BAR_PX = 92       # right margin of a small map: Plotly's colour bar and its title (91 measured)
+AUTOMARGIN_PX = 16       # what Plotly still adds to a small map's left margin at 1280 px (measured)
 
 
 CHAR_PX = 5.2            # average glyph of a 10 px tick label (4.4 measured in Chromium), with room to spare
 
 
-def map_height(n_rows: int) -> int:
-    """Grows with the rows so that every label fits (14 px each), up to MAP_MAX_PX; beyond that the
+def map_height(n_rows: int, chrome_px: int = MAP_CHROME_PX, cap_px: int = MAP_MAX_PX) -> int:
+    """Grows with the rows so that every label fits (ROW_PX each), up to `cap_px`; beyond that the
     labels are thinned evenly (tick_cells) and, past MAX_SIDE tokens, the map is pooled."""
-    return int(min(MAP_MAX_PX, max(MAP_MIN_PX, ROW_PX * n_rows + MAP_CHROME_PX)))
+    return int(min(cap_px, max(MAP_MIN_PX, ROW_PX * n_rows + chrome_px)))
 
 
-def tick_cells(n: int, room_px: int, keep: int | None = None) -> list[int]:
-    """Evenly spaced cells to label so that labels ROW_PX apart never overlap; `keep` (the focus) is
-    always labelled, replacing the regular ticks less than a step away (so it is ROW_PX clear too)."""
-    step = max(1, -(-n * ROW_PX // max(room_px, ROW_PX)))
+def label_step(n: int, room_px: float, pitch_px: float = ROW_PX) -> int:
+    """Label every k-th of `n` cells, k the smallest that keeps labels `pitch_px` apart in `room_px`:
+    the one thinning rule of the map's axes (tick_cells draws it, thinned_title says it)."""
+    return max(1, int(np.ceil(n * pitch_px / max(room_px, pitch_px) - 1e-9)))
+
+
+def tick_cells(n: int, room_px: float, keep: int | None = None, pitch_px: float = ROW_PX) -> list[int]:
+    """Evenly spaced cells to label so that labels `pitch_px` apart never overlap; `keep` (the focus) is
+    always labelled, replacing the regular ticks less than a step away (so it is clear of them too)."""
+    step = label_step(n, room_px, pitch_px)
     cells = list(range(0, n, step))
     if keep is not None and 0 <= keep < n and keep not in cells:
         cells = [c for c in cells if abs(c - keep) >= step] + [keep]
     return sorted(cells)
+
+
+def thinned_title(name: str, step: int, hover: bool = True) -> str:
+    """An axis title that says when not every cell is labelled (and, `hover`, that hover names each)."""
+    if step <= 1:
+        return name
+    suffix = "th" if 10 <= step % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(step % 10, "th")
+    nth = f"{step}{suffix}"
+    return f"{name} · every {nth} labelled" + (", hover names each" if hover else "")
 
 
 def focus_row(fig: go.Figure, spans, focus: int | None) -> go.Figure:
@@ -68,47 +79,60 @@ def focus_row(fig: go.Figure, spans, focus: int | None) -> go.Figure:
 
 
 def attention_heatmap(view: AttentionView, texts: Sequence[str], focus: int | None = None,
-                      max_px: int = MAP_MAX_PX) -> go.Figure:
+                      max_px: int = MAP_MAX_PX, every_label: bool = False) -> go.Figure:
     """One head: row = query, column = key, colour = attention probability.
 
-    Numeric axes, labelled "12 ␣the" at evenly thinned cells (a token that occurs twice keeps two
-    rows). Up to EXACT_CELLS a side the trace is a float32 heatmap whose hover reads the value; a
-    larger map is a PNG image trace (see figures/image.py): ~90 kB instead of 1.4 MB at 512 tokens,
-    which the browser paints without colouring every cell. `max_px` caps the height (a long prompt's
-    map is kept short enough to share the window with its controls).
+    Numeric axes, labelled "12 ␣the". Every row is labelled while ROW_PX rows fit under the height
+    cap (`max_px`: a long prompt's map is kept short enough to share the window with its controls;
+    `every_label` lifts it for a map of up to EXACT_CELLS rows, which then grows to label them all);
+    beyond that every k-th row, evenly, and always the focused one. Key labels must fit the chart's
+    width at 1280 px (MAP_CHART_PX). Axis titles say when labels are thinned; hover names each
+    cell's tokens. Up to EXACT_CELLS a side the trace is a float32 heatmap whose hover reads the
+    value; a larger map is a PNG image trace (see figures/image.py): ~90 kB instead of 1.4 MB at 512
+    tokens, which the browser paints without colouring every cell.
     """
     n_q, n_k = view.z.shape
     how = "" if view.factor == 1 else f" · pooled {view.factor} tokens per cell"
     if view.window:
         how = f" · full resolution, queries {view.q_spans[0][0]}–{view.q_spans[-1][1] - 1}, " \
               f"keys {view.k_spans[0][0]}–{view.k_spans[-1][1] - 1}"
-    height = min(map_height(n_q), max(MAP_MIN_PX, max_px))
+    all_y, all_x = span_labels(view.q_spans, texts), span_labels(view.k_spans, texts)
+    margin = label_margins(all_y, all_x)                   # fits the longest label, whichever are shown
+    image = max(n_q, n_k) > EXACT_CELLS
+    if not image:                                          # Plotly's colour bar, and its automargin
+        margin = replace(margin, right=COLOUR_BAR_PX, left=margin.left + AUTOMARGIN_PX)
+    chrome = margin.top + margin.bottom
+    cap = 10 ** 6 if every_label and n_q <= EXACT_CELLS else max(MAP_MIN_PX, max_px)
+    height = map_height(n_q, chrome, cap)
     zmax = float(np.nanmax(view.z)) if view.z.size else 1.0
-    colorbar = dict(title=dict(text="attention"), thickness=12)
-    q_ticks = tick_cells(n_q, height - MAP_CHROME_PX, cell_of(view.q_spans, focus))
-    k_ticks = tick_cells(n_k, MAP_WIDTH_PX)
-    y_text = [span_label(view.q_spans[c], texts) for c in q_ticks]
-    x_text = [span_label(view.k_spans[c], texts) for c in k_ticks]
+    room_y, room_x = height - chrome, MAP_CHART_PX - margin.left - margin.right
+    q_ticks = tick_cells(n_q, room_y, cell_of(view.q_spans, focus))
+    k_ticks = tick_cells(n_k, room_x, pitch_px=SLANT_PX)
+    # the picture of a large map (drawn as HTML on the page) has no hover: its titles do not offer one
+    y_title = thinned_title("query token", label_step(n_q, room_y), hover=not image)
+    x_title = thinned_title("key token (attended to)", label_step(n_k, room_x, SLANT_PX), hover=not image)
+    y_text = [all_y[c] for c in q_ticks]
+    x_text = [all_x[c] for c in k_ticks]
     title = f"Layer {view.layer} · head {view.head} (KV head {view.kv_head}){how}"
-    if max(n_q, n_k) > EXACT_CELLS:        # a PNG, one pixel per cell, described once for figure and HTML
+    if image:                              # a PNG, one pixel per cell, described once for figure and HTML
         per_cell = "" if view.factor == 1 else f" ({view.factor} tokens per cell)"
         spec = MapSpec(title=title, image=heatmap_png(view.z, "Blues", zmax),
                        hover=f"query cell %{{y}} · key cell %{{x}}{per_cell}<br>the colour bar reads the value"
                              "<extra></extra>",
-                       rows=Axis("query token", n_q, tuple(zip(q_ticks, y_text))),
-                       cols=Axis("key token (attended to)", n_k, tuple(zip(k_ticks, x_text))),
-                       height=height, margin=label_margins(y_text, x_text),
-                       key=colour_key("Blues", zmax, "attention"), tokens=len(texts))
+                       rows=Axis(y_title, n_q, tuple(zip(q_ticks, y_text))),
+                       cols=Axis(x_title, n_k, tuple(zip(k_ticks, x_text))),
+                       height=height, margin=margin, key=colour_key("Blues", zmax, "attention"), tokens=len(texts))
         return map_figure(spec.with_focus(cell_of(view.q_spans, focus)))
     # category axes: hover names both tokens and reads the value
-    traces = [go.Heatmap(z=f32(view.z), x=span_labels(view.k_spans, texts), y=span_labels(view.q_spans, texts),
-                         colorscale="Blues", zmin=0.0, zmax=zmax, colorbar=colorbar,
+    traces = [go.Heatmap(z=f32(view.z), x=all_x, y=all_y, colorscale="Blues", zmin=0.0, zmax=zmax,
+                         colorbar=dict(title=dict(text="attention"), thickness=12),
                          hovertemplate="query %{y}<br>key %{x}<br>attention %{z:.3f}<extra></extra>")]
-    yaxis = dict(title=dict(text="query token"), tickfont=dict(size=10), autorange="reversed", type="category",
+    yaxis = dict(title=dict(text=y_title), tickfont=dict(size=10), autorange="reversed", type="category",
                  tickvals=y_text, ticktext=y_text)
-    xaxis = dict(title=dict(text="key token (attended to)"), tickangle=-60, tickfont=dict(size=10), type="category",
+    xaxis = dict(title=dict(text=x_title), tickangle=-60, tickfont=dict(size=10), type="category",
                  tickvals=x_text, ticktext=x_text)
     lay = layout(title, height, meta=dict(cols=n_k, rows=n_q, tokens=len(texts)), yaxis=yaxis, xaxis=xaxis)
+    lay["margin"] = dict(l=margin.left, r=margin.right, t=margin.top, b=margin.bottom)   # what the ticks were fitted to
     return focus_row(go.Figure(data=traces, layout=lay), view.q_spans, focus)
 
 
@@ -245,44 +269,6 @@ def tile_outline(fig: go.Figure, ov: Overview, selected: tuple[int, int] | None)
                    (box[2] - yb) / (ya - yb), (box[3] - yb) / (ya - yb))
 
 
-def select_cell(fig: go.Figure, layers: Sequence[int], selected: tuple[int, int] | None) -> go.Figure:
-    """Outline the selected (layer, head) cell of a summary heatmap, in place (see select_tile)."""
-    shapes = []
-    if selected is not None and selected[0] in layers and selected[1] is not None:
-        li = list(layers).index(selected[0])
-        shapes.append(dict(type="rect", x0=selected[1] - 0.5, x1=selected[1] + 0.5, y0=li - 0.5, y1=li + 0.5,
-                           line=dict(color=FOCUS_COLOR, width=2)))
-    fig.layout.shapes = shapes
-    return fig
-
-
-def head_summary_figure(values: np.ndarray, layers: Sequence[int], kv_head_of: Sequence[int], metric: str,
-                        selected: tuple[int, int] | None = None, at_token: int | None = None) -> go.Figure:
-    """One summary metric as layers × heads; click a cell to open that head."""
-    title, scale = SUMMARY_METRICS[metric]
-    n_layers, n_heads = values.shape
-    x = labels([f"h{h}·kv{kv_head_of[h]}" for h in range(n_heads)])
-    y = labels([f"L{layer}" for layer in layers])
-    heat = go.Heatmap(z=f32(values), x=x, y=y, colorscale=scale, hoverinfo="skip", colorbar=dict(thickness=10))
-    gx, gy = np.meshgrid(np.arange(n_heads), np.arange(n_layers))
-    custom = np.stack([np.asarray(layers)[gy.ravel()], gx.ravel()], -1).astype(np.int32)
-    hover = labels([f"layer {layers[i]} · head {h}<br>{title}: {values[i, h]:.3f}<br>click to open"
-                    for i, h in zip(gy.ravel(), gx.ravel())])
-    clicks = go.Scatter(x=x[gx.ravel()], y=y[gy.ravel()], mode="markers", customdata=custom.tolist(),
-                        hovertext=hover, hoverinfo="text", showlegend=False,
-                        marker=dict(symbol="square", size=14, color=CLICK_MARKER))
-    where = "mean over query tokens" if at_token is None else f"at token {at_token}"
-    height = int(min(900, max(360, 16 * n_layers + 130)))
-    lay = layout(f"{title}<br><sup>{where}</sup>", height,
-                 yaxis=dict(autorange="reversed", type="category", fixedrange=True,
-                            **category_ticks(y, height - 150)),          # every layer while 13 px rows fit
-                 # every head, upright labels: three of these stand side by side, 9 heads in ~150 px
-                 xaxis=dict(type="category", tickangle=-90, fixedrange=True, tickfont=dict(size=9), **category_ticks(x)),
-                 clickmode="event+select", dragmode=False, modebar=dict(remove=FIXED_CHART_TOOLS))
-    lay["margin"] = dict(l=10, r=10, t=10, b=10)
-    return select_cell(go.Figure(data=[heat, clicks], layout=title_below_toolbar(lay)), layers, selected)
-
-
 def gqa_figure(kv_head_of: Sequence[int], selected_head: int | None = None) -> go.Figure:
     """Query heads (top) joined to the KV head each one reads (bottom)."""
     n_heads = len(kv_head_of)
@@ -307,10 +293,12 @@ def gqa_figure(kv_head_of: Sequence[int], selected_head: int | None = None) -> g
                    hovertext=labels([f"KV head {g}: shared by {sum(1 for k in kv_head_of if k == g)} query heads"
                                      for g in range(n_kv)])),
     ]
-    lay = layout(f"GQA: {n_heads} query heads → {n_kv} KV heads", 220, showlegend=False,
+    # two short lines on the left: at 1280 px the chart is ~190 px wide and its toolbar stands on the right
+    lay = layout(f"GQA<br><sup>{n_heads} query heads → {n_kv} KV heads</sup>", 234, showlegend=False,
                  modebar=dict(orientation="v", remove=FIXED_CHART_TOOLS),
                  xaxis=dict(visible=False, range=[-0.8, n_heads - 0.2], fixedrange=True),
                  yaxis=dict(visible=False, range=[-0.6, 1.6], fixedrange=True))
+    lay["title"].update(x=0.01, xanchor="left")
     return go.Figure(data=traces, layout=title_below_toolbar(lay))
 
 
@@ -327,7 +315,7 @@ def head_outline(fig: go.Figure, head: int | None) -> Outline | None:
                    (yb - y1) / (yb - ya), (yb - y0) / (yb - ya))
 
 
-HALF_WIDTH_PX = 220      # plot width of the half-width chart at 1600 px (colour bar and labels take the rest)
+HALF_WIDTH_PX = 125      # plot width of the half-width chart at 1280×800 (129 measured; colour bar and labels take the rest)
 
 
 def token_attention_figure(ta: TokenAttention, texts: Sequence[str]) -> go.Figure:
@@ -338,14 +326,15 @@ def token_attention_figure(ta: TokenAttention, texts: Sequence[str]) -> go.Figur
     """
     keep = [i for i, (a, _) in enumerate(ta.k_spans) if a <= ta.token] or [0]
     x = span_labels([ta.k_spans[i] for i in keep], texts)
-    ticks = [x[c] for c in tick_cells(len(keep), HALF_WIDTH_PX)]
+    ticks = [x[c] for c in tick_cells(len(keep), HALF_WIDTH_PX, pitch_px=SLANT_PX)]
+    x_title = thinned_title("key token", label_step(len(keep), HALF_WIDTH_PX, SLANT_PX), hover=False)
     heat = go.Heatmap(z=f32(ta.z[:, keep]), x=x, y=labels([f"L{layer}" for layer in ta.layers]), colorscale="Purples",
                       zmin=0, colorbar=dict(title=dict(text="attention"), thickness=12),
                       hovertemplate="%{y}<br>key %{x}<br>attention %{z:.3f}<extra></extra>")
     who = "mean over heads" if ta.head is None else f"head {ta.head}"
     lay = layout(f"Attention from token {ta.token} “{plotly_label(texts[ta.token], 16)}”<br>"
                  f"<sup>in every layer · {who}</sup>", int(min(900, max(360, 14 * len(ta.layers) + 160))),
-                 xaxis=dict(type="category", tickangle=-60, tickfont=dict(size=10), title=dict(text="key token"),
+                 xaxis=dict(type="category", tickangle=-60, tickfont=dict(size=10), title=dict(text=x_title),
                             tickvals=ticks, ticktext=ticks),
                  yaxis=dict(type="category", title=dict(text="layer"), tickfont=dict(size=10),   # every layer while 13 px rows fit
                             **category_ticks(heat.y, int(min(900, max(360, 14 * len(ta.layers) + 160))) - 160)),
@@ -355,6 +344,6 @@ def token_attention_figure(ta: TokenAttention, texts: Sequence[str]) -> go.Figur
     return go.Figure(data=[heat], layout=lay)
 
 
-__all__ = ["EXACT_CELLS", "SUMMARY_METRICS", "Outline", "attention_heatmap", "colour_key", "focus_row", "gqa_figure",
-           "head_outline", "head_summary_figure", "map_height", "nice_ticks", "overview_figure", "select_cell",
-           "select_tile", "tick_cells", "tile_outline", "token_attention_figure"]
+__all__ = ["EXACT_CELLS", "FIXED_CHART_TOOLS", "Outline", "attention_heatmap", "colour_key", "focus_row", "gqa_figure",
+           "head_outline", "label_step", "map_height", "nice_ticks", "overview_figure",
+           "select_tile", "thinned_title", "tick_cells", "tile_outline", "token_attention_figure"]

@@ -30,10 +30,20 @@ def tick_label(v: float) -> str:
 
 
 def log_axis(values: Iterable[float], **more) -> dict:
-    """A layout axis dict: type log, clean ticks for `values`, no minor ticks or grid."""
+    """A layout axis dict: type log, clean ticks for `values`, no minor ticks or grid.
+
+    Data that spans less than the gap between two ticks (KL from 0.021 to 0.045: ticks 0.02 and
+    0.05) would leave Plotly's autorange with no tick on the axis at all; the range then reaches
+    out to the ticks around the data (at most 2× beyond it, see log_ticks)."""
+    values = [float(v) for v in values if v is not None and math.isfinite(float(v)) and float(v) > 0]
     ticks = log_ticks(values)
-    return dict(type="log", tickmode="array", tickvals=ticks, ticktext=[tick_label(t) for t in ticks],
+    axis = dict(type="log", tickmode="array", tickvals=ticks, ticktext=[tick_label(t) for t in ticks],
                 minor=dict(ticks="", showgrid=False), **more)
+    if values and "range" not in more and sum(min(values) <= t <= max(values) for t in ticks) < 2:
+        lo, hi = min(ticks + [min(values)]), max(ticks + [max(values)])
+        pad = 0.03 * max(math.log10(hi / lo), 0.1)                     # room for the end ticks' labels
+        axis["range"] = [math.log10(lo) - pad, math.log10(hi) + pad]
+    return axis
 
 
 def category_ticks(categories, room_px: float | None = None, label_px: float = 13) -> dict:
