@@ -1,6 +1,6 @@
 """Compare: the same prompts across models and precisions — speed, memory, output and drift.
 
-Thin page: widgets build a CompareConfig, explorer.compare.run runs it, explorer.views.figures draws it.
+Thin page: widgets build a CompareConfig, explorer.compare.run runs it, explorer.compare.figures draws it.
 Coexistence with the app's resident model: a comparison loads its own models one at a time, so
 it first unloads the resident (chat) model — for every session, since there is one — and, unless
 told not to, loads it again when the comparison ends. The page says so before and while it runs.
