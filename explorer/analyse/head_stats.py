@@ -76,6 +76,7 @@ def blockwise_summaries(prep: RowSource, block_elements: int = BLOCK_ELEMENTS) -
 
 
 _FUSED_BROKEN: set[str] = set()     # device types where the fused kernels raised once
+_CUDNN_OK: dict[str, bool] = {}     # device -> cuDNN attention with a wider value gives the reference's numbers
 
 
 def _summary_dtype(prep: PreparedLayer) -> torch.dtype:
@@ -87,18 +88,68 @@ def _summary_dtype(prep: PreparedLayer) -> torch.dtype:
     return torch.float16 if peak < 3.0e4 else torch.float32
 
 
-def _fused_call(qa: torch.Tensor, ka: torch.Tensor, causal: bool, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(out, logsumexp) of attention with keys as values: flash kernel first, then memory-efficient."""
-    if qa.device.type == "cpu":
-        return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(qa, ka, ka, 0.0, causal, scale=scale)[:2]
-    if qa.dtype != torch.float32:
+def _lse_rows(lse: torch.Tensor, t: int) -> torch.Tensor:
+    """(H, T) float32 from a kernel's logsumexp: flash gives (1, H, T), memory-efficient pads T to a
+    multiple of 32, cuDNN gives (1, H, T, 1)."""
+    return lse.reshape(lse.shape[0], lse.shape[1], -1)[0, :, :t].to(torch.float32)
+
+
+def _cudnn_call(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, scale: float):
+    return torch.ops.aten._scaled_dot_product_cudnn_attention(q, k, v, None, True, 0.0, causal, False,
+                                                              scale=scale)[:2]
+
+
+def _cudnn_agrees(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether cuDNN attention with a value wider than the key (D vs D+8) returns what the
+    memory-efficient kernel returns, output and logsumexp, on a small causal problem. Checked once
+    per device: the fast path is taken only where it is shown to compute the same thing."""
+    key = f"{device}:{dtype}"
+    if key not in _CUDNN_OK:
+        ok = False
         try:
-            return torch.ops.aten._scaled_dot_product_flash_attention(qa, ka, ka, 0.0, causal, False,
+            g = torch.Generator(device=device).manual_seed(0)
+            q, k = (torch.randn(1, 4, 256, 128, device=device, generator=g).to(dtype) for _ in range(2))
+            v = torch.randn(1, 4, 256, 136, device=device, generator=g).to(dtype)
+            out, lse = _cudnn_call(q, k, v, True, 0.09)
+            ref, ref_lse = torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, None, True, 0.0, True,
+                                                                                  scale=0.09)[:2]
+            ok = (torch.allclose(out.float(), ref.float(), atol=2e-2, rtol=2e-2)
+                  and torch.allclose(_lse_rows(lse, 256), _lse_rows(ref_lse, 256), atol=2e-2, rtol=1e-3))
+        except (RuntimeError, AttributeError, NotImplementedError, TypeError):
+            ok = False
+        _CUDNN_OK[key] = ok
+    return _CUDNN_OK[key]
+
+
+def _fused_call(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,
+                scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(out, logsumexp) of attention whose value is wider than query and key (D+8 vs D).
+
+    Which kernel: measured on an H200 at 32k tokens (bench/results/summary_kernels_cuda.md), cuDNN
+    takes a wider value at 470 TFLOP/s, while flash needs all three padded to D+8 (136), which it
+    runs as a larger compiled head size at 190, and the memory-efficient kernel runs at 90. So:
+    cuDNN where it agrees with the reference, else flash on padded query/key, else memory-efficient.
+    The CPU's flash kernel also needs equal sizes, so the CPU pads too."""
+    extra = v.shape[-1] - q.shape[-1]
+
+    def padded(x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x, x.new_zeros(*x.shape[:-1], extra)], dim=-1)        # zeros add nothing to q·k
+
+    if q.device.type == "cpu":
+        return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(padded(q), padded(k), v, 0.0, causal,
+                                                                          scale=scale)[:2]
+    if q.dtype != torch.float32 and _cudnn_agrees(q.device, q.dtype):
+        try:
+            return _cudnn_call(q, k, v, causal, scale)
+        except (RuntimeError, NotImplementedError):
+            pass
+    if q.dtype != torch.float32:
+        try:
+            return torch.ops.aten._scaled_dot_product_flash_attention(padded(q), padded(k), v, 0.0, causal, False,
                                                                       scale=scale)[:2]
         except (RuntimeError, NotImplementedError):
             pass
-    return torch.ops.aten._scaled_dot_product_efficient_attention(qa, ka, ka, None, True, 0.0, causal,
-                                                                  scale=scale)[:2]
+    return torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, None, True, 0.0, causal, scale=scale)[:2]
 
 
 def fused_summaries(prep: PreparedLayer, dtype: torch.dtype | None = None) -> torch.Tensor | None:
@@ -106,9 +157,9 @@ def fused_summaries(prep: PreparedLayer, dtype: torch.dtype | None = None) -> to
 
     With s = scale·q·k and p = softmax(s): entropy = logsumexp(s) − Σ p·s, and Σ p·s =
     scale·q·(Σ p·k). So attention with the keys themselves as values, plus the key position
-    (divided by T) appended as an extra dimension that queries ignore (their extra entries are
-    0), returns Σ p·k and Σ p·j; the kernel also returns logsumexp; p₀ = exp(s₀ − logsumexp).
-    Nothing of size T² is written. Returns None where the kernels are unavailable.
+    (divided by T) appended as an extra value column, returns Σ p·k and Σ p·j; the kernel also
+    returns logsumexp; p₀ = exp(s₀ − logsumexp). Nothing of size T² is written. Returns None where
+    the kernels are unavailable.
     """
     dev = prep.device
     if dev.type in _FUSED_BROKEN or dev.type not in ("cuda", "cpu"):
@@ -118,18 +169,17 @@ def fused_summaries(prep: PreparedLayer, dtype: torch.dtype | None = None) -> to
     q = prep.q.to(torch.float32)                                                   # (H, T, D)
     h, t, d = q.shape
     k = prep.k.repeat_interleave(prep.groups, dim=0) if prep.groups > 1 else prep.k   # (H, T, D) fp32
-    extra = 8                                                                      # keeps D a multiple of 8
+    extra = 8                                                                      # keeps D+extra a multiple of 8
     pos = torch.arange(t, device=dev, dtype=torch.float32)
-    qa = torch.cat([q, q.new_zeros(h, t, extra)], dim=-1)[None].to(dtype)          # (1, H, T, D+8)
-    ka = torch.cat([k, (pos / t).view(1, t, 1).expand(h, t, 1), k.new_zeros(h, t, extra - 1)],
-                   dim=-1)[None].to(dtype)
+    v = torch.cat([k, (pos / t).view(1, t, 1).expand(h, t, 1), k.new_zeros(h, t, extra - 1)],
+                  dim=-1)[None].to(dtype)                                          # (1, H, T, D+8)
     try:
-        out, lse = _fused_call(qa, ka, rec.causal, rec.scaling)
+        out, lse = _fused_call(q[None].to(dtype), k[None].to(dtype), v, rec.causal, rec.scaling)
     except (RuntimeError, AttributeError, NotImplementedError):
         _FUSED_BROKEN.add(dev.type)
         return None
     out = out[0].to(torch.float32)                                                 # (H, T, D+8)
-    lse = lse[0, :, :t].to(torch.float32)                                          # (H, T)
+    lse = _lse_rows(lse, t)                                                        # (H, T)
     expected_ps = rec.scaling * (q * out[..., :d]).sum(-1)                         # Σ p·s
     entropy = (lse - expected_ps).clamp_min(0)
     s0 = rec.scaling * (q * k[:, :1]).sum(-1)                                      # (H, T) score on key 0

@@ -146,3 +146,13 @@ def test_fused_summaries_match_blockwise(pairs, family):
         assert fused is not None, "fused kernel unavailable on this machine"
         explicit = blockwise_summaries(prep)
         assert (fused - explicit).abs().max() < TOL
+
+
+def test_every_kernels_logsumexp_layout_reads_as_heads_by_tokens():
+    """flash (1, H, T), memory-efficient (1, H, T padded to 32) and cuDNN (1, H, T, 1) give one (H, T)."""
+    from explorer.analyse.head_stats import _lse_rows
+
+    want = torch.arange(3 * 40, dtype=torch.float32).view(3, 40)
+    padded = torch.cat([want, torch.full((3, 24), float("nan"))], dim=1)
+    for lse in (want[None], padded[None], want[None, ..., None]):
+        assert torch.equal(_lse_rows(lse, 40), want)
