@@ -127,7 +127,7 @@ def test_ablate_this_head_in_the_attribution_view_opens_intervene_with_it(reside
     effect = at.session_state["internals_iv_effect"][2]
     from explorer.analyse.intervention_effects import forward_effect
     from explorer.record.interventions import HeadAblation
-    want = forward_effect(model, torch.tensor(cap.token_ids), [HeadAblation(1, 0)])
+    want = forward_effect(model, cap.token_ids, [HeadAblation(1, 0)])
     assert effect.interventions == "h1.0" and effect.prob_after == pytest.approx(want.prob_after, abs=1e-6)
 
     at.segmented_control(key="internals_view").set_value("attribution").run()
