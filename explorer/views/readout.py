@@ -86,7 +86,7 @@ class Readout:
                  max_side: int = MAX_SIDE, results: Derived | None = None, run: Runner | None = None):
         self.capture = capture
         self.results = results if results is not None else Derived()
-        self.source = ModelRef(model, tokenizer)
+        self.model_ref = ModelRef(model, tokenizer)
         self.max_side = max_side
         self._memo = Memo(memo_size)
         self._run = run or run_here
@@ -178,22 +178,22 @@ class Readout:
     # ---- logit lens -----------------------------------------------------------------------
     @property
     def lens_available(self) -> bool:
-        return lens_data.lens_available(self.capture, self.results, self.source)
+        return lens_data.lens_available(self.capture, self.results, self.model_ref)
 
     @property
     def lens_from_model(self) -> bool:
         """True when the model's head is at hand (a file can then carry the whole lens); reads no tensor."""
-        return lens_data.model_lens_possible(self.capture, self.source)
+        return lens_data.model_lens_possible(self.capture, self.model_ref)
 
     def token_text(self, token_id: int) -> str:
         """Decoded text of a token id (kept in results, so a saved file shows it too)."""
-        return lens_data.token_text(self.capture, self.results, self.source, token_id)
+        return lens_data.token_text(self.capture, self.results, self.model_ref, token_id)
 
     def node_lens(self, key: tuple, vector: Callable[[], Any], k: int = 5) -> list[tuple[str, float]] | None:
         """Top-k (text, probability) of the residual vector `vector()` through the LM head; None
         without the model. key names the vector (memoised)."""
         return self._cached(("node_lens", key, k),
-                            lambda: lens_data.node_lens(self.capture, self.results, self.source, vector(), k))
+                            lambda: lens_data.node_lens(self.capture, self.results, self.model_ref, vector(), k))
 
     def lens_window(self, start: int, stop: int, k: int = 3) -> LensWindow:
         """Top-k after every kept layer for positions [start, stop), at most LENS_MAX_POSITIONS."""
@@ -201,12 +201,12 @@ class Readout:
         if stop - start > LENS_MAX_POSITIONS:
             start = stop - LENS_MAX_POSITIONS
         return self._cached(("lens", start, stop, k), lambda: lens_data.lens_window(
-            self.capture, self.results, self.source, start, stop, k))
+            self.capture, self.results, self.model_ref, start, stop, k))
 
     def trajectory(self, position: int) -> Trajectory:
         position = position % self.num_tokens
         return self._cached(("trajectory", position), lambda: lens_data.trajectory(
-            self.capture, self.results, self.source, position))
+            self.capture, self.results, self.model_ref, position))
 
     # ---- the guided tour's numbers --------------------------------------------------------
     def tour_facts(self) -> dict[str, Any]:
@@ -229,7 +229,7 @@ class Readout:
     def capture_file(self, include_lens: bool = True) -> bytes:
         """The capture file with every result derived so far (computed through the runner)."""
         return self._cached(("file", include_lens),
-                            lambda: exports.capture_file_bytes(self.capture, self.results, self.source, include_lens))
+                            lambda: exports.capture_file_bytes(self.capture, self.results, self.model_ref, include_lens))
 
     def tokens_table(self) -> pd.DataFrame:
         return exports.tokens_table(self.capture)

@@ -119,7 +119,7 @@ def _initial_heads(r: Readout, token: int) -> None:
 
 def intervene_view(r: Readout, layer: int, head: int, token: int, shown: Shown) -> None:
     cap = r.capture
-    model = r.source.model
+    model = r.model_ref.model
     if model is None:
         st.info("Interventions run the model: load the model this capture came from, and capture the prompt again.")
         return
@@ -173,7 +173,7 @@ def intervene_view(r: Readout, layer: int, head: int, token: int, shown: Shown) 
 
 
 def _show_effect(r: Readout, effect, specs, token: int, shown: Shown) -> None:
-    raw = r.source.decode() or (lambda i: f"id {i}")
+    raw = r.model_ref.decode() or (lambda i: f"id {i}")
 
     def decode(i: int) -> str:           # "↵" and "␣" for a newline or a space token, never a blank label
         return visible_whitespace(raw(i))
