@@ -154,3 +154,14 @@ def page(browser, request):
 def wait_idle(page, timeout: float = 120_000) -> None:
     """Wait until the script run finished (Streamlit marks the app root with its script state)."""
     page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']", timeout=timeout)
+
+
+def open_with_model(page, app_url: str, path: str = "/internals") -> None:
+    """Open the app, wait until the embedded model's card shows (the first visit may convert and load
+    it), then go to `path`."""
+    page.goto(f"{app_url}/")
+    page.get_by_text("SmolLM2-135M-Instruct", exact=False).first.wait_for(timeout=300_000)
+    wait_idle(page, 300_000)
+    if path != "/":
+        page.goto(f"{app_url}{path}")
+        wait_idle(page)

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from tests.browser.conftest import wait_idle
+from tests.browser.conftest import open_with_model, wait_idle
 from tests.browser.test_internals_browser import capture_prompt, click_point, heatmap_painted, shot, wait_for_titles
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -14,11 +14,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 def test_click_an_attention_edge_and_see_its_heads_map(app_url, page):
     page.set_viewport_size({"width": 1600, "height": 2600})
-    page.goto(f"{app_url}/")
-    page.get_by_text("SmolLM2-135M-Instruct", exact=False).first.wait_for(timeout=300_000)
-    wait_idle(page, 300_000)
-    page.goto(f"{app_url}/internals")
-    wait_idle(page)
+    open_with_model(page, app_url)
     capture_prompt(page, "The capital of France is")
     heatmap_painted(page, "Layer")
     page.get_by_role("radio", name="Attribution", exact=True).click()

@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from tests.browser.conftest import ARTIFACTS, wait_idle
+from tests.browser.conftest import ARTIFACTS, open_with_model, wait_idle
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -83,11 +83,7 @@ def test_internals_views_follow_prompts_chat_and_clicks(app_url, page, tmp_path)
     dialogs: list[str] = []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
     page.set_viewport_size({"width": 1600, "height": 2600})   # every view fits: screenshots show all of it
-    page.goto(f"{app_url}/")                                   # app.py first: it registers the navigation
-    page.get_by_text("SmolLM2-135M-Instruct", exact=False).first.wait_for(timeout=300_000)
-    wait_idle(page, 300_000)
-    page.goto(f"{app_url}/internals")
-    wait_idle(page)
+    open_with_model(page, app_url)                             # app.py first: it registers the navigation
 
     # load → prompt with HTML/JS in it → the heatmap is painted, the markup only shown as text
     capture_prompt(page, HOSTILE + " The capital of France is")

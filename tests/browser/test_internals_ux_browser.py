@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser.conftest import ARTIFACTS, wait_idle
+from tests.browser.conftest import ARTIFACTS, open_with_model, wait_idle
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -35,11 +35,7 @@ def capture_text(page, text: str) -> None:
 
 
 def test_a_new_user_sees_what_is_really_in_the_text_and_a_readable_page(app_url, page):
-    page.goto(f"{app_url}/")
-    page.get_by_text("SmolLM2-135M-Instruct", exact=False).first.wait_for(timeout=300_000)
-    wait_idle(page, 300_000)
-    page.goto(f"{app_url}/internals")
-    wait_idle(page)
+    open_with_model(page, app_url)
 
     # the left column is wide enough for both buttons, uncut
     for name in ("Clear chat", "Stop"):

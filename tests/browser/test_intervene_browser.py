@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from tests.browser.conftest import ARTIFACTS, wait_idle
+from tests.browser.conftest import ARTIFACTS, open_with_model, wait_idle
 from tests.browser.test_internals_browser import capture_prompt, click_point, heatmap_painted, shot, wait_for_titles
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -17,11 +17,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 def test_ablate_heads_and_patch_two_prompts(app_url, page):
     page.set_viewport_size({"width": 1600, "height": 3000})
-    page.goto(f"{app_url}/")
-    page.get_by_text("SmolLM2-135M-Instruct", exact=False).first.wait_for(timeout=300_000)
-    wait_idle(page, 300_000)
-    page.goto(f"{app_url}/internals")
-    wait_idle(page)
+    open_with_model(page, app_url)
     capture_prompt(page, "The capital of France is")
     heatmap_painted(page, "Layer", timeout=400_000)       # a shared 2-core machine can be slow
     page.get_by_role("radio", name="Intervene", exact=True).click()
@@ -56,11 +52,7 @@ def test_ablate_heads_and_patch_two_prompts(app_url, page):
 
 def test_ablate_a_head_from_the_routes_then_answer_and_capture_with_it_off(app_url, page, tmp_path):
     page.set_viewport_size({"width": 1600, "height": 2600})
-    page.goto(f"{app_url}/")
-    page.get_by_text("SmolLM2-135M-Instruct", exact=False).first.wait_for(timeout=300_000)
-    wait_idle(page, 300_000)
-    page.goto(f"{app_url}/internals")
-    wait_idle(page)
+    open_with_model(page, app_url)
     box = page.get_by_placeholder("Ask the model…")
     box.fill("What is the capital of France?")
     box.press("Enter")
