@@ -61,6 +61,17 @@ def fp32_server(browser, tmp_path_factory):
         yield server
 
 
+def longest_answers(pg) -> None:
+    """The chat's max_new_tokens slider to its top (1024 instead of 128)."""
+    pg.get_by_text("Generation settings").first.click()
+    slider = pg.locator(".st-key-chat_max_new input[type='range']")
+    slider.focus()
+    slider.press("End")
+    wait_idle(pg)
+    pg.locator(".st-key-chat_max_new [data-testid='stSliderThumbValue']", has_text="1024").wait_for()
+    pg.get_by_text("Generation settings").first.click()
+
+
 def ask(pg, prompt: str) -> None:
     box = pg.get_by_test_id("stChatInputTextArea")
     box.fill(prompt)
@@ -189,6 +200,7 @@ def test_four_loads_at_once_the_last_page_counts_its_place_down(fp32_server, bro
     try:
         for pg in pages:
             pick_option(pg, ".st-key-load_precision", PRECISION)
+        longest_answers(chat)          # the answer must outlast four clicks on a busy 2-core machine
         ask(chat, "Write a long story about a lighthouse keeper and the sea.")
         wait_streaming(chat)                                  # the batch is decoding: loads wait for it
         for pg in pages:
