@@ -39,7 +39,7 @@ from explorer.model.worker_request import (
     Request,
     RequestCancelled,
     cancellable_forward,
-    generation_of,
+    load_id_of,
     model_changed,
 )
 
@@ -79,11 +79,11 @@ class ModelWorker:
     def load_id(self) -> int:
         """The resident model's LoadedModel.load_id (0: none): changes whenever it is replaced,
         unloaded or adopted, and not when a load is refused in preflight."""
-        return generation_of(self.registry.current)
+        return load_id_of(self.registry.current)
 
     def snapshot(self) -> tuple[LoadedModel | None, int]:
         loaded = self.registry.current
-        return loaded, generation_of(loaded)
+        return loaded, load_id_of(loaded)
 
     def position(self, request: Request) -> int | None:
         """How many requests run before this one: those ahead in the queue, plus the one running.
@@ -365,4 +365,4 @@ class ModelWorker:
 
 
 __all__ = ["POLL_S", "Alive", "ModelReplaced", "ModelWorker", "NoModelLoaded", "OnWait", "Request",
-           "RequestCancelled", "generation_of", "model_changed"]
+           "RequestCancelled", "load_id_of", "model_changed"]

@@ -56,7 +56,7 @@ def cancellable_forward(model, event: threading.Event):
             handle.remove()
 
 
-def generation_of(loaded: LoadedModel | None) -> int:
+def load_id_of(loaded: LoadedModel | None) -> int:
     """The resident model's `LoadedModel.load_id` (0: none resident)."""
     return 0 if loaded is None else loaded.load_id
 
@@ -64,7 +64,7 @@ def generation_of(loaded: LoadedModel | None) -> int:
 def model_changed(made_for: int | None, loaded: LoadedModel | None) -> bool:
     """Is `loaded` another model than the one a request was made for (None: any model)? A thin
     reading of LoadedModel.load_id; the model's own `ensure_current()` catches a retired one."""
-    return made_for is not None and made_for != generation_of(loaded)
+    return made_for is not None and made_for != load_id_of(loaded)
 
 
 @dataclass(eq=False)
@@ -167,4 +167,4 @@ class Request:
 
 
 __all__ = ["POLL_S", "Alive", "NoModelLoaded", "OnWait", "Request", "RequestCancelled", "cancellable_forward",
-           "generation_of", "model_changed"]
+           "load_id_of", "model_changed"]

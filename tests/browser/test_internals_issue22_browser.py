@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 from explorer.views.figures.attention import EXACT_CELLS
-from tests.browser.conftest import ARTIFACTS, wait_idle
+from tests.browser.conftest import ARTIFACTS, open_with_model, wait_idle
 from tests.browser.test_internals_browser import capture_prompt, click_point
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -28,15 +28,6 @@ def shot(page, name: str, full: bool = False) -> None:
 
 def params(page) -> dict[str, list[str]]:
     return parse_qs(urlparse(page.url).query)
-
-
-def open_loaded(page, url: str, path: str = "/") -> None:
-    page.goto(f"{url}/")
-    page.get_by_text("SmolLM2-135M-Instruct", exact=False).first.wait_for(timeout=300_000)
-    wait_idle(page, 300_000)
-    if path != "/":
-        page.goto(f"{url}{path}")
-        wait_idle(page)
 
 
 def few_new_tokens(page, prefix: str) -> None:
@@ -66,7 +57,7 @@ def test_a_cleared_chat_leaves_no_capture_and_no_url_state(app_url, browser):
     page.set_default_timeout(60_000)
     try:
         # the issue's steps: ask on the chat page, clear it there, then open Internals
-        open_loaded(page, app_url)
+        open_with_model(page, app_url, "/")
         few_new_tokens(page, "chat")
         ask(page, "What is the capital of France?")
         page.get_by_role("button", name="Clear chat", exact=True).click()
@@ -94,7 +85,7 @@ def test_a_cleared_chat_leaves_no_capture_and_no_url_state(app_url, browser):
 
 
 def test_a_click_on_the_attribution_chart_opens_that_heads_map(app_url, page):
-    open_loaded(page, app_url, "/internals")
+    open_with_model(page, app_url)
     capture_prompt(page, "The capital of France is")
     page.get_by_role("radio", name="Attribution", exact=True).click()
     wait_idle(page)
@@ -119,7 +110,7 @@ def _inside(box: dict, height: int) -> bool:
 
 
 def test_a_long_prompts_map_and_its_controls_fit_one_window_at_both_sizes(app_url, page):
-    open_loaded(page, app_url, "/internals")
+    open_with_model(page, app_url)
     capture_prompt(page, " ".join(f"word{i}" for i in range(155)))   # ~495 tokens
     picture = page.locator(".st-key-internals_html_attention_map")
     picture.wait_for()
@@ -152,7 +143,7 @@ def test_a_long_prompts_map_and_its_controls_fit_one_window_at_both_sizes(app_ur
 
 
 def test_a_text_file_is_captured_and_the_strip_pages_through_it(app_url, page, tmp_path):
-    open_loaded(page, app_url, "/internals")
+    open_with_model(page, app_url)
     bad = tmp_path / "latin1.txt"
     bad.write_bytes("caf\xe9 au lait".encode("latin-1"))
     upload = page.locator(".st-key-internals_prompt_file input[type='file']")
@@ -183,7 +174,7 @@ def test_an_87_token_map_labels_rows_by_a_stated_rule_and_can_label_every_row(ap
     axis title states the rule, labels never overlap at either size, and a toggle labels every row."""
     from tests.browser.test_polish_browser import OVERLAPS
 
-    open_loaded(page, app_url, "/internals")
+    open_with_model(page, app_url)
     capture_prompt(page, " ".join(["the cat sat on the mat and looked at the dog"] * 8))   # 88 tokens
     chart = page.locator(".st-key-internals_fig_attention_map")
     chart.locator(".gtitle").first.wait_for()
