@@ -3,7 +3,8 @@
 Each student is a fresh thread (as a Streamlit rerun is) that sends its own chat prompt as a
 WorkerStream (the chat page's path), reads the answer to the end, then captures its turn through
 the worker (the internals page's path). The worker decodes every waiting answer in one batch
-(explorer/model/decode_batch.py) and runs each capture between two decode steps.
+(explorer/model/decode_batch.py) and runs captures between two decode steps; captures of several
+students waiting at the same moment share one batched forward (explorer/record/capture_batch.py).
 
 Two ways of arriving: all at once (the teacher says "go"), and spread evenly over --spread-s.
 First, one student's stream three ways (each on a prompt no earlier run used, so no shape is warm):
@@ -42,7 +43,8 @@ from explorer.model.loading import LoadConfig, load_model, release_memory
 from explorer.model.prompts import stop_ids
 from explorer.model.worker import ModelWorker
 from explorer.model.worker_stream import WorkerStream
-from explorer.record.capture import CaptureOptions, capture
+from explorer.record.capture import CaptureOptions
+from explorer.record.capture_batch import submit_capture
 
 TOPICS = ["the sea", "volcanoes", "bees", "the moon", "trains", "rain", "castles", "whales", "deserts", "clocks",
           "bridges", "owls", "glaciers", "rivers", "kites", "comets"]
@@ -73,11 +75,11 @@ def student(worker: ModelWorker, i: int, options: GenerateOptions, do_capture: b
            "shared_with": r.shared_with}
     if do_capture:
         ids = r.sequence_ids
-        req = worker.submit(lambda m, _r: capture(m.model, m.tokenizer, ids, CaptureOptions()).num_tokens,
-                            f"student{i}")
+        req = submit_capture(worker, ids, CaptureOptions(), f"student{i}")   # the internals page's path
         req.wait(timeout=600)
         row["capture_wait"] = (req.started or req.submitted) - req.submitted
         row["capture_total"] = time.perf_counter() - req.submitted
+        row["capture_ran_with"] = req.ran_with
     out.append(row)
 
 
@@ -141,6 +143,9 @@ def run_class(worker: ModelWorker, students: int, arrival: str, spread_s: float,
             "own_tok_s_median": round(statistics.median(own), 2),
             "capture_wait_p95_s": round(pct(cap, 0.95), 3) if cap else None,
             "capture_run_p50_s": round(pct(cap_run, 0.5), 3) if cap_run else None,
+            "capture_total_p95_s": round(pct([r["capture_total"] for r in rows if "capture_total" in r], 0.95), 3)
+            if cap else None,
+            "captures_per_forward_max": max((r.get("capture_ran_with", 1) for r in rows), default=None),
             "most_answers_together": max(r["shared_with"] for r in rows) + 1, "wall_s": round(wall, 2)}
 
 
@@ -207,18 +212,22 @@ def write_report(args, info: dict, runs: list[dict], single: dict) -> None:
              "turn through the worker. Answers have a fixed length (EOS cannot end them early). Time to first "
              "token is counted from the student's send; own tok/s from its first token to its last; capture "
              "wait from the capture's submit until the worker starts it, capture run from then until the student "
-             "has it.", "",
+             "has it, capture total the two together (what the student waits); captures per forward: the most "
+             "students' captures that shared one batched forward.", "",
              "One student's own tok/s, each on a prompt no earlier run used: the decode core on the main thread "
              f"{single['direct_tok_s']}, through the worker and a WorkerStream {single['worker_tok_s']}"
              + (f"; the core with cuDNN attention kept, new shapes {single['cudnn_new_shapes_tok_s']}, the same "
                 f"shapes again {single['cudnn_same_shapes_tok_s']}" if "cudnn_new_shapes_tok_s" in single else "")
              + ".", "",
              "| students | arrival | total tok/s | × one | TTFT p50 s | TTFT p95 s | own tok/s min | own tok/s median "
-             "| capture wait p95 s | capture run p50 s | most together |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| capture wait p95 s | capture run p50 s | capture total p95 s | captures per forward | most together |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in runs:
         lines.append(f"| {r['students']} | {r['arrival']} | {r['total_tok_s']} | {r['total_vs_one']} | "
                      f"{r['ttft_p50_s']} | {r['ttft_p95_s']} | {r['own_tok_s_min']} | {r['own_tok_s_median']} | "
-                     f"{r['capture_wait_p95_s']} | {r.get('capture_run_p50_s')} | {r['most_answers_together']} |")
+                     f"{r['capture_wait_p95_s']} | {r.get('capture_run_p50_s')} | {r.get('capture_total_p95_s')} | "
+                     f"{r.get('captures_per_forward_max')} | "
+                     f"{r['most_answers_together']} |")
     (out / f"classroom_{args.device}.md").write_text("\n".join(lines) + "\n")
 
 

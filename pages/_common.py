@@ -20,6 +20,7 @@ from explorer.model.errors import Secret, env_token, user_message
 from explorer.model.loading import LoadConfig, LoadedModel, ModelRegistry, memory_snapshot
 from explorer.model.switches import autoload_enabled, operator_switches, worker_status_file
 from explorer.model.worker import ModelWorker
+from explorer.model.worker_request import Request
 from explorer.views.units import fmt_bytes
 from pages._state import AUTOLOAD_TRIED, LOAD_ERROR
 
@@ -66,16 +67,18 @@ def queue_note(ahead: int) -> str:
 
 
 def run_on_model(fn: Callable[[LoadedModel], Any], progress: Callable[[str], None] | None = None,
-                 load_id: int | None = -1) -> Any:
+                 load_id: int | None = -1, request: Request | None = None) -> Any:
     """Run `fn(loaded)` on the model worker for this session and wait, showing the queue position.
     `load_id`: the LoadedModel.load_id the page showed (-1: whatever is resident now).
     Raises what `fn` raised, or the worker's own typed errors (ModelReplaced, NoModelLoaded,
-    RequestCancelled): the caller shows `user_message(exc)`."""
+    RequestCancelled): the caller shows `user_message(exc)`. `request`: one already queued (a
+    shareable capture, explorer.record.capture_batch.submit_capture) to wait for instead of `fn`."""
     note = st.empty()
     try:
-        return model_worker().call(fn, session_id(), load_id=load_id, progress=progress,
-                                   alive=session_alive(),
-                                   on_wait=lambda n: note.caption(queue_note(n)) if n else None)
+        if request is None:
+            request = model_worker().submit(lambda loaded, _req: fn(loaded), session_id(), load_id=load_id)
+        return request.wait(progress=progress, alive=session_alive(),
+                            on_wait=lambda n: note.caption(queue_note(n)) if n else None)
     finally:
         note.empty()
 

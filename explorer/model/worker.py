@@ -8,7 +8,10 @@ requests like any other, so nothing runs on a model that is being replaced.
 Chat answers ("stream" requests) do not queue behind each other: they join one decode batch
 (explorer/model/decode_batch.py) at its next step and leave it the moment they end, so a class of
 students shares each forward. Between two decode steps the thread runs one other request (a
-capture, a function of a page), so a capture waits at most one step. A load, an unload or an
+capture, a function of a page), so a capture waits at most one step. Shareable calls at the head of
+several sessions' queues with the same key run as one (a batched capture of several prompts,
+explorer/record/capture_batch.py): a class that captures its turns at once waits for one forward,
+not for one each. A load, an unload or an
 exclusive job (the comparison) waits until the batch has finished, then runs alone; answers
 queued behind it were made for the old model and fail with ModelReplaced.
 
@@ -38,10 +41,12 @@ from explorer.model.worker_request import (
     OnWait,
     Request,
     RequestCancelled,
+    Shareable,
     cancellable_forward,
     load_id_of,
     model_changed,
 )
+from explorer.model.worker_shared import SHARED_MOST, companions, run_shared
 
 ALONE = ("load", "unload", "exclusive")   # kinds that wait for the decode batch to finish, then run alone
 _STEP = object()                          # _take's answer: run one decode step
@@ -61,6 +66,8 @@ class ModelWorker:
         self._cond = threading.Condition()
         self._queues: OrderedDict[str, deque[Request]] = OrderedDict()  # sessions in turn order
         self._running: Request | None = None
+        self._group: list[Request] = []         # shareable calls running with _running, as one
+        self._shared_most = 1                   # the most requests one shared run has taken (status)
         self._batch: DecodeBatch | None = None
         self._rows: dict[int, tuple[Row, Request]] = {}   # id(row) -> (row, its request), while decoding
         self._step_due = False
@@ -90,7 +97,7 @@ class ModelWorker:
         A chat answer joins the running batch without waiting for it, so the batch counts only
         for what must run alone."""
         with self._cond:
-            if request is self._running or request.future.done():
+            if request is self._running or request in self._group or request.future.done():
                 return None
             order = self._order()
             if request not in order:
@@ -107,6 +114,7 @@ class ModelWorker:
                     "running_session": running.session if running else None, "decoding": decoding,
                     "queued": sum(len(q) for q in self._queues.values()), "load_id": self.load_id,
                     "model": getattr(self.registry.current, "name", None), "thread": self.thread.name,
+                    "shared_most": self._shared_most,
                     "time": time.time()}
 
     def idle(self) -> bool:
@@ -115,16 +123,17 @@ class ModelWorker:
     # ------------------------------------------------------------------ submitting
     def submit(self, fn: Callable[[LoadedModel | None, Request], Any], session: str = "default", *,
                kind: str = "call", load_id: int | None = -1, needs_model: bool = True,
-               cancel_event: threading.Event | None = None) -> Request:
+               cancel_event: threading.Event | None = None, shared: Shareable | None = None) -> Request:
         """Queue `fn(loaded, request)`. `load_id=-1` means "the model resident now". For kind
         "stream", `fn` returns a decode Row, which joins the batch; the request's result is its
-        GenerationResult."""
+        GenerationResult. `shared`: this call may run together with others of its key; `fn` is
+        how it runs alone."""
         with self._cond:
             if self._closed:
                 raise RuntimeError("The model worker has shut down.")
             made_for = self.load_id if load_id == -1 else load_id
             request = Request(fn=fn, session=session, kind=kind, load_id=made_for, needs_model=needs_model,
-                              worker=self, cancel_event=cancel_event or threading.Event())
+                              worker=self, cancel_event=cancel_event or threading.Event(), shared=shared)
             self._queues.setdefault(session, deque()).append(request)
             self._cond.notify_all()
         self._write_status()
@@ -167,6 +176,7 @@ class ModelWorker:
             mine = list(self._queues.get(session, ()))
             if self._running is not None and self._running.session == session:
                 mine.append(self._running)
+            mine += [req for req in self._group if req.session == session]
             mine += [req for _row, req in self._rows.values() if req.session == session]
         for request in mine:
             request.cancel()
@@ -177,7 +187,7 @@ class ModelWorker:
             self._closed = True
             pending = [r for q in self._queues.values() for r in q]
             self._queues.clear()
-            running = [self._running] if self._running is not None else []
+            running = ([self._running] if self._running is not None else []) + self._group
             running += [req for _row, req in self._rows.values()]
             self._cond.notify_all()
         for request in pending:
@@ -215,8 +225,9 @@ class ModelWorker:
         if q:
             self._queues[request.session] = q
 
-    def _take(self) -> Request | object | None:
-        """The next thing to do: a request, _STEP (one decode step), or None (shut down)."""
+    def _take(self) -> Request | list[Request] | object | None:
+        """The next thing to do: a request, a group of shareable calls (a list), _STEP (one decode
+        step), or None (shut down)."""
         with self._cond:
             while True:
                 if self._closed:
@@ -230,6 +241,12 @@ class ModelWorker:
                     self._pop(head)
                     if head.kind != "stream":
                         self._running = head
+                    group = companions(self._queues, head, SHARED_MOST)
+                    if group:
+                        for other in group:
+                            self._pop(other)
+                        self._group = group
+                        return [head, *group]
                     return head
                 if decoding:
                     return _STEP
@@ -246,7 +263,10 @@ class ModelWorker:
                 continue
             self._write_status()
             try:
-                if job.kind == "stream":
+                if isinstance(job, list):
+                    self._run_shared(job)
+                    self._step_due = True
+                elif job.kind == "stream":
                     self._join(job)
                 else:
                     self._run(job)
@@ -254,6 +274,7 @@ class ModelWorker:
             finally:
                 with self._cond:
                     self._running = None
+                    self._group = []
                 self._write_status()
 
     def _admit(self, request: Request) -> tuple[bool, LoadedModel | None]:
@@ -294,6 +315,12 @@ class ModelWorker:
         finally:
             request.inbox.put(("done", None))     # wakes a reader at once instead of at its next poll
             del loaded
+
+    def _run_shared(self, group: list[Request]) -> None:
+        admitted = [(request, loaded) for request in group for ok, loaded in [self._admit(request)] if ok]
+        if admitted:
+            self._shared_most = max(self._shared_most, len(admitted))
+            run_shared([r for r, _ in admitted], admitted[0][1])
 
     # ------------------------------------------------------------------ the decode batch
     def _join(self, request: Request) -> None:

@@ -56,6 +56,17 @@ def cancellable_forward(model, event: threading.Event):
             handle.remove()
 
 
+class AllCancelled:
+    """An event-like view of several requests: set once every one of them is cancelled (a
+    capture forward shared by several students stops only when none of them still wants it)."""
+
+    def __init__(self, requests: list[Request]) -> None:
+        self.requests = requests
+
+    def is_set(self) -> bool:
+        return all(r.cancelled for r in self.requests)
+
+
 def load_id_of(loaded: LoadedModel | None) -> int:
     """The resident model's `LoadedModel.load_id` (0: none resident)."""
     return 0 if loaded is None else loaded.load_id
@@ -65,6 +76,16 @@ def model_changed(made_for: int | None, loaded: LoadedModel | None) -> bool:
     """Is `loaded` another model than the one a request was made for (None: any model)? A thin
     reading of LoadedModel.load_id; the model's own `ensure_current()` catches a retired one."""
     return made_for is not None and made_for != load_id_of(loaded)
+
+
+@dataclass(frozen=True)
+class Shareable:
+    """What lets calls of several sessions waiting at once run as one: those with equal `key` are
+    handed together, as `run_many(loaded, [item, ...])`, which returns one result or exception per
+    item, in order. The worker knows nothing of what they compute (a batched capture, say)."""
+    key: Any
+    item: Any
+    run_many: Callable[[LoadedModel, list[Any]], list[Any]]
 
 
 @dataclass(eq=False)
@@ -78,9 +99,11 @@ class Request:
     needs_model: bool = True
     cancel_event: threading.Event = field(default_factory=threading.Event)
     future: Future = field(default_factory=Future)
+    shared: Shareable | None = None         # a call that may share its run with others (see Shareable)
     inbox: queue.SimpleQueue[tuple[str, Any]] = field(default_factory=queue.SimpleQueue)
     submitted: float = field(default_factory=time.perf_counter)
     started: float | None = None
+    ran_with: int = 1                       # how many requests ran together with it as one (itself included)
     worker: Any = field(default=None, repr=False)   # the ModelWorker that queued it (position, drop)
     last_poll: float = field(default_factory=time.monotonic)
     abandon_after_s: float = 10.0           # a caller silent this long is gone (see `abandoned`)
@@ -166,5 +189,5 @@ class Request:
                 progress.fraction(*payload)
 
 
-__all__ = ["POLL_S", "Alive", "NoModelLoaded", "OnWait", "Request", "RequestCancelled", "cancellable_forward",
+__all__ = ["POLL_S", "AllCancelled", "Alive", "Shareable", "NoModelLoaded", "OnWait", "Request", "RequestCancelled", "cancellable_forward",
            "load_id_of", "model_changed"]

@@ -6,7 +6,10 @@ capture in six took 3.5× the others). The page holds the last capture while the
 so two captures' buffers are alive at once; after that, each new capture takes back the buffers
 that the capture it replaces gave up when it was garbage-collected (weakref.finalize).
 
-Buffers are raw bytes keyed by size; a dtype and shape are views onto them. One pool per process
+Buffers are raw bytes keyed by size; a dtype and shape are views onto them. Sizes are rounded up
+to a class (eight per doubling, at most 12.5% unused) and an idle buffer up to twice as large
+serves too: a class's turns are each a few tokens longer than the last, and students' turns differ,
+so exact sizes would rarely be seen twice. One pool per process
 (`shared_pool()`), used by the attention recorder, the residual stream and the components part.
 A buffer given back is reused only once no tensor views it any more (its storage's use count):
 code that keeps a capture's residual after dropping the capture (drift's fingerprints) keeps
@@ -54,14 +57,14 @@ class BufferPool:
         numel = 1
         for s in shape:
             numel *= int(s)
-        nbytes = max(1, numel * torch.empty(0, dtype=dtype).element_size())
+        nbytes = size_class(max(1, numel * torch.empty(0, dtype=dtype).element_size()))
         with self._lock:
             self._reclaim()
-            free = self._idle.get(nbytes)
-            raw = free.pop() if free else None
-            if raw is not None:
+            raw = None
+            for size in sorted(k for k, free in self._idle.items() if free and nbytes <= k <= 2 * nbytes)[:1]:
+                raw = self._idle[size].pop()
                 self.stats.reuses += 1
-                self.stats.idle_bytes -= nbytes
+                self.stats.idle_bytes -= size
         if raw is None:
             raw = torch.empty(nbytes, dtype=torch.uint8, pin_memory=self.pin)
             with self._lock:
@@ -110,6 +113,14 @@ class BufferPool:
             return self.stats.idle_bytes
 
 
+def size_class(nbytes: int) -> int:
+    """`nbytes` rounded up to one of eight sizes per doubling (exact up to 64 KiB)."""
+    if nbytes <= 1 << 16:
+        return nbytes
+    step = 1 << (max(0, (nbytes - 1).bit_length() - 4))
+    return -(-nbytes // step) * step
+
+
 def _use_count(raw: torch.Tensor) -> int:
     """How many tensors share raw's storage (plus the temporaries of asking). Where torch cannot
     say, a large number: the buffer is never reused (correct, only slower)."""
@@ -136,4 +147,4 @@ def pinning_available() -> bool:
     return torch.cuda.is_available()
 
 
-__all__ = ["BufferPool", "PoolStats", "pinning_available", "shared_pool"]
+__all__ = ["BufferPool", "PoolStats", "pinning_available", "shared_pool", "size_class"]

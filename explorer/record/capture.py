@@ -69,7 +69,7 @@ def _registrations(model: nn.Module, plan: CapturePlan, session: HookSession) ->
     return out
 
 
-def _forward_kwargs(model: nn.Module) -> dict[str, Any]:
+def forward_kwargs(model: nn.Module) -> dict[str, Any]:
     """No KV cache, and only the last position's logits where the model can skip the rest."""
     params = inspect.signature(model.forward).parameters
     open_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
@@ -81,8 +81,22 @@ def _forward_kwargs(model: nn.Module) -> dict[str, Any]:
     return kwargs
 
 
-def run_forward(model: nn.Module, plan: CapturePlan, options: CaptureOptions) -> Recorded:
-    """The one forward: hooks on, the recording attention function switched in, both undone after."""
+@dataclass
+class RowRecording:
+    """One prompt's recorders, buffers and hooks, set up before the forward that fills them (a
+    prompt alone, or one row of capture_batch's batched forward)."""
+    plan: CapturePlan
+    offload: Offloader
+    store: AttentionStore
+    recorder: Recorder
+    session: HookSession
+    components: ComponentsRecorder | None
+    registrations: list[tuple[nn.Module, str, Callable]]
+
+
+def start_recording(model: nn.Module, plan: CapturePlan, options: CaptureOptions,
+                    device: torch.device) -> RowRecording:
+    """Everything that records one prompt; nothing runs yet. `device`: where its input ids go."""
     offload = Offloader(to_cpu=options.offload_to_cpu)
     store = AttentionStore(num_heads=plan.shape.heads, num_kv_heads=plan.shape.kv_heads)
     layer_of = {}
@@ -90,27 +104,33 @@ def run_forward(model: nn.Module, plan: CapturePlan, options: CaptureOptions) ->
         module = resolve(model, lp.attention)
         if module is not None:
             layer_of[id(module)] = lp.index
-    attention_layers = plan.attention_layers
-    want_attention = bool(attention_layers)
     on_device = {layer for layer, p in plan.placement.items() if p.where == "gpu"}
-    recorder = Recorder(store, layer_of, set(attention_layers), offload, on_device)
+    recorder = Recorder(store, layer_of, set(plan.attention_layers), offload, on_device)
     session = HookSession(recorder, offload, plan.keep if "residual" in plan.parts else [], options.residual_dtype)
-    switch = explorer_attention_enabled(model) if want_attention else contextlib.nullcontext(False)
-    input_ids = plan.ids[None].to(input_device(model))                                   # (1, T)
     shape, t = plan.shape, int(plan.ids.shape[0])
     comps, comps_note = (start_components(model, plan.anatomy, recorder, offload, plan.budget,
                                           (shape.layers, t, shape.hidden, shape.heads, shape.kv_heads,
-                                           shape.head_dim, plan.act_bytes), input_ids.device,
+                                           shape.head_dim, plan.act_bytes), device,
                                           options.components_on_device)
                          if "components" in plan.parts else (None, None))
     plan.notes += [comps_note] if comps_note else []
-    fallback = plan_fallback(model, want_attention, (shape.layers, shape.heads, t, plan.act_bytes), plan.budget)
     registrations = _registrations(model, plan, session) + (comps.registrations() if comps is not None else [])
-    with (torch.inference_mode(), forward_hooks(registrations), switch as switched,
-          recording(recorder), fallback.running(model)):
-        output = model(input_ids=input_ids, **_forward_kwargs(model), **fallback.kwargs)
-        offload.finish()
-    return Recorded(session, store, output, bool(switched), comps, fallback, offload)
+    return RowRecording(plan, offload, store, recorder, session, comps, registrations)
+
+
+def run_forward(model: nn.Module, plan: CapturePlan, options: CaptureOptions) -> Recorded:
+    """The one forward: hooks on, the recording attention function switched in, both undone after."""
+    input_ids = plan.ids[None].to(input_device(model))                                   # (1, T)
+    row = start_recording(model, plan, options, input_ids.device)
+    want_attention = bool(plan.attention_layers)
+    shape, t = plan.shape, int(plan.ids.shape[0])
+    switch = explorer_attention_enabled(model) if want_attention else contextlib.nullcontext(False)
+    fallback = plan_fallback(model, want_attention, (shape.layers, shape.heads, t, plan.act_bytes), plan.budget)
+    with (torch.inference_mode(), forward_hooks(row.registrations), switch as switched,
+          recording(row.recorder), fallback.running(model)):
+        output = model(input_ids=input_ids, **forward_kwargs(model), **fallback.kwargs)
+        row.offload.finish()
+    return Recorded(row.session, row.store, output, bool(switched), row.components, fallback, row.offload)
 
 
 # --------------------------------------------------------------------------------------------
@@ -235,4 +255,4 @@ def capture(model: nn.Module, tokenizer, prompt: Prompt, options: CaptureOptions
 
 
 __all__ = ["DEFAULT_PARTS", "PARTS", "Capture", "CaptureOptions", "NormStats", "PromptTooLongError", "Recorded",
-           "assemble", "capture", "forward_hooks", "run_forward"]
+           "RowRecording", "assemble", "capture", "forward_hooks", "forward_kwargs", "run_forward", "start_recording"]

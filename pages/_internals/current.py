@@ -9,11 +9,12 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from explorer.model.errors import ModelReplaced, clean_text, user_message
-from explorer.record.capture import DEFAULT_PARTS, CaptureOptions, PromptTooLongError, capture
+from explorer.record.capture import DEFAULT_PARTS, CaptureOptions, PromptTooLongError
+from explorer.record.capture_batch import submit_capture
 from explorer.record.intervention_hooks import capture_under
 from explorer.views.readout import Readout
 from explorer.views.url_state import ViewState
-from pages._common import run_on_model, worker_runner
+from pages._common import model_worker, run_on_model, session_id, worker_runner
 from pages._state import BUDGET, COMPONENTS, CURRENT, HEAD, LAYER, PENDING, TOKEN, TOUR_STEP, VIEW_WIDGET
 
 CHAT_TURN = "chat turn"   # Current.origin of a capture that follows the chat (cleared with it)
@@ -58,14 +59,15 @@ def run_capture(loaded, prompt, text: str, source: str, origin: str, answer_star
     `specs`: interventions to capture under (a shared link of such a capture); its notes say which."""
     options = capture_options(loaded.name, loaded.precision)   # read here: session state is this thread's
 
-    def run(m):
-        if specs:
-            return capture_under(m.model, m.tokenizer, prompt, options, specs)
-        return capture(m.model, m.tokenizer, prompt, options)
+    def under(m):
+        return capture_under(m.model, m.tokenizer, prompt, options, specs)
     try:
         loaded.ensure_current()
         with st.status(f"Capturing the {origin} with {loaded.name} ({loaded.precision})…", expanded=False) as status:
-            cap = run_on_model(run, load_id=loaded.load_id)
+            # a plain capture may share its forward with other sessions' captures waiting at the same moment
+            shared = None if specs else submit_capture(model_worker(), prompt, options, session_id(),
+                                                       load_id=loaded.load_id)
+            cap = run_on_model(under, load_id=loaded.load_id, request=shared)
             loaded.ensure_current()  # replaced meanwhile: the capture belongs to a model that is gone
             status.update(label=f"Captured {cap.num_tokens} tokens × {cap.num_layers} layers", state="complete")
     except ModelReplaced:

@@ -6,6 +6,7 @@ import threading
 import time
 
 import pytest
+import torch
 
 from explorer.model.errors import ModelReplaced, user_message
 from explorer.model.generation import GenerateOptions, GenerationError, conversation, generate, generate_batch
@@ -397,3 +398,48 @@ def test_the_page_s_batch_mode_reads_its_answers_together_as_rows_of_the_shared_
     assert [r.sequence_ids for r in results] == [generate(tiny, conversation(p), options).sequence_ids
                                                  for p in PROMPTS[:3]]
     assert max(r.shared_with for r in results) == 2
+
+
+def test_captures_of_sessions_waiting_at_once_share_one_forward_and_each_equals_its_capture_alone(worker):
+    from explorer.record.capture import CaptureOptions, capture
+    from explorer.record.capture_batch import submit_capture
+
+    prompts = {s: list(range(5, 5 + n)) for s, n in (("A", 7), ("B", 12), ("C", 4))}
+    forwards: list[tuple[int, ...]] = []
+    model = worker.current.model
+    handle = model.register_forward_pre_hook(lambda _m, _a, kw: forwards.append(tuple(kw["input_ids"].shape)),
+                                             with_kwargs=True)
+    try:
+        release, _ = gate(worker)
+        requests = {s: submit_capture(worker, p, CaptureOptions(), s) for s, p in prompts.items()}
+        other = submit_capture(worker, list(range(5, 10)), CaptureOptions(parts=frozenset({"residual"})), "D")
+        second = submit_capture(worker, list(range(5, 9)), CaptureOptions(), "A")   # behind A's first: not shared
+        release.set()
+        caps = {s: r.wait(timeout=30) for s, r in requests.items()}
+        other.wait(timeout=30), second.wait(timeout=30)
+    finally:
+        handle.remove()
+    assert [r.ran_with for r in requests.values()] == [3, 3, 3]
+    assert other.ran_with == 1 and second.ran_with == 1          # other options; a session's own order kept
+    assert (3, 12) in forwards and len(forwards) == 3
+    for s, cap in caps.items():
+        alone = capture(model, worker.current.tokenizer, prompts[s], CaptureOptions())
+        assert cap.token_ids.tolist() == prompts[s]
+        torch.testing.assert_close(cap.residual, alone.residual, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(cap.last_logits, alone.last_logits, atol=1e-5, rtol=1e-5)
+    assert _wait_idle(worker)
+
+
+def test_a_cancelled_capture_leaves_the_shared_forward_and_a_failed_shared_run_is_retried_alone(worker):
+    from explorer.model.worker_request import Shareable
+
+    release, _ = gate(worker)
+    kept = [worker.submit(lambda _l, _r, i=i: f"alone {i}", s, shared=Shareable("k", i, lambda _l, items: 1 / 0))
+            for i, s in enumerate(("A", "B", "C"))]
+    kept[1].cancel()
+    release.set()
+    assert kept[0].wait(timeout=10) == "alone 0" and kept[2].wait(timeout=10) == "alone 2"
+    assert kept[0].ran_with == kept[2].ran_with == 2
+    with pytest.raises(RequestCancelled):
+        kept[1].wait(timeout=10)
+    assert _wait_idle(worker)

@@ -107,6 +107,33 @@ def test_pool_hands_back_buffers_of_a_released_owner():
     assert pool.stats.allocations == 3 and d.dtype == torch.bfloat16 and d.shape == (8,)
 
 
+def test_pool_serves_turns_of_other_lengths_from_the_buffers_it_has():
+    """A class's captures differ by a few tokens: a given-back buffer of a near size (its size
+    class, or up to twice it) is reused; a far smaller request does not take a huge buffer."""
+    pool = BufferPool(pin=False)
+
+    class Owner:
+        pass
+
+    def hold(tokens: int) -> Owner:
+        owner = Owner()
+        t, raw = pool.take((tokens, 576), torch.bfloat16)         # one residual layer of SmolLM2
+        pool.lease(owner, [raw])
+        return owner
+
+    first = hold(300)
+    del first
+    gc.collect()
+    second = hold(296)                                            # same class
+    assert (pool.stats.allocations, pool.stats.reuses) == (1, 1)
+    del second
+    gc.collect()
+    short = hold(140)                                             # under half as long: not this buffer...
+    assert (pool.stats.allocations, pool.stats.reuses) == (2, 1)
+    longer = hold(180)                                            # ...which serves one over half as long
+    assert (pool.stats.allocations, pool.stats.reuses) == (2, 2) and short and longer
+
+
 def test_pool_never_hands_out_a_buffer_something_still_reads():
     """Drift keeps a capture's residual after the capture is gone: its data must stay intact."""
     pool = BufferPool(pin=False)
