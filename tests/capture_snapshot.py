@@ -58,3 +58,22 @@ def differences(a: Any, b: Any, path: str = "capture") -> list[str]:
             return [f"{path}: length {len(a)} became {len(b)}"]
         return [d for i, (x, y) in enumerate(zip(a, b)) for d in differences(x, y, f"{path}[{i}]")]
     return [] if a == b else [f"{path}: {a!r} became {b!r}"]
+
+
+def tensors_of(obj: Any, prefix: str = "") -> dict[str, torch.Tensor]:
+    """Every tensor reachable through dataclass fields, dicts, lists and tuples, by its path
+    (".attention.layers[3].q"): to compare two captures tensor by tensor."""
+    out: dict[str, torch.Tensor] = {}
+    if isinstance(obj, torch.Tensor):
+        out[prefix] = obj
+    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        for f in dataclasses.fields(obj):
+            out.update(tensors_of(getattr(obj, f.name), f"{prefix}.{f.name}"))
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            out.update(tensors_of(v, f"{prefix}[{k}]"))
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            out.update(tensors_of(v, f"{prefix}[{i}]"))
+    return out
+

@@ -189,5 +189,5 @@ class Request:
                 progress.fraction(*payload)
 
 
-__all__ = ["POLL_S", "AllCancelled", "Alive", "Shareable", "NoModelLoaded", "OnWait", "Request", "RequestCancelled", "cancellable_forward",
-           "load_id_of", "model_changed"]
+__all__ = ["POLL_S", "AllCancelled", "Alive", "NoModelLoaded", "OnWait", "Request", "RequestCancelled", "Shareable",
+           "cancellable_forward", "load_id_of", "model_changed"]

@@ -6,8 +6,8 @@ others. On a GPU a short forward costs about what reading the weights costs, wha
 
 Why right padding and no mask: with causal attention a real token never sees the padding after
 it, and every row keeps the positions 0..T-1 of its own forward. So each row's tensors are those
-of its forward alone, up to the rounding of batched matrix products (exactly equal in fp32 on a
-CPU in the tests; within bf16 rounding on a GPU).
+of its forward alone, up to the rounding of batched matrix products: identical on an H200 in NF4
+(bench/results/capture_batch_cuda.md), exact in fp32 on a CPU, within ~2% on a CPU in NF4.
 
 Why the single-prompt recorders are reused as they are: each row keeps its own plan, recorder,
 hooks and buffers (explorer.record.capture.start_recording); one dispatcher hook per module and a

@@ -3,8 +3,6 @@ capture of its prompt alone, on every tiny family (fp32) and the embedded model 
 prompt fails only itself; the hooks are gone afterwards."""
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
 
@@ -13,24 +11,8 @@ from explorer.record.capture import Capture, CaptureOptions, capture
 from explorer.record.capture_batch import capture_batch, chunks
 from explorer.record.capture_data import PARTS, PromptTooLongError
 from explorer.record.capture_plan import plan_capture
+from tests.capture_snapshot import tensors_of
 from tests.tiny_models import FAMILIES, tiny_model
-
-
-def tensors_of(obj, prefix: str = "") -> dict[str, torch.Tensor]:
-    """Every tensor reachable through a capture's dataclass fields, dicts and lists, by path."""
-    out: dict[str, torch.Tensor] = {}
-    if isinstance(obj, torch.Tensor):
-        out[prefix] = obj
-    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        for f in dataclasses.fields(obj):
-            out.update(tensors_of(getattr(obj, f.name), f"{prefix}.{f.name}"))
-    elif isinstance(obj, dict):
-        for k, v in obj.items():
-            out.update(tensors_of(v, f"{prefix}[{k}]"))
-    elif isinstance(obj, (list, tuple)):
-        for i, v in enumerate(obj):
-            out.update(tensors_of(v, f"{prefix}[{i}]"))
-    return out
 
 
 def differences(alone: Capture, batched: Capture) -> dict[str, float]:
