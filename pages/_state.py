@@ -31,7 +31,7 @@ LAST_OPTIONS = "last_generate_options"  # GenerateOptions that chose the latest 
 
 # ---- the internals page (pages/_internals/*) ---------------------------------------------------
 INTERNALS = "internals_"               # prefix of every internals key
-CURRENT = INTERNALS + "current"        # pages._internals.current.Current: the capture on screen
+ON_SCREEN = INTERNALS + "on_screen"    # pages._internals.on_screen.OnScreen: the capture on screen
 PENDING = INTERNALS + "pending"        # explorer.views.url_state.ViewState from a shared link
 LINK_READ = INTERNALS + "link_read"    # bool: the URL was read once this session
 SEEN_SEQ = INTERNALS + "seen_sequence" # sha1 of the chat turn captured last

@@ -1,7 +1,7 @@
 """The internals page's parts, one module per job (a package whose name starts with "_", so that
 Streamlit's legacy pages/ mode never lists it as a page).
 
-  current           Current (the capture on screen) and run_capture, the one place the model's forward runs
+  on_screen         OnScreen (the capture on screen) and run_capture, the one place the model's forward runs
   link              a shared link: read once, its prompt captured when the right model is loaded
   capture_controls  follow the chat (forgotten when it is cleared), a typed prompt, or a text file
   controls          layer, head and token pickers (sticky) and the token strip, paged for long prompts

@@ -8,15 +8,15 @@ import streamlit as st
 from explorer.model.errors import BadArgument
 from explorer.record.prompt_file import MAX_PROMPT_FILE_BYTES, read_prompt_file
 from explorer.views.url_state import PARAMS
-from pages._internals.current import CHAT_TURN, current, run_capture
 from pages._internals.link import capture_from_link
+from pages._internals.on_screen import CHAT_TURN, on_screen, run_capture
 from pages._state import (
     CHAT_MESSAGES,
     CHAT_TEMPLATE,
-    CURRENT,
     FOLLOW,
     LAST_PROMPT_TOKENS,
     LAST_SEQUENCE_LOAD_ID,
+    ON_SCREEN,
     PROMPT,
     SEEN_SEQ,
     last_sequence_ids,
@@ -40,9 +40,9 @@ def forget_cleared_chat() -> bool:
     if st.session_state.get(CHAT_MESSAGES):
         return False
     st.session_state.pop(SEEN_SEQ, None)   # the same question asked again is captured again
-    cur = current()
+    cur = on_screen()
     if cur is not None and cur.origin == CHAT_TURN:
-        del st.session_state[CURRENT]
+        del st.session_state[ON_SCREEN]
         for name in PARAMS:
             if name in st.query_params:
                 del st.query_params[name]

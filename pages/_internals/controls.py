@@ -13,8 +13,8 @@ import streamlit as st
 
 from explorer.views.figures.internals import STRIP_MAX_TOKENS, token_strip
 from explorer.views.readout import Readout
-from pages._internals.current import Current
 from pages._internals.drawing import pick_token_from, token_name
+from pages._internals.on_screen import OnScreen
 from pages._state import HEAD, LAYER, TOKEN, VIEW_WIDGET
 from pages._state import INTERNALS as K
 
@@ -31,7 +31,7 @@ STICKY_CSS = (f"div[data-testid='stLayoutWrapper']:has(> .st-key-{STICKY_KEY}) {
               f" .st-key-{K}controls_css {{ display: none; }}")
 
 
-def controls(cur: Current) -> tuple[int, int, int]:
+def controls(cur: OnScreen) -> tuple[int, int, int]:
     """Layer, head and token pickers (sticky), then the strip; returns (layer, head, token)."""
     r = cur.readout
     cap = r.capture
@@ -84,7 +84,7 @@ def _turn(step: int, t: int) -> None:
     st.session_state[PAGE_KEY] = (shown_page(t, token) + step, token)
 
 
-def token_strip_pages(cur: Current, token: int) -> None:
+def token_strip_pages(cur: OnScreen, token: int) -> None:
     """The strip, one page at a time: ◀ and ▶ turn pages without moving the focus; a click on a
     token focuses it; typing a position (the token input) turns to its page."""
     r = cur.readout

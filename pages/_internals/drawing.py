@@ -10,7 +10,7 @@ from explorer.views.figures.attention import Outline
 from explorer.views.readout import Readout
 from explorer.views.teaching import EXPLANATIONS
 from explorer.views.text import visible_whitespace
-from pages._internals.current import Current
+from pages._internals.on_screen import OnScreen
 from pages._state import HEAD, LAYER, TOKEN, VIEW
 from pages._state import INTERNALS as K
 
@@ -20,7 +20,7 @@ PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png",
 class Shown:
     """Figures and tables drawn in this fragment run, offered as downloads at the end."""
 
-    def __init__(self, cur: Current) -> None:
+    def __init__(self, cur: OnScreen) -> None:
         self.cur = cur
         self.figures: list[tuple[str, go.Figure]] = []
         self.tables: list[tuple[str, Callable]] = []

@@ -14,12 +14,12 @@ from explorer.views.url_state import VIEWS
 from pages._internals.attention import attention_view
 from pages._internals.attribution import attribution_view
 from pages._internals.controls import controls
-from pages._internals.current import current
 from pages._internals.drawing import Shown, explain
 from pages._internals.embeddings import embeddings_view
 from pages._internals.intervene import intervene_view
 from pages._internals.lens import lens_view
 from pages._internals.notes import precision_drift_note
+from pages._internals.on_screen import on_screen
 from pages._internals.residual import residual_view
 from pages._internals.share import downloads, sync_url
 from pages._internals.tour import glossary_view, tour_view
@@ -31,7 +31,7 @@ VIEW_NAMES = {"attention": "Attention", "residual": "Residual & norms", "embeddi
 
 @st.fragment
 def views_fragment() -> None:
-    cur = current()
+    cur = on_screen()
     if cur is None:
         st.info("Chat with the model on the left, or capture a prompt there, and this side shows what "
                 "happened inside it, layer by layer. You can also open a saved capture file from the sidebar.")

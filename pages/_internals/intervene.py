@@ -30,8 +30,8 @@ from explorer.views.text import visible_whitespace
 from explorer.views.units import table_cells
 from pages._chat_ablation import set_active
 from pages._common import model_worker, queue_note, run_on_model, session_alive, session_id, worker_runner
-from pages._internals.current import Current, capture_options, current, set_current
 from pages._internals.drawing import Shown
+from pages._internals.on_screen import OnScreen, capture_options, on_screen, set_on_screen
 from pages._state import INTERNALS as K
 from pages._state import VIEW
 
@@ -202,7 +202,7 @@ def _show_effect(r: Readout, effect, specs, token: int, shown: Shown) -> None:
 
 
 def _generate(specs) -> None:
-    cur = current()
+    cur = on_screen()
     if cur is None or not cur.display_text:
         st.info("Generation needs the capture's prompt (a capture opened from a file has none).")
         return
@@ -221,8 +221,8 @@ def _generate(specs) -> None:
 
 def _capture(specs) -> None:
     """A button callback: it runs before the page draws, so the new capture may reset the layer,
-    head and token controls (set_current) before they exist."""
-    cur = current()
+    head and token controls (set_on_screen) before they exist."""
+    cur = on_screen()
     if cur is None:
         return
     ids = cur.readout.capture.token_ids
@@ -232,16 +232,16 @@ def _capture(specs) -> None:
 
     def run(m):
         cap = capture_under(m.model, m.tokenizer, ids, capture_options(m.name, m.precision), specs)
-        return Current(Readout(cap, m.model, m.tokenizer, run=runner), cur.display_text, cur.source,
+        return OnScreen(Readout(cap, m.model, m.tokenizer, run=runner), cur.display_text, cur.source,
                        f"{cur.origin} with {to_short(specs)}", cur.answer_start)
     try:
-        set_current(run_on_model(lambda m: run(m)))
+        set_on_screen(run_on_model(lambda m: run(m)))
     except Exception as exc:  # noqa: BLE001 - a message in the page; the capture shown stays
         st.error(user_message(exc))
 
 
 def _patching_panel(r: Readout, shown: Shown) -> None:
-    cur = current()
+    cur = on_screen()
     clean = st.text_input("Clean prompt", value=(cur.display_text or "") if cur else "", key=K + "iv_clean")
     corrupt = st.text_input("Corrupted prompt (same number of tokens)", key=K + "iv_corrupt")
     c1, c2, c3 = st.columns(3)

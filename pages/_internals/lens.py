@@ -8,9 +8,9 @@ import streamlit as st
 from explorer.views.figures.lens import lens_heatmap, trajectory_figure
 from explorer.views.lens_data import LENS_MAX_POSITIONS
 from explorer.views.readout import Readout
-from pages._internals.current import current
 from pages._internals.drawing import Shown, explain
 from pages._internals.notes import answer_settings_note
+from pages._internals.on_screen import on_screen
 from pages._state import INTERNALS as K
 
 
@@ -35,7 +35,7 @@ def lens_view(r: Readout, layer: int, head: int, token: int, shown: Shown) -> No
         with contextlib.nullcontext() if cached else st.spinner("Applying the LM head after every layer…"):
             window = r.lens_window(a, b + 1, k=3)
         shown.figure("lens", lambda: lens_heatmap(window, r.texts, token, layer), key=(a, b, token, layer))
-        answer_settings_note(current().origin)      # the chat's repetition penalty / sampling vs the raw lens
+        answer_settings_note(on_screen().origin)      # the chat's repetition penalty / sampling vs the raw lens
         explain("lens_map")
         shown.table("logit_lens", lambda: r.lens_table(window))
         shown.figure("trajectory", lambda: trajectory_figure(r.trajectory(token), r.texts), key=(token,))

@@ -10,8 +10,8 @@ from explorer.record.interventions import to_short
 from explorer.views.teaching import escape_markdown
 from explorer.views.url_state import ViewState, link_mismatch
 from pages._common import load_into_registry
-from pages._internals.current import current, run_capture
 from pages._internals.intervene import linked_capture_interventions
+from pages._internals.on_screen import on_screen, run_capture
 from pages._state import CHAT_TEMPLATE, LINK_READ, PENDING, PROMPT, VIEW
 from pages._state import INTERNALS as K
 
@@ -34,7 +34,7 @@ def restore_link() -> None:
 def capture_from_link(loaded) -> None:
     """A shared link's prompt is captured automatically when the same model is loaded."""
     pending: ViewState | None = st.session_state.get(PENDING)
-    if pending is None or not pending.prompt or current() is not None:
+    if pending is None or not pending.prompt or on_screen() is not None:
         return
     if loaded is None:
         st.info("This link holds a prompt; load a model to capture it.")

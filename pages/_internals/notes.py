@@ -10,7 +10,7 @@ from explorer.views.setting_notes import REFERENCE, answer_choice_note, precisio
 from pages._common import current_model
 from pages._state import CHAT_MESSAGES, COMPARE_INPUTS, COMPARE_RESULT, LAST_OPTIONS
 
-CHAT_TURN = "chat turn"             # Current.origin of a capture that follows the chat
+CHAT_TURN = "chat turn"             # OnScreen.origin of a capture that follows the chat
 
 
 def answer_settings_note(origin: str) -> None:

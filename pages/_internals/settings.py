@@ -11,7 +11,7 @@ from explorer.analyse.capture_bundle import open_with_results
 from explorer.model.errors import user_message
 from explorer.views.readout import Readout
 from explorer.views.teaching import escape_markdown
-from pages._internals.current import Current, set_current
+from pages._internals.on_screen import OnScreen, set_on_screen
 from pages._state import BUDGET, COMPONENTS, OPEN_ERROR, PENDING, UPLOAD_SEEN
 from pages._state import INTERNALS as K
 
@@ -48,7 +48,7 @@ def open_upload(name: str, data: bytes) -> None:
     st.session_state.pop(PENDING, None)
     st.session_state.pop(OPEN_ERROR, None)
     # a file's tensors are on the CPU and no model is involved: its views compute on the page's thread
-    set_current(Current(Readout(cap, results=results), None, "file", f"file {name}"))
+    set_on_screen(OnScreen(Readout(cap, results=results), None, "file", f"file {name}"))
 
 
 def open_error_banner() -> None:

@@ -4,13 +4,13 @@ from __future__ import annotations
 import streamlit as st
 
 from explorer.views.url_state import ViewState, changed_params
-from pages._internals.current import Current
 from pages._internals.drawing import Shown
 from pages._internals.intervene import keep_capture_interventions
+from pages._internals.on_screen import OnScreen
 from pages._state import INTERNALS as K
 
 
-def downloads(cur: Current, shown: Shown) -> None:
+def downloads(cur: OnScreen, shown: Shown) -> None:
     r = cur.readout
     with st.expander("Download and share"):
         c1, c2 = st.columns(2)   # "Capture file (.safetensors)" was cut at 1280 px in two fifths
@@ -37,7 +37,7 @@ def downloads(cur: Current, shown: Shown) -> None:
         st.caption("The address bar holds this view (model, prompt, layer, head, token): copy it to share.")
 
 
-def sync_url(cur: Current, layer: int, head: int, token: int, view: str) -> None:
+def sync_url(cur: OnScreen, layer: int, head: int, token: int, view: str) -> None:
     cap = cur.readout.capture
     state = ViewState(model=cap.model_name, precision=cap.precision, prompt=cur.display_text,
                       source=cur.source if cur.source in ("text", "chat", "raw") else "text",

@@ -22,10 +22,10 @@ def page_with(cap: Capture, view: str = "attention", *, model=None, origin: str 
     """The page run once with `cap` on screen at layer 1, head 0, the last token, in `view`;
     `results`: what was derived from it beforehand (a file's, as open_with_results hands them back)."""
     from pages import _state
-    from pages._internals.current import Current
+    from pages._internals.on_screen import OnScreen
 
     at = AppTest.from_file(PAGE, default_timeout=120)
-    at.session_state[_state.CURRENT] = Current(Readout(cap, model, results=results), prompt, "text", origin, answer_start=answer_start)
+    at.session_state[_state.ON_SCREEN] = OnScreen(Readout(cap, model, results=results), prompt, "text", origin, answer_start=answer_start)
     at.session_state[_state.LAYER] = 1
     at.session_state[_state.HEAD] = 0
     at.session_state[_state.TOKEN] = cap.num_tokens - 1

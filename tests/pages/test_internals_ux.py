@@ -82,10 +82,10 @@ def test_a_chat_turn_capture_marks_where_the_answer_begins(no_model, tiny_captur
 def _chat_turn_page(cap: Capture, messages: list[dict]) -> AppTest:
     """A page whose capture follows the chat, with the view in the URL, and the given conversation."""
     from pages import _state
-    from pages._internals.current import CHAT_TURN, Current
+    from pages._internals.on_screen import CHAT_TURN, OnScreen
 
     at = AppTest.from_file(PAGE, default_timeout=120)
-    at.session_state[_state.CURRENT] = Current(Readout(cap), "x", "raw", CHAT_TURN)
+    at.session_state[_state.ON_SCREEN] = OnScreen(Readout(cap), "x", "raw", CHAT_TURN)
     at.session_state[_state.CHAT_MESSAGES] = messages
     at.session_state[_state.LAST_SEQUENCE_IDS] = list(range(5, 5 + T))
     at.session_state[_state.LINK_READ] = True
@@ -97,9 +97,9 @@ def test_a_cleared_chat_takes_its_capture_and_the_url_along(no_model, tiny_captu
     from pages import _state
 
     kept = _chat_turn_page(tiny_capture, [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}])
-    assert kept.session_state[_state.CURRENT] is not None and "chat turn" in kept.caption[0].value
+    assert kept.session_state[_state.ON_SCREEN] is not None and "chat turn" in kept.caption[0].value
     cleared = _chat_turn_page(tiny_capture, [])
-    assert _state.CURRENT not in cleared.session_state
+    assert _state.ON_SCREEN not in cleared.session_state
     assert not any(k in cleared.query_params for k in ("model", "prompt", "src", "layer", "head", "token"))
     assert any("Chat with the model on the left" in i.value for i in cleared.info)
     assert not any("chat turn" in c.value for c in cleared.caption)
@@ -130,10 +130,10 @@ def test_the_token_strip_pages_through_a_long_prompt_without_moving_the_focus(no
 
 def test_a_layer_the_capture_dropped_is_a_sentence_not_a_key_error(no_model, tiny_capture):
     from pages import _state
-    from pages._internals.current import Current
+    from pages._internals.on_screen import OnScreen
 
     at = AppTest.from_file(PAGE, default_timeout=120)
-    at.session_state[_state.CURRENT] = Current(Readout(tiny_capture), "x", "text", "test prompt")
+    at.session_state[_state.ON_SCREEN] = OnScreen(Readout(tiny_capture), "x", "text", "test prompt")
     at.session_state[_state.LAYER] = 99
     at.session_state[_state.LINK_READ] = True
     at.run()

@@ -94,7 +94,7 @@ def test_every_model_computation_of_the_internals_page_runs_on_the_worker(embedd
     at.text_area(key="internals_prompt").set_value("The capital of France is")
     at.button(key="FormSubmitter:internals_capture_form-Capture this prompt").click().run()
     assert not at.exception and not at.error
-    r: Readout = at.session_state["internals_current"].readout
+    r: Readout = at.session_state["internals_on_screen"].readout
     cap, last = r.capture, r.num_tokens - 1
     captured = snapshot(cap)
     assert log.calls and not log.off(worker.thread), "the capture itself ran off the worker"

@@ -57,10 +57,10 @@ def test_the_components_toggle_decides_what_a_capture_records(no_model):
     at = page_with(capture(tiny_model("llama"), None, list(range(5, 20))))
     toggle = at.toggle(key="internals_record_components")
     assert toggle.value is True
-    from pages._internals import current
+    from pages._internals import on_screen
     for on in (True, False):
         toggle.set_value(on).run()
         assert not at.exception
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(current.st, "session_state", {"internals_record_components": on})
-            assert ("components" in current.capture_options("m").parts) is on
+            mp.setattr(on_screen.st, "session_state", {"internals_record_components": on})
+            assert ("components" in on_screen.capture_options("m").parts) is on

@@ -170,7 +170,7 @@ def test_a_tampered_capture_upload_is_one_sentence_in_the_internals_page(residen
     message = at.session_state[_state.OPEN_ERROR]
     shown = message.replace("\\", "")     # escaped for Markdown
     assert phrase in shown and "is not a valid capture file" in shown and "Traceback" not in message and str(tmp_path) not in message
-    assert _state.CURRENT not in at.session_state          # nothing from the file reaches a view
+    assert _state.ON_SCREEN not in at.session_state          # nothing from the file reaches a view
     page = AppTest.from_file(str(PAGES / "internals.py"), default_timeout=120)
     page.session_state[_state.OPEN_ERROR] = message
     page.session_state[_state.VIEW] = "attribution"

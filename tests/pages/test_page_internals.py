@@ -170,7 +170,7 @@ def test_a_link_made_in_another_precision_says_so_and_offers_to_load_that_one(ti
     at.run()
     assert not at.exception
     assert any("in **bf16**" in w.value and "in **nf4** now" in w.value for w in at.warning)
-    assert "internals_current" not in at.session_state                     # nothing captured in the wrong precision
+    assert "internals_on_screen" not in at.session_state                     # nothing captured in the wrong precision
     at.button(key="internals_load_link_precision").click().run()
     assert [(c.source, c.precision) for c in asked] == [("tiny", "bf16")]
 
@@ -185,7 +185,7 @@ def test_a_shared_link_captures_its_prompt_and_opens_at_its_layer_head_and_token
     at.run()
     assert not at.exception and not at.error
     assert at.text_area(key="internals_prompt").value == "The capital of France is"
-    cap = at.session_state["internals_current"].readout.capture
+    cap = at.session_state["internals_on_screen"].readout.capture
     t = cap.num_tokens
     assert cap.model_name == embedded_resident.name and cap.num_layers == 30 and cap.precision == embedded_resident.precision
     assert at.query_params["precision"] == embedded_resident.precision

@@ -82,8 +82,8 @@ def test_a_link_with_interventions_fills_the_view(resident, model, cap):
     at.query_params["iv"] = "h1.2,skip:mlp0"
     from explorer.views.readout import Readout
     from pages import _state
-    from pages._internals.current import Current
-    at.session_state[_state.CURRENT] = Current(Readout(cap, model), "x", "text", "test")
+    from pages._internals.on_screen import OnScreen
+    at.session_state[_state.ON_SCREEN] = OnScreen(Readout(cap, model), "x", "text", "test")
     at.session_state[_state.TOKEN] = cap.num_tokens - 1
     at.session_state[_state.LAYER] = 1
     at.session_state[_state.HEAD] = 0
@@ -101,7 +101,7 @@ def test_a_capture_under_interventions_says_which_applied(resident, model, cap):
     at.button(key="internals_iv_capture").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     from pages import _state
-    taken = at.session_state[_state.CURRENT].readout.capture
+    taken = at.session_state[_state.ON_SCREEN].readout.capture
     assert "taken with interventions: h0.1" in taken.notes
     from explorer.record.interventions import HeadAblation, interventions_of
     assert interventions_of(taken.notes) == [HeadAblation(0, 1)]
@@ -154,7 +154,7 @@ def test_a_link_of_a_capture_under_interventions_captures_under_them_again(monke
         at.query_params[k] = v
     at.run()
     assert not at.exception and not at.error, [e.value for e in at.error]
-    cur = at.session_state[_state.CURRENT]
+    cur = at.session_state[_state.ON_SCREEN]
     assert interventions_of(cur.readout.capture.notes) == [HeadAblation(1, 2)]
     assert cur.origin == "shared link with h1.2"
     assert any("Taken with interventions: h1.2" in i.value.replace("\\", "") for i in at.info)
@@ -163,5 +163,5 @@ def test_a_link_of_a_capture_under_interventions_captures_under_them_again(monke
     at.text_area(key=_state.PROMPT).set_value("The capital of Italy is").run()   # a plain capture drops it
     next(b for b in at.button if b.label == "Capture this prompt").click().run()
     assert not at.exception
-    assert interventions_of(at.session_state[_state.CURRENT].readout.capture.notes) == []
+    assert interventions_of(at.session_state[_state.ON_SCREEN].readout.capture.notes) == []
     assert "ivcap" not in at.query_params

@@ -1,4 +1,4 @@
-"""The capture on screen (`Current`) and the one place the model runs for the internals page."""
+"""The capture on screen (`OnScreen`) and the one place the model runs for the internals page."""
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -15,13 +15,13 @@ from explorer.record.intervention_hooks import capture_under
 from explorer.views.readout import Readout
 from explorer.views.url_state import ViewState
 from pages._common import model_worker, run_on_model, session_id, worker_runner
-from pages._state import BUDGET, COMPONENTS, CURRENT, HEAD, LAYER, PENDING, TOKEN, TOUR_STEP, VIEW_WIDGET
+from pages._state import BUDGET, COMPONENTS, HEAD, LAYER, ON_SCREEN, PENDING, TOKEN, TOUR_STEP, VIEW_WIDGET
 
-CHAT_TURN = "chat turn"   # Current.origin of a capture that follows the chat (cleared with it)
+CHAT_TURN = "chat turn"   # OnScreen.origin of a capture that follows the chat (cleared with it)
 
 
 @dataclass
-class Current:
+class OnScreen:
     """The capture on screen and what produced it (for the shareable link)."""
     readout: Readout
     display_text: str | None  # the prompt as the user wrote it (the link's text); None: opened from a file
@@ -42,8 +42,8 @@ class Current:
         return fig
 
 
-def current() -> Current | None:
-    return st.session_state.get(CURRENT)
+def on_screen() -> OnScreen | None:
+    return st.session_state.get(ON_SCREEN)
 
 
 def capture_options(model_name: str, precision: str | None = None) -> CaptureOptions:
@@ -81,15 +81,15 @@ def run_capture(loaded, prompt, text: str, source: str, origin: str, answer_star
         return False
     # every view computed from this capture (lens, summaries, attribution, the file's lens) runs on the worker
     readout = Readout(cap, loaded.model, loaded.tokenizer, run=worker_runner())
-    set_current(Current(readout, text, source, origin, answer_start))
+    set_on_screen(OnScreen(readout, text, source, origin, answer_start))
     return True
 
 
-def set_current(cur: Current) -> None:
+def set_on_screen(cur: OnScreen) -> None:
     """Show a new capture. Layer and head come from a pending link, else stay where the user was
     (clamped to what this capture has: following a conversation keeps the head under study); the
     focus goes to the link's token, else the last one."""
-    st.session_state[CURRENT] = cur
+    st.session_state[ON_SCREEN] = cur
     r = cur.readout
     pending: ViewState | None = st.session_state.pop(PENDING, None)
     kept = ViewState(layer=st.session_state.get(LAYER), head=st.session_state.get(HEAD))
