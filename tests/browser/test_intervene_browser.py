@@ -35,7 +35,9 @@ def test_ablate_heads_and_patch_two_prompts(app_url, page):
     page.get_by_text("Total, direct and indirect effect", exact=False).first.wait_for(timeout=60_000)
     assert "iv=" in page.url
     shot(page, "intervene")
+    wait_idle(page)               # a click while the URL's rerun redraws the panel can be lost
     page.get_by_text("Activation patching: which layer", exact=False).click()
+    page.get_by_label("Clean prompt").wait_for(timeout=120_000)
     page.get_by_label("Clean prompt").fill("The capital of France is")
     page.get_by_label("Clean prompt").press("Enter")
     wait_idle(page)
