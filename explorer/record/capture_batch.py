@@ -17,7 +17,7 @@ recorder active, so "is this forward mine?" stays the same question for the same
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
@@ -28,7 +28,7 @@ from torch import nn
 from explorer.model.loading import LoadedModel
 from explorer.model.worker import ModelWorker
 from explorer.model.worker_request import Request, Shareable
-from explorer.record.attention_fn import Recorder, explorer_attention_enabled, recording, supports_attention_interface
+from explorer.record.attention_fn import explorer_attention_enabled, recording, supports_attention_interface
 from explorer.record.capture import (
     Capture,
     CaptureOptions,
@@ -63,13 +63,6 @@ def _slice_row(x: Any, b: int, t: int, batch: int, width: int) -> Any:
         items = {k: _slice_row(v, b, t, batch, width) for k, v in x.items()}
         return items if type(x) is dict else type(x)(**items)
     return x
-
-
-@contextlib.contextmanager
-def _as_row(recorder: Recorder) -> Iterator[None]:
-    """Make `recorder` the active one while a row's own hook body runs (its `mine()` check)."""
-    with recording(recorder):
-        yield
 
 
 @dataclass
@@ -115,7 +108,7 @@ class BatchRecorder:
         for row in self.rows:                       # value (B, KV, W, hd)
             on_value = row.recording.recorder.on_value
             if on_value is not None:
-                with _as_row(row.recording.recorder):
+                with recording(row.recording.recorder):
                     on_value(module, value[row.index:row.index + 1, :, :row.tokens])
 
 
@@ -130,14 +123,14 @@ def _dispatchers(rows: list[_Row], batch: int, width: int) -> list[tuple[nn.Modu
         def hook(mod, *call, _fns=fns):
             for row, fn in _fns:
                 sliced = [_slice_row(x, row.index, row.tokens, batch, width) for x in call]
-                with _as_row(row.recording.recorder):
+                with recording(row.recording.recorder):
                     fn(mod, *sliced)
             return None                              # a recording hook never changes the forward
         out.append((module, kind, hook))
     return out
 
 
-def _row_outputs(model: nn.Module, output: Any, rows: list[_Row], kept: list[int] | None) -> list[Any]:
+def _row_outputs(output: Any, rows: list[_Row], kept: list[int] | None) -> list[Any]:
     """Each row's logits at its own last token, as a (1, 1, V) output the single path reads."""
     logits = getattr(output, "logits", output if isinstance(output, torch.Tensor) else None)
     out = []
@@ -194,7 +187,7 @@ def _run_rows(model: nn.Module, tokenizer, plans: list[CapturePlan], options: Ca
         for row in rows:
             row.recording.offload.finish()
     caps = []
-    for row, row_output in zip(rows, _row_outputs(model, output, rows, kept)):
+    for row, row_output in zip(rows, _row_outputs(output, rows, kept)):
         r = row.recording
         recorded = Recorded(r.session, r.store, row_output, bool(switched), r.components, FallbackPlan(), r.offload)
         caps.append(assemble(model, tokenizer, r.plan, recorded, options))
