@@ -44,9 +44,12 @@ def relative_differences(alone, batched) -> dict[str, float]:
         y = b.get(path)
         if y is None or path.startswith(".attention.masks") or not x.is_floating_point() or not x.numel():
             continue
+        kind = kind_of(path)
+        if x.shape != y.shape:      # e.g. the unembedding rows kept: a different predicted token somewhere
+            worst[kind] = float("inf")
+            continue
         x, y = x.double(), y.double().to(x.device)
         scale = float(x.abs().max()) or 1.0
-        kind = kind_of(path)
         worst[kind] = max(worst.get(kind, 0.0), float((x - y).abs().max()) / scale)
     return worst
 
@@ -126,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
              f"{info.get('transformers')}, bitsandbytes {info.get('bitsandbytes')}. Model: {name}.", "",
              f"Run {stamp}. `{command}`. {args.students} prompts of {lo}-{hi} tokens. Round 0 allocates the pooled "
              "host buffers, round 1 reuses them. Differences: each batched row against its capture alone, the "
-             "largest absolute difference over the largest absolute value, worst over rows and tensors of a kind.", "",
+             "largest absolute difference over the largest absolute value, worst over rows and tensors of a kind "
+             "(inf: a row kept another shape, e.g. other unembedding rows because a position predicted another token).", "",
              "| parts | round | one after another s | batched s | speed-up |", "|---|---|---|---|---|"]
     for r in runs:
         for rd in r["rounds"]:
