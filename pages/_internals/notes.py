@@ -8,9 +8,8 @@ import streamlit as st
 from explorer.model.precisions import LOAD_PRECISIONS
 from explorer.views.setting_notes import REFERENCE, answer_choice_note, precision_note
 from pages._common import current_model
+from pages._internals.on_screen import CHAT_TURN
 from pages._state import CHAT_MESSAGES, COMPARE_INPUTS, COMPARE_RESULT, LAST_OPTIONS
-
-CHAT_TURN = "chat turn"             # OnScreen.origin of a capture that follows the chat
 
 
 def answer_settings_note(origin: str) -> None:
