@@ -39,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,15 +78,16 @@ class Row:
         return self.stop_event.is_set()
 
 
-class RowsStopped:
-    """An event-like view of several rows: set once every one of them is stopped (a shared prefill
-    is cancelled only when no row still wants it; a stopped row alone leaves after it)."""
+class AllSet:
+    """An event-like view of several events: set once every one of them is set. A forward shared by
+    several rows (a prefill) or requests (a batched capture) is cancelled only when none of them
+    still wants it; one stopped alone leaves after it."""
 
-    def __init__(self, rows: list[Row]) -> None:
-        self.rows = rows
+    def __init__(self, events: Iterable[threading.Event]) -> None:
+        self.events = list(events)
 
     def is_set(self) -> bool:
-        return all(r.stopped for r in self.rows)
+        return all(e.is_set() for e in self.events)
 
 
 def _mergeable(cache, filled: bool = True) -> bool:
@@ -165,7 +167,7 @@ class DecodeBatch:
     def step(self, prefill_guard=None) -> list[Row]:
         """One decode step of every running row, then one prefill of the rows that joined (as many as
         `prefill_tokens` allows); returns the rows that ended in this step. `prefill_guard(rows)` is a
-        context for that long forward (cancel), given an event-like RowsStopped."""
+        context for that long forward (cancel), given an event-like AllSet of the rows' stop events."""
         ended: list[Row] = self._leave_stopped()
         with torch.inference_mode(), no_cudnn_attention(self.device, keep=self.cudnn_sdpa):
             for group in list(self.groups):
@@ -226,7 +228,7 @@ class DecodeBatch:
         ids = torch.cat([pad_left(row.prepared.input_ids.to(self.device), width, 1) for row in rows])  # (B, T)
         positions = (mask.cumsum(dim=1) - 1).clamp(min=0)                                            # (B, T)
         cache = self._new_cache()
-        cancel = guard(RowsStopped(rows)) if guard is not None else contextlib.nullcontext()
+        cancel = guard(AllSet(r.stop_event for r in rows)) if guard is not None else contextlib.nullcontext()
         rowwise = (rowwise_attention(self.model, [width - n for n in lengths]) if self.exact and len(rows) > 1
                    else contextlib.nullcontext())
         try:
@@ -325,4 +327,4 @@ def decode_all(batch: DecodeBatch, rows: list[Row], guard=None) -> None:
         batch.step(guard)
 
 
-__all__ = ["DecodeBatch", "Group", "Row", "RowsStopped", "choose", "choose_all", "decode_all"]
+__all__ = ["DecodeBatch", "Group", "AllSet", "Row", "choose", "choose_all", "decode_all"]

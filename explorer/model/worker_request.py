@@ -37,7 +37,7 @@ def cancellable_forward(model, event: threading.Event):
     A generation step of one token is short and ends at the next token through its stopping
     criteria; a 4096-token prefill on a CPU can take a minute, which a closed tab should not wait
     for. `event` is anything with is_set(): a request's cancel event, or a shared prefill's
-    RowsStopped (set once all its rows are stopped). Hooks exist for this forward only and are
+    decode_batch.AllSet (set once all its rows are stopped). Hooks exist for this forward only and are
     removed in `finally`."""
     layers = [resolve(model, layer.name) for layer in find_anatomy(model).layers] if model is not None else []
     handles = []
@@ -54,17 +54,6 @@ def cancellable_forward(model, event: threading.Event):
     finally:
         for handle in handles:
             handle.remove()
-
-
-class AllCancelled:
-    """An event-like view of several requests: set once every one of them is cancelled (a
-    capture forward shared by several students stops only when none of them still wants it)."""
-
-    def __init__(self, requests: list[Request]) -> None:
-        self.requests = requests
-
-    def is_set(self) -> bool:
-        return all(r.cancelled for r in self.requests)
 
 
 def load_id_of(loaded: LoadedModel | None) -> int:
@@ -189,5 +178,5 @@ class Request:
                 progress.fraction(*payload)
 
 
-__all__ = ["POLL_S", "AllCancelled", "Alive", "NoModelLoaded", "OnWait", "Request", "RequestCancelled", "Shareable",
+__all__ = ["POLL_S", "Alive", "NoModelLoaded", "OnWait", "Request", "RequestCancelled", "Shareable",
            "cancellable_forward", "load_id_of", "model_changed"]

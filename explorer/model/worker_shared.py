@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from typing import Any
 
+from explorer.model.decode_batch import AllSet
 from explorer.model.loading import LoadedModel
-from explorer.model.worker_request import AllCancelled, Request, RequestCancelled, cancellable_forward
+from explorer.model.worker_request import Request, RequestCancelled, cancellable_forward
 
 SHARED_MOST = 32                          # shareable calls one shared run may take
 
@@ -41,7 +42,7 @@ def run_shared(requests: list[Request], loaded: LoadedModel) -> None:
         request.ran_with = len(requests)
     try:
         try:
-            with cancellable_forward(loaded.model, AllCancelled(requests)):
+            with cancellable_forward(loaded.model, AllSet(r.cancel_event for r in requests)):
                 results: list[Any] = requests[0].shared.run_many(loaded, [r.shared.item for r in requests])
         except Exception:  # noqa: BLE001 - retried one by one below, each with its own outcome
             results = [_run_alone(loaded, r) for r in requests]

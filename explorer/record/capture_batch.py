@@ -143,12 +143,6 @@ def _row_outputs(output: Any, rows: list[_Row], kept: list[int] | None) -> list[
     return out
 
 
-def batchable(model: nn.Module) -> bool:
-    """Models that run the recording attention function: the eager fallback needs each prompt's
-    own output_attentions, so those models capture one prompt at a time."""
-    return supports_attention_interface(model)
-
-
 def chunks(plans: Sequence[CapturePlan], max_tokens: int) -> list[list[int]]:
     """Groups of plan indices whose padded batch (rows × longest) stays within max_tokens; the
     longest prompts are grouped first, so rows of a group have similar lengths (little padding)."""
@@ -213,7 +207,10 @@ def capture_batch(model: nn.Module, tokenizer, prompts: Sequence[Prompt], option
         except Exception as exc:  # noqa: BLE001 - the row's own error, returned to its caller
             results[i] = exc
     order = sorted(plans)
-    groups = chunks([plans[i] for i in order], limit) if batchable(model) else [[k] for k in range(len(order))]
+    # only models that run the recording attention function share a forward: the eager fallback
+    # needs each prompt's own output_attentions
+    groups = (chunks([plans[i] for i in order], limit) if supports_attention_interface(model)
+              else [[k] for k in range(len(order))])
     for group in groups:
         members = [order[k] for k in group]
         if len(members) == 1:
@@ -243,4 +240,4 @@ def submit_capture(worker: ModelWorker, prompt: Prompt, options: CaptureOptions,
                          shared=Shareable(key=("capture", options), item=(prompt, options), run_many=_capture_many))
 
 
-__all__ = ["BATCH_TOKENS", "BatchRecorder", "batchable", "capture_batch", "chunks", "submit_capture"]
+__all__ = ["BATCH_TOKENS", "BatchRecorder", "capture_batch", "chunks", "submit_capture"]

@@ -11,7 +11,7 @@ import torch
 from transformers import AutoTokenizer
 
 from explorer.model.decode_attention import no_cudnn_attention
-from explorer.model.decode_batch import DecodeBatch, Row, RowsStopped, decode_all
+from explorer.model.decode_batch import AllSet, DecodeBatch, Row, decode_all
 from explorer.model.generation import GenerateOptions, conversation, generate, prepare, result_of
 from explorer.model.loading import LoadConfig, embedded_model_dir, load_model
 from explorer.model.prompts import stop_ids
@@ -120,7 +120,7 @@ def test_each_row_keeps_its_settings_when_tokens_are_chosen_for_the_whole_batch(
 
 def test_a_shared_prefill_is_cancelled_only_when_every_joiner_stopped(tiny):
     rows = rows_of(tiny, GenerateOptions(max_new_tokens=4), PROMPTS[:2])
-    stopped = RowsStopped(rows)
+    stopped = AllSet(r.stop_event for r in rows)
     rows[0].stop_event.set()
     assert not stopped.is_set()
     rows[1].stop_event.set()
