@@ -10,6 +10,7 @@ from __future__ import annotations
 from urllib.parse import parse_qs, urlparse
 
 import pytest
+from playwright.sync_api import expect
 
 from explorer.views.figures.attention import EXACT_CELLS
 from tests.browser.conftest import ARTIFACTS, open_with_model, wait_idle
@@ -36,7 +37,10 @@ def few_new_tokens(page, prefix: str) -> None:
     slider = page.locator(f".st-key-{prefix}_max_new input[type='range']")
     slider.focus()
     slider.press("Home")
+    page.wait_for_timeout(300)          # the rerun may start late; meanwhile a stale copy of the slider is drawn
     wait_idle(page)
+    expect(slider).to_have_count(1)
+    slider.focus()
     for _ in range(3):
         slider.press("ArrowRight")
     wait_idle(page)
