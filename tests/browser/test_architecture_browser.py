@@ -1,5 +1,6 @@
 """The architecture page in Chromium: the module hierarchy is really drawn, and a preset opens from its config."""
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from tests.browser.conftest import wait_idle
 
@@ -31,9 +32,13 @@ def test_a_preset_opens_from_its_config_alone(app_url, page):
     assert page.locator(".js-plotly-plot g.iciclelayer path.surface").count() > 100
 
 
+# null until plotly has drawn the data-flow figure (the element exists before its traces do)
 POINT_OF = """label => { const gd = document.querySelectorAll('.js-plotly-plot')[1];
-    const t = gd._fullData[2], xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, r = gd.getBoundingClientRect();
+    const t = gd && gd._fullData && gd._fullData[2];
+    if (!t || !t.text || !gd._fullLayout.xaxis) return null;
+    const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, r = gd.getBoundingClientRect();
     const i = t.text.findIndex(s => s.startsWith(label));
+    if (i < 0) return null;
     return [r.left + xa._offset + xa.l2p(t.x[i]), r.top + ya._offset + ya.l2p(t.y[i])]; }"""
 
 
@@ -41,10 +46,17 @@ def test_clicking_a_folded_block_unfolds_it_and_shows_its_details(app_url, page)
     page.goto(f"{app_url}/architecture")
     wait_idle(page)
     page.get_by_role("tab", name="Data flow").click()
-    page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length > 1", timeout=60_000)
-    x, y = page.evaluate(POINT_OF, "layers 1")
-    page.mouse.click(x, y)
-    page.get_by_text("Data flow: 30 decoder layers, layer 1 unfolded").wait_for(timeout=60_000)
+    wait_idle(page)
+    unfolded = page.get_by_text("Data flow: 30 decoder layers, layer 1 unfolded")
+    for _ in range(3):  # plotly may still move the figure after its first draw; a click then misses the marker
+        x, y = page.wait_for_function(POINT_OF, arg="layers 1", timeout=60_000).json_value()
+        page.mouse.click(x, y)
+        try:
+            unfolded.wait_for(timeout=15_000)
+            break
+        except PlaywrightTimeout:
+            wait_idle(page)
+    unfolded.wait_for(timeout=30_000)
     wait_idle(page)
     heading = page.locator("strong", has_text="model.layers.1").first  # the details panel's title
     heading.wait_for(timeout=30_000)
