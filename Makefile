@@ -7,7 +7,7 @@ run:
 
 test:
 	./scripts/setup.sh --test
-	.venv/bin/python -m pytest -ra
+	.venv/bin/python -m pytest -raR --rerun-show-tracebacks
 
 bench:
 	./scripts/setup.sh
