@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs on the lent GPU machine (which reaches no registry): install the carried wheels, build the
 # random Llama-3.1-8B checkpoint once, and run the named steps. Results are copied to $OUT.
-#   bash bench/gpu_suite.sh smoke capture compare multi stream apppath compcheck routes classroom batch patching kernels
+#   bash bench/gpu_suite.sh smoke capture compare multi stream apppath compcheck routes classroom batch teacher patching kernels
 # Carry .whl (../shared/tools/device-wheels.sh transformers==5.23.0) and .gpu-assets/tokenizer (the
 # embedded tokenizer files, from the converted folder in ~/.cache/llm-explorer).
 set -uo pipefail
@@ -25,6 +25,7 @@ for step in "$@"; do
     routes)  ckpt; python3 bench/bench_routes.py --device cuda --checkpoint $CKPT --reps 5 --profile 2>&1 | grep -v "it/s" ;;
     classroom) ckpt; python3 bench/bench_classroom.py --device cuda --checkpoint $CKPT 2>&1 | grep -v "it/s" | tee $OUT/classroom.log ;;
     patching) ckpt; python3 bench/bench_patching.py --device cuda --checkpoint $CKPT 2>&1 | grep -v "it/s" ;;
+    teacher) ckpt; python3 bench/bench_teacher_ablation.py --device cuda --checkpoint $CKPT 2>&1 | grep -v "it/s" | tee $OUT/teacher.log ;;
     batch)   ckpt; python3 bench/bench_capture_batch.py --device cuda --checkpoint $CKPT 2>&1 | grep -v "it/s" | tee $OUT/capture_batch.log ;;
     kernels) python3 bench/probe_summary_kernels.py --lengths 8192,32768 2>&1 | tee $OUT/kernels.log ;;
     multi)   python3 bench/bench_multi_gpu.py .gpu-assets/tokenizer 2>&1 | grep -v "it/s" ;;

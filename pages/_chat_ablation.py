@@ -1,19 +1,21 @@
 """The chat panel's "Answer again with heads 14.2 and 20.5 off": the latest question answered once
 more with the Intervene view's interventions applied, shown beside the plain answer.
 
-Why a request of its own and not a row of the shared decode batch: the hooks act on every row of
-every forward while they are on. The answer runs through run_on_model as one model-worker call;
-the worker runs one call at a time, between two decode steps of its shared batch, and the call
-decodes its own rows in a batch of its own (generation.generate). Other sessions' answers wait
-at their next step until it returns, and `intervene` has removed its hooks (in `finally`) by
-then, so they never run under this session's interventions. The call is cancelled like any
-other when the tab closes or the page reruns.
+Zero or scale head ablations, neuron ablations and skipped blocks act on one row of a batch
+(explorer/record/row_interventions.py), so the answer with them joins the worker's shared decode
+batch as a row of its own: other sessions' answers keep streaming in the same forwards, and their
+rows never see the hooks (a teacher's demonstration does not pause the class). A mean ablation or
+a patch hooks every row of every forward, so that answer runs as one model-worker call of its own;
+other sessions' answers wait at their next step until it returns, and `intervene` has removed its
+hooks (in `finally`) by then. Either way it is cancelled when the tab closes.
 
 Greedy, with the plain answer's other options (length, repetition penalty): sampled answers
-would differ with or without the interventions. When the plain answer was sampled, the same call
-also answers greedily without them, and that answer is shown as the plain one.
+would differ with or without the interventions. When the plain answer was sampled, the same
+request also answers greedily without them, and that answer is shown as the plain one.
 """
 from __future__ import annotations
+
+from dataclasses import replace
 
 import streamlit as st
 
@@ -22,9 +24,10 @@ from explorer.model.errors import user_message
 from explorer.model.generation import GenerateOptions, conversation
 from explorer.model.loading import LoadedModel
 from explorer.record.interventions import BadIntervention, Intervention, parse, to_short
+from explorer.record.row_interventions import RowInterventions, row_safe
 from explorer.views.intervene_data import spoken
 from explorer.views.text import show_hidden
-from pages._common import run_on_model
+from pages._common import decode_on_worker, run_on_model
 from pages._state import CHAT_MESSAGES, LAST_OPTIONS, LAST_SEQUENCE_LOAD_ID
 
 ACTIVE = "chat_ablation_active"   # str: short form of the Intervene view's interventions ("" = none)
@@ -71,14 +74,26 @@ def ablation_offer(loaded: LoadedModel | None, prefix: str, options: GenerateOpt
         messages = conversation(question, system, history)
         try:
             with st.spinner(f"Answering with {label}…"):
-                pair = run_on_model(lambda m: answer_with(m, messages, specs, used, plain_too=used.do_sample),
-                                    load_id=loaded.load_id)
+                pair = answers_with(messages, specs, used, used.do_sample, load_id=loaded.load_id)
             st.session_state[ANSWER] = (key, pair)
         except Exception as exc:  # noqa: BLE001 - a message under the chat; the model stays usable
             st.error(user_message(exc))
     done = st.session_state.get(ANSWER)
     if done and done[0] == key:
         _side_by_side(plain, done[1], label)
+
+
+def answers_with(messages: list[dict], specs: list[Intervention], options: GenerateOptions, plain_too: bool,
+                 load_id: int | None = -1) -> AnswerPair:
+    """Greedy answers with `specs` (and without, if `plain_too`), from the worker: as rows of its
+    shared batch when the specs are row-local, else as one call of their own (see the docstring).
+    load_id: the model the page showed (-1: whatever is resident)."""
+    if not row_safe(specs):
+        return run_on_model(lambda m: answer_with(m, messages, specs, options, plain_too=plain_too), load_id=load_id)
+    greedy = replace(options, do_sample=False)
+    edits = ([None] if plain_too else []) + [RowInterventions(tuple(specs))]
+    results = decode_on_worker([messages] * len(edits), greedy, edits, load_id=load_id)
+    return AnswerPair(to_short(specs), results[-1], results[0] if plain_too else None)
 
 
 def _side_by_side(plain: str, pair: AnswerPair, label: str) -> None:

@@ -16,11 +16,14 @@ from typing import Any
 
 import streamlit as st
 
+from explorer.model.decode_batch import RowEdit
 from explorer.model.errors import Secret, env_token, user_message
+from explorer.model.generation_types import GenerateOptions, GenerationResult
 from explorer.model.loading import LoadConfig, LoadedModel, ModelRegistry, memory_snapshot
 from explorer.model.switches import autoload_enabled, operator_switches, worker_status_file
 from explorer.model.worker import ModelWorker
 from explorer.model.worker_request import Request
+from explorer.model.worker_stream import WorkerStream, gather
 from explorer.views.units import fmt_bytes
 from pages._state import AUTOLOAD_TRIED, LOAD_ERROR
 
@@ -81,6 +84,17 @@ def run_on_model(fn: Callable[[LoadedModel], Any], progress: Callable[[str], Non
                             on_wait=lambda n: note.caption(queue_note(n)) if n else None)
     finally:
         note.empty()
+
+
+def decode_on_worker(conversations: list, options: GenerateOptions, edits: list[RowEdit | None],
+                     load_id: int | None = -1) -> list[GenerationResult]:
+    """Answers decoded as rows of the worker's shared batch, beside other sessions' answers, and read
+    to their end (not streamed to the page). `edits`: per answer, hooks on its row alone (an answer
+    with heads off, explorer/record/row_interventions.py); other sessions' rows never see them."""
+    worker, session = model_worker(), session_id()
+    streams = [WorkerStream(worker, messages, options, session, load_id=load_id, edit=edit)
+               for messages, edit in zip(conversations, edits, strict=True)]
+    return gather(streams, session_alive())
 
 
 def worker_runner() -> Callable[[Callable[[], Any]], Any]:

@@ -12,6 +12,7 @@ import torch
 
 from explorer.record.intervention_hooks import intervene, last_logits
 from explorer.record.interventions import HeadAblation, Intervention, to_short
+from explorer.record.row_interventions import RowInterventions, row_safe
 
 
 @dataclass
@@ -92,10 +93,14 @@ def direct_and_indirect(effect: Effect, heads_attribution: torch.Tensor,
 def generate_with(loaded, messages, specs: Sequence[Intervention], options=None):
     """Generation with interventions applied to every step (a mean ablation keeps the prompt's mean).
 
-    Run it as one model-worker request of its own, never batched with other sessions' prompts:
-    the hooks act on every row of every forward in the worker's thread while they are on."""
+    Row-local specs (record/row_interventions.row_safe) ride on the answer's row only, so the same
+    answer can also be decoded in the worker's shared batch beside other sessions' rows (a
+    WorkerStream with `edit=`). The others hook every row of every forward in this thread while
+    they are on: run those as one model-worker call of their own, never batched with other prompts."""
     from explorer.model.generation import generate
 
+    if row_safe(specs):
+        return generate(loaded, messages, options, edit=RowInterventions(tuple(specs)))
     with intervene(loaded.model, specs):
         return generate(loaded, messages, options)
 
@@ -114,10 +119,13 @@ def answer_with(loaded, messages, specs: Sequence[Intervention], options=None, p
     differ with or without the interventions, and the comparison would say nothing).
 
     `plain_too`: also answer without them, for a plain answer that was sampled. Runs as one
-    model-worker call (see generate_with: the hooks must never see another session's rows)."""
-    from explorer.model.generation import GenerateOptions, generate
+    model-worker call (see generate_with for the specs whose hooks would see other sessions' rows)."""
+    from explorer.model.generation import GenerateOptions, generate, generate_batch
 
     greedy = replace(options or GenerateOptions(), do_sample=False)
+    if plain_too and row_safe(specs):     # both rows in one batch: one pass over the weights per token
+        plain, changed = generate_batch(loaded, [messages, messages], greedy, [None, RowInterventions(tuple(specs))])
+        return AnswerPair(to_short(specs), changed, plain)
     plain = generate(loaded, messages, greedy) if plain_too else None
     return AnswerPair(to_short(specs), generate_with(loaded, messages, specs, greedy), plain)
 

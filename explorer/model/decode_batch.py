@@ -27,6 +27,11 @@ size, so on a GPU exactness cannot hold anyway, and there one masked attention c
 (`exact=False`, the default off CPU). Eager attention (module-local, no registered function) keeps the masked batch in
 decode and prefills each row alone.
 
+A row may carry an edit (RowEdit: hooks on its own batch index, entered around each forward it is
+in, indices recomputed as rows come and go), so an answer with heads off decodes beside plain ones
+(explorer/record/row_interventions.py); only edits that change a position from that position alone
+qualify, since a padded prefill and other rows share the forward.
+
 Why no cuDNN attention in these forwards on a GPU: PyTorch keeps cuDNN's attention graphs in a
 per-thread cache keyed by the exact shapes (batch, query and key lengths), and builds a missing
 one for tens of milliseconds. A decode step's key length is new at every step and a class changes
@@ -41,7 +46,7 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -53,9 +58,22 @@ from explorer.model.prompts import PreparedPrompt
 PREFILL_TOKENS = {"cpu": 256, "cuda": 2048}   # padded prompt tokens prefilled in one step (others: cuda's)
 
 
+class RowEdit(Protocol):
+    """Hooks that change one row of a batched forward and leave every other row as it was
+    (explorer/record/row_interventions.py: an answer with heads off, decoded beside other sessions'
+    plain answers). Row-local changes only: nothing that reads other positions' padding or another run."""
+
+    def check(self, model: torch.nn.Module) -> None:
+        """Raise (one sentence) if the edit cannot apply to this model; called before the row joins."""
+
+    def applied(self, model: torch.nn.Module, row: int) -> contextlib.AbstractContextManager:
+        """A context in which every forward of `model` in this thread has the edit on batch row `row`."""
+
+
 @dataclass(eq=False)
 class Row:
-    """One answer being decoded. `streamer` is anything with put(ids)/end() (transformers' streamers)."""
+    """One answer being decoded. `streamer` is anything with put(ids)/end() (transformers' streamers);
+    `edit`: hooks for this row alone, on at each forward it takes part in."""
 
     prepared: PreparedPrompt
     options: GenerateOptions
@@ -68,6 +86,7 @@ class Row:
     peers: int = 0                 # most other rows it was decoded with at once
     error: BaseException | None = None
     done: bool = False
+    edit: RowEdit | None = None
 
     def __post_init__(self) -> None:
         self.ids: list[int] = self.prepared.input_ids[0].tolist()   # prompt + generated so far
@@ -232,7 +251,7 @@ class DecodeBatch:
         rowwise = (rowwise_attention(self.model, [width - n for n in lengths]) if self.exact and len(rows) > 1
                    else contextlib.nullcontext())
         try:
-            with cancel, rowwise:
+            with cancel, rowwise, self._edits(rows):
                 out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
                                  use_cache=True, cache_position=torch.arange(width, device=self.device))
             logits = out.logits[:, -1].float()                                                       # (B, V)
@@ -255,7 +274,7 @@ class DecodeBatch:
             row.position += 1
         try:
             starts = (group.mask == 0).sum(dim=1).tolist() if self.exact else []   # left padding of each row
-            with rowwise_attention(self.model, starts) if self.exact else contextlib.nullcontext():
+            with rowwise_attention(self.model, starts) if self.exact else contextlib.nullcontext(), self._edits(rows):
                 out = self.model(input_ids=input_ids, attention_mask=group.mask, position_ids=positions,
                                  past_key_values=group.cache, use_cache=True,
                                  cache_position=torch.tensor([length], device=self.device))
@@ -267,6 +286,18 @@ class DecodeBatch:
                 self._end(row, exc)
             return list(rows)
         return self._choose(group, logits)
+
+    def _edits(self, rows: list[Row]) -> contextlib.ExitStack:
+        """Each edited row's hooks, on its own batch index, for one forward (indices change as rows leave)."""
+        stack = contextlib.ExitStack()
+        try:
+            for index, row in enumerate(rows):
+                if row.edit is not None:
+                    stack.enter_context(row.edit.applied(self.model, index))
+        except BaseException:
+            stack.close()
+            raise
+        return stack
 
     def _choose(self, group: Group, logits: torch.Tensor) -> list[Row]:
         """Every row's next token from (B, V) logits, recorded; the rows that finished leave the group."""
@@ -327,4 +358,4 @@ def decode_all(batch: DecodeBatch, rows: list[Row], guard=None) -> None:
         batch.step(guard)
 
 
-__all__ = ["DecodeBatch", "Group", "AllSet", "Row", "choose", "choose_all", "decode_all"]
+__all__ = ["DecodeBatch", "Group", "AllSet", "Row", "RowEdit", "choose", "choose_all", "decode_all"]

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-from explorer.model.decode_batch import DecodeBatch, Row, decode_all
+from explorer.model.decode_batch import DecodeBatch, Row, RowEdit, decode_all
 from explorer.model.errors import ExplorerError, GenerationError, ModelReplaced, clean_text
 from explorer.model.generation_types import GenerateOptions, GenerationResult
 from explorer.model.loading import LoadedModel, release_memory
@@ -106,20 +106,32 @@ def stream_generate(loaded: LoadedModel, messages: list[Message], options: Gener
 
 
 def generate(loaded: LoadedModel, messages: list[Message], options: GenerateOptions | None = None,
-             streamer=None) -> GenerationResult:
-    """One answer, not streamed. streamer: anything with put/end (e.g. a per-token clock)."""
+             streamer=None, edit: RowEdit | None = None) -> GenerationResult:
+    """One answer, not streamed. streamer: anything with put/end (e.g. a per-token clock);
+    edit: hooks on this answer's row (explorer/record/row_interventions.py)."""
     options = options or GenerateOptions()
-    row = Row(prepare(loaded, messages, options.max_new_tokens), options, streamer)
+    if edit is not None:
+        edit.check(loaded.model)
+    row = Row(prepare(loaded, messages, options.max_new_tokens), options, streamer, edit=edit)
     decode_all(new_batch(loaded), [row])
     return result_of(loaded, row)
 
 
 def generate_batch(loaded: LoadedModel, conversations: list[list[Message]],
-                   options: GenerateOptions | None = None) -> list[GenerationResult]:
-    """Several conversations decoded together in one batch; each row ends on its own."""
+                   options: GenerateOptions | None = None,
+                   edits: list[RowEdit | None] | None = None) -> list[GenerationResult]:
+    """Several conversations decoded together in one batch; each row ends on its own.
+    edits: per conversation, hooks on its row alone (None: plain), each checked before any forward."""
     options = options or GenerateOptions()
     if not conversations:
         raise GenerationError("No conversations to generate.")
-    rows = [Row(prepare(loaded, messages, options.max_new_tokens), options) for messages in conversations]
+    edits = list(edits) if edits is not None else [None] * len(conversations)
+    if len(edits) != len(conversations):
+        raise GenerationError(f"{len(edits)} edits for {len(conversations)} conversations.")
+    for edit in edits:
+        if edit is not None:
+            edit.check(loaded.model)
+    rows = [Row(prepare(loaded, messages, options.max_new_tokens), options, edit=edit)
+            for messages, edit in zip(conversations, edits, strict=True)]
     decode_all(new_batch(loaded), rows)
     return [result_of(loaded, row) for row in rows]

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from concurrent.futures import CancelledError
 from typing import Any
 
-from explorer.model.decode_batch import Row
+from explorer.model.decode_batch import Row, RowEdit
 from explorer.model.errors import ExplorerError, clean_text
 from explorer.model.generation import GenerateOptions, GenerationError, GenerationResult, prepare, text_streamer
 from explorer.model.loading import LoadedModel
@@ -31,9 +31,10 @@ class WorkerStream:
 
     def __init__(self, worker: ModelWorker, messages, options, session: str = "default",
                  stop_event: threading.Event | None = None, load_id: int | None = -1,
-                 abandon_after_s: float = 10.0) -> None:
+                 abandon_after_s: float = 10.0, edit: RowEdit | None = None) -> None:
         self.options = options or GenerateOptions()
         self.messages = messages
+        self.edit = edit               # hooks on this answer's row alone (an answer with heads off)
         self.prepared = None
         self.result: GenerationResult | None = None
         self._pending: list[str] = []
@@ -48,10 +49,12 @@ class WorkerStream:
 
     # ---- worker side
     def _row(self, loaded: LoadedModel, req: Request) -> Row:
+        if self.edit is not None:
+            self.edit.check(loaded.model)        # a bad edit fails this request before its row joins
         prepared = prepare(loaded, self.messages, self.options.max_new_tokens)
         req.inbox.put(("prepared", prepared))
         streamer = text_streamer(loaded.tokenizer, lambda text: req.inbox.put(("text", text)))
-        return Row(prepared, self.options, streamer, req.cancel_event)
+        return Row(prepared, self.options, streamer, req.cancel_event, edit=self.edit)
 
     # ---- caller side
     def cancel(self) -> None:
@@ -158,11 +161,9 @@ class WorkerStream:
 
 
 def stream_on_worker(worker: ModelWorker, messages, options=None, session: str = "default",
-                     stop_event: threading.Event | None = None, load_id: int | None = -1) -> WorkerStream:
-    return WorkerStream(worker, messages, options, session, stop_event, load_id)
-
-
-
+                     stop_event: threading.Event | None = None, load_id: int | None = -1,
+                     edit: RowEdit | None = None) -> WorkerStream:
+    return WorkerStream(worker, messages, options, session, stop_event, load_id, edit=edit)
 
 
 def gather(streams: list[WorkerStream], alive: Alive | None = None) -> list[GenerationResult]:
@@ -180,4 +181,6 @@ def gather(streams: list[WorkerStream], alive: Alive | None = None) -> list[Gene
         for reader in readers.values():
             reader.close()                 # cancels what is left when one failed
     return [s.result for s in streams]
+
+
 __all__ = ["WorkerStream", "gather", "stream_on_worker"]

@@ -15,10 +15,10 @@ import streamlit as st
 import torch
 
 from explorer.analyse.attribution import direct_logit_attribution
-from explorer.analyse.intervention_effects import direct_and_indirect, forward_effect, generate_with
+from explorer.analyse.intervention_effects import direct_and_indirect, forward_effect
 from explorer.analyse.patching import patch_heads, patch_residual, prepare
 from explorer.model.errors import user_message
-from explorer.model.generation import GenerateOptions, conversation, generate
+from explorer.model.generation import GenerateOptions, conversation
 from explorer.record.intervention_hooks import capture_under, validate
 from explorer.record.interventions import BadIntervention, HeadAblation, interventions_of, parse, to_short
 from explorer.record.token_text import token_text
@@ -28,7 +28,7 @@ from explorer.views.readout import Readout
 from explorer.views.teaching import escape_markdown
 from explorer.views.text import visible_whitespace
 from explorer.views.units import table_cells
-from pages._chat_ablation import set_active
+from pages._chat_ablation import answers_with, set_active
 from pages._common import model_worker, queue_note, run_on_model, session_alive, session_id, worker_runner
 from pages._internals.drawing import Shown
 from pages._internals.on_screen import OnScreen, capture_options, on_screen, set_on_screen
@@ -207,14 +207,10 @@ def _generate(specs) -> None:
         st.info("Generation needs the capture's prompt (a capture opened from a file has none).")
         return
     messages = conversation(cur.display_text) if cur.source != "raw" else [{"role": "user", "content": cur.display_text}]
-    options = GenerateOptions(max_new_tokens=48)
-
-    def both(m):
-        return generate(m, messages, options).text, generate_with(m, messages, specs, options).text
     try:
         with st.spinner("Generating the plain answer and the one with interventions…"):
-            plain, changed = run_on_model(both)
-        st.session_state[GENERATED] = (to_short(specs), plain, changed)
+            pair = answers_with(messages, specs, GenerateOptions(max_new_tokens=48), plain_too=True)
+        st.session_state[GENERATED] = (to_short(specs), pair.plain.text, pair.changed.text)
     except Exception as exc:  # noqa: BLE001 - a message in the page; the model stays usable
         st.error(user_message(exc))
 

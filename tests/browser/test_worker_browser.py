@@ -162,6 +162,63 @@ def test_six_sessions_chat_at_once_each_streams_its_own_answer_none_waits_and_th
             pg.context.close()
 
 
+@pytest.mark.timeout(1800)
+def test_an_answer_with_heads_off_is_decoded_beside_another_tabs_answer(fp32_server, browser):
+    """A teacher's "Answer again with heads … off" joins the worker's decode batch as a row of its
+    own: while it is answered, a student's story in another tab keeps streaming (two rows decode
+    together, no call runs alone), and the teacher sees both answers side by side."""
+    server = fp32_server
+    teacher = open_chat(browser, server.url)
+    student = open_chat(browser, server.url)
+    try:
+        teacher.set_viewport_size({"width": 1600, "height": 2600})
+        teacher.goto(f"{server.url}/internals")
+        wait_idle(teacher, 300_000)
+        ask(teacher, "Tell me a story about a cat.")          # a long answer: its rerun with heads off overlaps the story
+        teacher.wait_for_timeout(300)
+        wait_idle(teacher, 300_000)
+        teacher.get_by_text(re.compile(r"Captured \d+ tokens")).first.wait_for(timeout=400_000)   # the turn
+        wait_idle(teacher, 300_000)
+        teacher.get_by_role("radio", name="Intervene", exact=True).click()
+        run = teacher.get_by_role("button", name="Run with these interventions")   # the attribution's top heads
+        run.wait_for(timeout=300_000)
+        wait_idle(teacher)
+        run.click()
+        teacher.locator('[data-testid="stMetric"]', has_text="with interventions").first.wait_for(timeout=300_000)
+        again = teacher.get_by_role("button", name=re.compile(r"^Answer again with heads? "))
+        again.wait_for(timeout=300_000)                                    # the chat panel offers them
+        wait_idle(teacher)
+
+        longest_answers(student)
+        ask(student, "Write a long story about a lighthouse keeper.")
+        wait_streaming(student)
+        again.click()
+        pair = teacher.locator(".st-key-chat_ablation_pair")
+        samples: list[tuple[int, str | None, int]] = []          # (rows decoding, what runs alone, student's words)
+        t0 = time.monotonic()
+        while not pair.count() and time.monotonic() - t0 < 600:
+            status = server.worker()
+            samples.append((status.get("decoding", 0), status.get("running"),
+                            len(words(student.evaluate(STATE_JS)["text"]))))
+            time.sleep(0.2)
+        pair.wait_for(timeout=60_000)
+        wait_idle(teacher, 300_000)
+        assert max(d for d, _, _ in samples) >= 2, samples           # the student's row and the teacher's
+        assert all(r in (None, "stream") for _, r, _ in samples), samples   # never a call that pauses the batch
+        assert samples[-1][2] > samples[0][2], samples               # the story grew meanwhile
+        text = pair.inner_text()
+        assert "Plain answer" in text and "off" in text, text
+        pair.scroll_into_view_if_needed()
+        screenshot(teacher, "worker_heads_off_beside_a_student")
+        student.locator(".st-key-chat_stop button").click()
+        wait_idle(student, 300_000)
+        screenshot(student, "worker_student_while_heads_off")
+        assert until(lambda: (s := server.worker()) and not s["busy"] and s["queued"] == 0, timeout=60) is not None
+    finally:
+        teacher.context.close()
+        student.context.close()
+
+
 def test_closing_the_tab_mid_answer_leaves_the_worker_idle_within_5_s(fp32_server, browser):
     app_server = fp32_server
     pg = open_chat(browser, app_server.url)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from explorer.analyse.intervention_effects import generate_with
 from explorer.model.generation import GenerateOptions, conversation, generate
+from explorer.record.intervention_hooks import intervene
 from explorer.record.interventions import parse
 
 PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "chat.py")
@@ -39,7 +39,8 @@ def test_the_chat_answers_again_with_heads_off_beside_the_plain_answer(monkeypat
     pair = at.session_state["chat_ablation_answer"][1]
     assert pair.plain is None                                         # the chat's answer was greedy already
     options = GenerateOptions(max_new_tokens=12, repetition_penalty=1.1)
-    want = generate_with(embedded_nf4, conversation(QUESTION), parse(HEADS), options).text
+    with intervene(embedded_nf4.model, parse(HEADS)):             # hooks on the whole model, decoded alone
+        want = generate(embedded_nf4, conversation(QUESTION), options).text
     assert pair.changed.text == want and want != plain
     shown = [" ".join(t.value.split()) for t in at.text]                # st.text dedents each line
     assert " ".join(plain.split()) in shown and " ".join(want.split()) in shown   # side by side under the chat

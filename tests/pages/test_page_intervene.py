@@ -67,6 +67,36 @@ def test_intervene_runs_the_top_heads_off_and_reports_the_change(resident, model
     assert at.query_params["iv"] == ",".join(f"h{x}" for x in heads)
 
 
+@pytest.mark.parametrize("more", ["skip:mlp0", "mean:h2.1"])
+def test_generate_with_interventions_shows_both_answers_from_the_worker(tiny_folder, registry_with, monkeypatch, more):
+    """Row-local specs decode as rows of the worker's shared batch; a mean ablation runs as a call of its
+    own. Either way each answer is the one decoded alone (hooks on the whole model for the changed one).
+    A tiny model saved with the embedded tokenizer: the answers are decoded from a real chat prompt."""
+    from explorer.model.generation import GenerateOptions, conversation, generate
+    from explorer.model.loading import LoadConfig, load_model
+    from explorer.record.intervention_hooks import intervene
+    from explorer.record.interventions import parse
+
+    monkeypatch.setenv("EXPLORER_AUTOLOAD", "0")
+    loaded = load_model(LoadConfig(source=str(tiny_folder), precision="fp32"))
+    registry_with(loaded)
+    prompt = "The capital of France is"
+    at = page_with(capture(loaded.model, loaded.tokenizer, prompt, CaptureOptions(parts=DEFAULT_PARTS | {"components"})),
+                   model=loaded.model, prompt=prompt)
+    at.segmented_control(key="internals_view").set_value("intervene").run()
+    at.multiselect(key="internals_iv_heads").set_value(["0.1", "1.2"]).run()
+    at.text_input(key="internals_iv_more").set_value(more).run()
+    at.button(key="internals_iv_gen").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    shown = [" ".join(t.value.split()) for t in at.text]                # st.text dedents each line
+    options = GenerateOptions(max_new_tokens=48)
+    plain = generate(loaded, conversation(prompt), options).text
+    with intervene(loaded.model, parse(f"h0.1,h1.2,{more}")):
+        changed = generate(loaded, conversation(prompt), options).text
+    assert plain != changed and " ".join(plain.split()) in shown and " ".join(changed.split()) in shown
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in loaded.model.modules())
+
+
 def test_a_bad_spec_is_a_message_and_the_model_is_untouched(resident, model, cap):
     before = last_logits(model, cap.token_ids)
     at = _open(cap, model)
