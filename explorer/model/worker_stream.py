@@ -168,8 +168,16 @@ def stream_on_worker(worker: ModelWorker, messages, options=None, session: str =
 
 def gather(streams: list[WorkerStream], alive: Alive | None = None) -> list[GenerationResult]:
     """Read several streams to their end, round robin, so none looks abandoned while another is read;
-    they decode together in the worker's batch. Results in the order given; the first error is raised."""
-    readers = {i: s.iterate(alive) for i, s in enumerate(streams)}
+    they decode together in the worker's batch. Results in the order given; the first error is raised.
+    While one stream is read, the others are marked as read too (at every idle poll): a slow token
+    of one must not make the worker drop the others as abandoned."""
+    def alive_all() -> bool:
+        now = time.monotonic()
+        for s in streams:
+            s.request.last_poll = now
+        return alive() if alive is not None else True
+
+    readers = {i: s.iterate(alive_all) for i, s in enumerate(streams)}
     try:
         while readers:
             for i in list(readers):

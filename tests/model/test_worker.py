@@ -400,6 +400,23 @@ def test_the_page_s_batch_mode_reads_its_answers_together_as_rows_of_the_shared_
     assert max(r.shared_with for r in results) == 2
 
 
+def test_gather_keeps_every_stream_alive_while_it_waits_on_one_of_them(worker, tiny):
+    """Slow steps (0.4 s each) against a 1 s abandon limit: a text piece spans several tokens, so the
+    stream not being read would look abandoned unless gather marks it read while it waits."""
+    from explorer.model.worker_stream import gather
+
+    options = GenerateOptions(max_new_tokens=10, min_new_tokens=10)
+    slow = worker.current.model.register_forward_pre_hook(lambda *_: time.sleep(0.4))
+    try:
+        streams = [WorkerStream(worker, conversation(p), options, "page", abandon_after_s=1.0) for p in PROMPTS[:2]]
+        results = gather(streams, alive=lambda: True)
+    finally:
+        slow.remove()
+    assert [r.new_tokens for r in results] == [10, 10] and not any(r.stopped for r in results)
+    assert [r.sequence_ids for r in results] == [generate(tiny, conversation(p), options).sequence_ids
+                                                 for p in PROMPTS[:2]]
+
+
 def test_captures_of_sessions_waiting_at_once_share_one_forward_and_each_equals_its_capture_alone(worker):
     from explorer.record.capture import CaptureOptions, capture
     from explorer.record.capture_batch import submit_capture
