@@ -2,8 +2,10 @@
 change beside the plain run; generate with them; activation patching between two prompts.
 
 Thin: specs are explorer.record.interventions, the forwards explorer.analyse.{intervention_effects,
-patching}, the figures explorer.views.figures.patching. Every model call is one model-worker
-request (never batched with another session's: the hooks act on every row while they are on).
+patching}, the figures explorer.views.figures.patching. Every forward here is one model-worker
+request (never batched with another session's: the hooks act on every row while they are on);
+generating with row-local interventions decodes as rows of the worker's shared batch instead
+(pages/_chat_ablation.answers_with, explorer/record/row_interventions.py).
 The interventions are kept in the URL as `iv=h14.2,h20.5` once the reader edits or runs them, or
 adds a head with "Ablate this head" (attribution and routes views); the chat panel then offers to
 answer again with them (pages/_chat_ablation.py). A capture taken under interventions keeps them
