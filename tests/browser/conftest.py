@@ -156,6 +156,26 @@ def wait_idle(page, timeout: float = 120_000) -> None:
     page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']", timeout=timeout)
 
 
+def click_until_shown(page, click, shown, tries: int = 3, each_ms: float = 15_000, last_ms: float = 30_000) -> None:
+    """Call `click()` until `shown` (a locator) is visible and stays so once the page is idle. A click
+    that lands while a rerun redraws the page, or while Plotly still moves a figure after its first
+    draw, can be lost; a rerun that starts late can undo it (close an expander it opened)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for _ in range(tries):
+        click()
+        try:
+            shown.wait_for(timeout=each_ms)
+        except PlaywrightTimeout:
+            wait_idle(page)
+            continue
+        page.wait_for_timeout(300)
+        wait_idle(page)
+        if shown.is_visible():
+            return
+    shown.wait_for(timeout=last_ms)
+
+
 def open_with_model(page, app_url: str, path: str = "/internals") -> None:
     """Open the app, wait until the embedded model's card shows (the first visit may convert and load
     it), then go to `path`."""

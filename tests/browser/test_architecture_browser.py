@@ -1,8 +1,7 @@
 """The architecture page in Chromium: the module hierarchy is really drawn, and a preset opens from its config."""
 import pytest
-from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-from tests.browser.conftest import wait_idle
+from tests.browser.conftest import click_until_shown, wait_idle
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -47,16 +46,12 @@ def test_clicking_a_folded_block_unfolds_it_and_shows_its_details(app_url, page)
     wait_idle(page)
     page.get_by_role("tab", name="Data flow").click()
     wait_idle(page)
-    unfolded = page.get_by_text("Data flow: 30 decoder layers, layer 1 unfolded")
-    for _ in range(3):  # plotly may still move the figure after its first draw; a click then misses the marker
+
+    def click_layer_1() -> None:      # where the marker is now: plotly may still move the figure
         x, y = page.wait_for_function(POINT_OF, arg="layers 1", timeout=60_000).json_value()
         page.mouse.click(x, y)
-        try:
-            unfolded.wait_for(timeout=15_000)
-            break
-        except PlaywrightTimeout:
-            wait_idle(page)
-    unfolded.wait_for(timeout=30_000)
+
+    click_until_shown(page, click_layer_1, page.get_by_text("Data flow: 30 decoder layers, layer 1 unfolded"))
     wait_idle(page)
     heading = page.locator("strong", has_text="model.layers.1").first  # the details panel's title
     heading.wait_for(timeout=30_000)

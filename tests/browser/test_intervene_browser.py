@@ -8,9 +8,8 @@ from __future__ import annotations
 import re
 
 import pytest
-from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-from tests.browser.conftest import ARTIFACTS, open_with_model, wait_idle
+from tests.browser.conftest import ARTIFACTS, click_until_shown, open_with_model, wait_idle
 from tests.browser.test_internals_browser import capture_prompt, click_point, heatmap_painted, shot, wait_for_titles
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -37,15 +36,9 @@ def test_ablate_heads_and_patch_two_prompts(app_url, page):
     assert "iv=" in page.url
     shot(page, "intervene")
     wait_idle(page)
-    clean = page.get_by_label("Clean prompt")
-    for _ in range(4):            # a click while the URL's rerun redraws the panel can be lost, or undone
-        page.get_by_text("Activation patching: which layer", exact=False).click()
-        try:
-            clean.wait_for(timeout=20_000)
-            break
-        except PlaywrightTimeout:
-            wait_idle(page)
-    clean.wait_for(timeout=60_000)
+    clean = page.get_by_label("Clean prompt")   # a click while the URL's rerun redraws the panel can be lost, or undone
+    click_until_shown(page, page.get_by_text("Activation patching: which layer", exact=False).click, clean,
+                      tries=4, each_ms=20_000, last_ms=60_000)
     page.get_by_label("Clean prompt").fill("The capital of France is")
     page.get_by_label("Clean prompt").press("Enter")
     wait_idle(page)
